@@ -1,0 +1,34 @@
+"""Builtin dataset names, resolved under ``$DETECTRON2_DATASETS`` (default ``./datasets``) as in Detectron2.
+
+- ``tt100k_2016_{train,test}``: the official TT100K 2016 release in ``tt100k/``, the 45 evaluation classes.
+- ``tt100k_2016_all_{train,test}``: the same splits with every annotated type as a class.
+- ``tt100k_synth_{train,test}``: the synthetic TT100K written by ``python -m featsr_d2.data.synthetic
+  --out $DETECTRON2_DATASETS/tt100k_synth`` (the demo and test data), the 45 evaluation classes.
+
+VOC and COCO use Detectron2's own builtin names (``voc_2007_test``, ``coco_2017_val``, ...).
+"""
+
+import os
+
+from detectron2.data import DatasetCatalog
+
+from featsr_d2.data.tt100k import register_tt100k_instances
+
+_SPLITS = {
+    # name: (folder under the datasets root, split, class set)
+    "tt100k_2016_train": ("tt100k", "train", "type45"),
+    "tt100k_2016_test": ("tt100k", "test", "type45"),
+    "tt100k_2016_all_train": ("tt100k", "train", "all"),
+    "tt100k_2016_all_test": ("tt100k", "test", "all"),
+    "tt100k_synth_train": ("tt100k_synth", "train", "type45"),
+    "tt100k_synth_test": ("tt100k_synth", "test", "type45"),
+}
+
+
+def register_all_tt100k(root: str) -> None:
+    for name, (folder, split, class_set) in _SPLITS.items():
+        if name not in DatasetCatalog.list():
+            register_tt100k_instances(name, os.path.join(root, folder), split, class_set=class_set)
+
+
+register_all_tt100k(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")))

@@ -1,0 +1,26 @@
+"""Config set-up shared by the tools: Detectron2's defaults + featsr_d2's keys + file + overrides."""
+
+from detectron2.config import get_cfg
+from detectron2.engine import default_setup
+
+from featsr_d2.config import add_featsr_config
+from featsr_d2.data import set_bad_record_policy
+
+
+def get_featsr_cfg(config_file: str | None = None, opts: list[str] | None = None):
+    """A config with featsr_d2's keys, merged from ``config_file`` and ``opts``; not frozen."""
+    cfg = get_cfg()
+    add_featsr_config(cfg)
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts or []))
+    return cfg
+
+
+def setup(args):
+    """The config for a tool run from Detectron2's ``default_argument_parser`` arguments."""
+    cfg = get_featsr_cfg(args.config_file, args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    set_bad_record_policy(cfg.DATASETS.TRAIN + cfg.DATASETS.TEST, cfg.DATASETS.TT100K.ON_BAD_RECORD)
+    return cfg

@@ -1,0 +1,69 @@
+"""Builds featsr_d2 and its compiled extension featsr_d2._C from csrc/.
+
+CPU kernels always; CUDA kernels when a GPU is visible or FORCE_CUDA=1 (TORCH_CUDA_ARCH_LIST is honoured by
+torch's build helpers). Install with `pip install --no-build-isolation -e .` so the extension compiles
+against the torch already installed.
+"""
+
+import glob
+import os
+import re
+import sysconfig
+
+from setuptools import find_packages, setup
+
+import torch
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_version():
+    with open(os.path.join(HERE, "featsr_d2", "__init__.py")) as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
+
+def want_cuda():
+    if os.environ.get("FORCE_CUDA", "0") == "1":
+        return True
+    return torch.cuda.is_available() and CUDA_HOME is not None
+
+
+def get_extensions():
+    sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
+    cuda_sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
+    define_macros = []
+    extra_compile_args = {"cxx": ["-O3"]}
+    include_dirs = [os.path.join(HERE, "csrc")]
+    extension = CppExtension
+    if want_cuda():
+        extension = CUDAExtension
+        sources += cuda_sources
+        define_macros += [("WITH_CUDA", None)]
+        extra_compile_args["nvcc"] = ["-O3", "--expt-relaxed-constexpr"]
+        # pip-installed CUDA toolkits ship their headers inside the nvidia wheels.
+        nvidia_include = os.path.join(sysconfig.get_paths()["purelib"], "nvidia", "cu13", "include")
+        if os.path.isdir(nvidia_include):
+            include_dirs.append(nvidia_include)
+    return [
+        extension(
+            "featsr_d2._C",
+            sources,
+            include_dirs=include_dirs,
+            define_macros=define_macros,
+            extra_compile_args=extra_compile_args,
+        )
+    ]
+
+
+setup(
+    name="featsr_d2",
+    version=read_version(),
+    description="Super-resolution for small and low-resolution object detection in Detectron2 "
+    "(FeatSR, TDSR, CAJNN)",
+    packages=find_packages(exclude=("tests", "tests.*", "configs", "tools", "bench")),
+    python_requires=">=3.10",
+    ext_modules=get_extensions(),
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    zip_safe=False,
+)
