@@ -1,0 +1,228 @@
+"""The TT100K loader: official layout to Detectron2 dicts, and every bad-input case."""
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+from PIL import Image
+
+from featsr_d2.data import TT100KFormatError, load_tt100k_json, register_tt100k_instances
+from featsr_d2.data.tt100k import set_bad_record_policy
+from featsr_d2.data.tt100k_categories import TYPE45
+
+
+def _box(x0, y0, x1, y1):
+    return {"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1}
+
+
+def write_tt100k(root, imgs, *, train_ids, types=("pl40", "i2", "zz_other"), size=(64, 48)):
+    """Write a TT100K tree: annotations.json, train/ids.txt and one JPEG per record."""
+    os.makedirs(os.path.join(root, "train"), exist_ok=True)
+    for rec in imgs.values():
+        path = os.path.join(root, rec["path"])
+        if not os.path.exists(path):
+            Image.fromarray(np.full((size[1], size[0], 3), 128, np.uint8)).save(path)
+    with open(os.path.join(root, "annotations.json"), "w") as f:
+        json.dump({"types": list(types), "imgs": imgs}, f)
+    with open(os.path.join(root, "train", "ids.txt"), "w") as f:
+        f.write("\n".join(str(i) for i in train_ids) + "\n")
+    return os.path.join(root, "annotations.json"), os.path.join(root, "train", "ids.txt")
+
+
+def _rec(img_id, objects):
+    return {"path": f"train/{img_id}.jpg", "id": img_id, "objects": objects}
+
+
+@pytest.fixture
+def good_tree(tmp_path):
+    imgs = {
+        "10": _rec(
+            10,
+            [
+                {"category": "pl40", "bbox": _box(1.5, 2.0, 20.25, 30.0), "ellipse_org": [[1, 2]]},
+                {"category": "i2", "bbox": _box(30, 10, 40, 20)},
+                {"category": "zz_other", "bbox": _box(5, 5, 9, 9)},
+            ],
+        ),
+        "11": _rec(11, []),
+        "12": _rec(12, [{"category": "i2", "bbox": _box(0, 0, 64, 48)}]),
+    }
+    json_file, ids_file = write_tt100k(str(tmp_path), imgs, train_ids=[10, 11])
+    return str(tmp_path), json_file, ids_file
+
+
+def test_loads_official_layout_as_xyxy_abs(good_tree):
+    root, json_file, ids_file = good_tree
+    dicts = load_tt100k_json(json_file, ids_file, root)
+    assert [d["image_id"] for d in dicts] == [10, 11]  # only the split's ids, in file order
+    first = dicts[0]
+    assert first["file_name"] == os.path.join(root, "train/10.jpg")
+    assert (first["width"], first["height"]) == (64, 48)
+    anns = first["annotations"]
+    # zz_other is a known type outside type45: left out.
+    assert [a["category_id"] for a in anns] == [TYPE45.index("pl40"), TYPE45.index("i2")]
+    assert anns[0]["bbox"] == [1.5, 2.0, 20.25, 30.0]
+    assert all(a["bbox_mode"] == BoxMode.XYXY_ABS for a in anns)
+    assert all(isinstance(v, float) for a in anns for v in a["bbox"])
+    assert dicts[1]["annotations"] == []
+
+
+def test_class_set_all_keeps_every_type(good_tree):
+    root, json_file, ids_file = good_tree
+    dicts = load_tt100k_json(json_file, ids_file, root, class_set="all")
+    assert [a["category_id"] for a in dicts[0]["annotations"]] == [0, 1, 2]
+
+
+def test_border_overhang_within_tolerance_is_clipped(tmp_path):
+    imgs = {"1": _rec(1, [{"category": "i2", "bbox": _box(-0.5, 3, 64.8, 48.0)}])}
+    json_file, ids_file = write_tt100k(str(tmp_path), imgs, train_ids=[1])
+    (d,) = load_tt100k_json(json_file, ids_file, str(tmp_path))
+    assert d["annotations"][0]["bbox"] == [0.0, 3.0, 64.0, 48.0]
+
+
+BAD_CASES = {
+    # case: (records, ids, message fragments, reason counted when skipping, images kept when skipping)
+    "missing image": (
+        {"1": _rec(1, []), "2": {"path": "train/nope.jpg", "id": 2, "objects": []}},
+        [1, 2],
+        ["ids.txt:2", "train/nope.jpg", "does not exist"],
+        1,
+    ),
+    "box outside image": (
+        {"1": _rec(1, [{"category": "i2", "bbox": _box(10, 10, 90, 20)}])},
+        [1],
+        ["imgs['1'].objects[0]", "outside", "64x48"],
+        1,
+    ),
+    "empty box": (
+        {"1": _rec(1, [{"category": "i2", "bbox": _box(10, 10, 10, 20)}])},
+        [1],
+        ["imgs['1'].objects[0]", "zero or negative area"],
+        1,
+    ),
+    "unknown category": (
+        {"1": _rec(1, [{"category": "martian", "bbox": _box(1, 1, 5, 5)}])},
+        [1],
+        ["imgs['1'].objects[0]", "'martian'", "types"],
+        1,
+    ),
+    "unknown image id": (
+        {"1": _rec(1, [])},
+        [1, 77],
+        ["ids.txt:2", "image id 77", "not in"],
+        1,
+    ),
+    "malformed object": (
+        {"1": _rec(1, [{"category": "i2", "bbox": {"xmin": 1}}])},
+        [1],
+        ["imgs['1'].objects[0]", "bbox"],
+        1,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_record_raises_naming_file_and_record(tmp_path, case):
+    imgs, ids, fragments, _ = BAD_CASES[case]
+    json_file, ids_file = write_tt100k(str(tmp_path), imgs, train_ids=ids)
+    if case == "missing image":
+        os.remove(os.path.join(str(tmp_path), "train/nope.jpg"))
+    with pytest.raises(TT100KFormatError) as e:
+        load_tt100k_json(json_file, ids_file, str(tmp_path))
+    msg = str(e.value)
+    for fragment in fragments:
+        assert fragment in msg, (fragment, msg)
+    assert "ON_BAD_RECORD" in msg  # names the fix
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_record_skip_is_counted_and_logged(tmp_path, case, caplog):
+    imgs, ids, _, kept = BAD_CASES[case]
+    json_file, ids_file = write_tt100k(str(tmp_path), imgs, train_ids=ids)
+    if case == "missing image":
+        os.remove(os.path.join(str(tmp_path), "train/nope.jpg"))
+    with caplog.at_level(logging.WARNING, logger="featsr_d2.data.tt100k"):
+        dicts = load_tt100k_json(json_file, ids_file, str(tmp_path), on_bad_record="skip")
+    assert len(dicts) == kept
+    assert sum(len(d["annotations"]) for d in dicts) == 0
+    assert f"1 {case}" in caplog.text
+
+
+def test_unreadable_image(tmp_path):
+    json_file, ids_file = write_tt100k(str(tmp_path), {"1": _rec(1, [])}, train_ids=[1])
+    with open(os.path.join(str(tmp_path), "train/1.jpg"), "wb") as f:
+        f.write(b"not a jpeg")
+    with pytest.raises(TT100KFormatError, match=r"train/1.jpg cannot be read"):
+        load_tt100k_json(json_file, ids_file, str(tmp_path))
+
+
+def test_malformed_json_names_file_and_position(tmp_path):
+    json_file, ids_file = write_tt100k(str(tmp_path), {"1": _rec(1, [])}, train_ids=[1])
+    with open(json_file, "w") as f:
+        f.write('{"types": [], "imgs": {"1": ')
+    with pytest.raises(TT100KFormatError, match=r"annotations.json: not valid JSON .*line 1"):
+        load_tt100k_json(json_file, ids_file, str(tmp_path))
+
+
+def test_wrong_top_level_and_missing_files(tmp_path):
+    json_file, ids_file = write_tt100k(str(tmp_path), {"1": _rec(1, [])}, train_ids=[1])
+    with open(json_file, "w") as f:
+        json.dump([1, 2], f)
+    with pytest.raises(TT100KFormatError, match="'imgs' mapping"):
+        load_tt100k_json(json_file, ids_file, str(tmp_path))
+    with pytest.raises(TT100KFormatError, match="annotation file not found"):
+        load_tt100k_json(str(tmp_path / "none.json"), ids_file, str(tmp_path))
+    write_tt100k(str(tmp_path), {"1": _rec(1, [])}, train_ids=[1])
+    with pytest.raises(TT100KFormatError, match="split file not found"):
+        load_tt100k_json(json_file, str(tmp_path / "test" / "ids.txt"), str(tmp_path))
+
+
+def test_invalid_policy_and_class_set(good_tree):
+    root, json_file, ids_file = good_tree
+    with pytest.raises(ValueError, match="on_bad_record"):
+        load_tt100k_json(json_file, ids_file, root, on_bad_record="ignore")
+    with pytest.raises(ValueError, match="class_set"):
+        load_tt100k_json(json_file, ids_file, root, class_set="type99")
+
+
+def test_register_reads_policy_from_metadata(tmp_path):
+    imgs = {"1": _rec(1, [{"category": "i2", "bbox": _box(10, 10, 10, 20)}])}
+    write_tt100k(str(tmp_path), imgs, train_ids=[1])
+    names = ["_test_tt100k_policy_error", "_test_tt100k_policy_skip", "_test_tt100k_all"]
+    try:
+        register_tt100k_instances(names[0], str(tmp_path), "train")
+        register_tt100k_instances(names[1], str(tmp_path), "train")
+        register_tt100k_instances(names[2], str(tmp_path), "train", class_set="all")
+        meta = MetadataCatalog.get(names[0])
+        assert meta.evaluator_type == "tt100k"
+        assert meta.thing_classes == list(TYPE45)
+        assert meta.json_file == os.path.join(str(tmp_path), "annotations.json")
+        with pytest.raises(TT100KFormatError):
+            DatasetCatalog.get(names[0])
+        set_bad_record_policy([names[1], "coco_2017_val"], "skip")
+        assert len(DatasetCatalog.get(names[1])) == 1
+        with pytest.raises(ValueError, match="already uses"):
+            set_bad_record_policy([names[1]], "error")
+        assert not hasattr(MetadataCatalog.get(names[2]), "thing_classes")
+        set_bad_record_policy([names[2]], "skip")
+        DatasetCatalog.get(names[2])
+        assert MetadataCatalog.get(names[2]).thing_classes == ["pl40", "i2", "zz_other"]
+    finally:
+        for name in names:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+
+
+def test_builtin_names_resolve_under_detectron2_datasets():
+    for name in ("tt100k_2016_train", "tt100k_2016_test", "tt100k_synth_train"):
+        meta = MetadataCatalog.get(name)
+        assert meta.evaluator_type == "tt100k"
+        root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+        folder = "tt100k_synth" if "synth" in name else "tt100k"
+        assert meta.json_file == os.path.join(root, folder, "annotations.json")
+        assert meta.ids_file == os.path.join(root, folder, name.rsplit("_", 1)[1], "ids.txt")
+    assert MetadataCatalog.get("tt100k_2016_all_test").class_set == "all"
