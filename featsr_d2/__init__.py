@@ -1,13 +1,16 @@
-"""featsr_d2: super-resolution for small and low-resolution object detection, as a Detectron2 plugin.
+"""featsr_d2: super-resolution for small and low-resolution object detection in Detectron2.
 
-Importing the package registers every component (datasets, backbones, heads, meta-architectures) with
-Detectron2's registries. Call :func:`add_featsr_config` on a config before merging a featsr_d2 YAML.
+Importing the package registers every component (datasets, backbones, heads, meta-architectures)
+with Detectron2's registries. Call :func:`add_featsr_config` on a config before merging a
+featsr_d2 YAML.
 """
 
 __version__ = "0.1.0"
 
-from featsr_d2 import data  # noqa: F401  (registers the builtin TT100K datasets)
-from featsr_d2 import modeling  # noqa: F401  (registers backbones)
+from featsr_d2 import (
+    data,  # noqa: F401  (registers the builtin TT100K datasets)
+    modeling,  # noqa: F401  (registers backbones)
+)
 from featsr_d2.config import add_featsr_config
 from featsr_d2.layers import build_info, has_compiled_ops
 

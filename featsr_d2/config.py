@@ -4,8 +4,8 @@ from detectron2.config import CfgNode as CN
 
 
 def add_featsr_config(cfg):
-    """Add featsr_d2's keys to ``cfg`` in place. Safe to call more than once: a second call on the same
-    config changes nothing (all nodes are added together, so one present means all are)."""
+    """Add featsr_d2's keys to ``cfg`` in place. Safe to call more than once: a second call on the
+    same config changes nothing (all nodes are added together, so one present means all are)."""
     _C = cfg
     if "MNV2" in _C.MODEL:
         return cfg
@@ -23,7 +23,7 @@ def add_featsr_config(cfg):
 
     # Tsinghua-Tencent 100K datasets.
     _C.DATASETS.TT100K = CN()
-    # What a bad annotation record does: "error" (raise, naming file and record) or "skip" (count, log).
+    # What a bad annotation record does: "error" (raise, naming file and record) or "skip" (log it).
     _C.DATASETS.TT100K.ON_BAD_RECORD = "error"
 
     # The official TT100K evaluation protocol (featsr_d2.evaluation.tt100k).

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Train or evaluate a featsr_d2 model.
 
-    python tools/train_net.py --config-file configs/faster_rcnn_MNV2_FPN_synth.yaml
-    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
-    python tools/train_net.py --config-file ... --num-gpus 8 [--num-machines 2 --machine-rank 0 ...]
+python tools/train_net.py --config-file configs/faster_rcnn_MNV2_FPN_synth.yaml
+python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
+python tools/train_net.py --config-file ... --num-gpus 8 [--num-machines 2 --machine-rank 0 ...]
 """
 
 from detectron2.checkpoint import DetectionCheckpointer

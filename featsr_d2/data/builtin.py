@@ -1,9 +1,10 @@
-"""Builtin dataset names, resolved under ``$DETECTRON2_DATASETS`` (default ``./datasets``) as in Detectron2.
+"""Builtin dataset names, resolved under ``$DETECTRON2_DATASETS`` (default ``./datasets``).
 
-- ``tt100k_2016_{train,test}``: the official TT100K 2016 release in ``tt100k/``, the 45 evaluation classes.
+- ``tt100k_2016_{train,test}``: the official TT100K 2016 release in ``tt100k/``, 45 classes.
 - ``tt100k_2016_all_{train,test}``: the same splits with every annotated type as a class.
-- ``tt100k_synth_{train,test}``: the synthetic TT100K written by ``python -m featsr_d2.data.synthetic
-  --out $DETECTRON2_DATASETS/tt100k_synth`` (the demo and test data), the 45 evaluation classes.
+- ``tt100k_synth_{train,test}``: the synthetic TT100K written by
+  ``python -m featsr_d2.data.synthetic --out $DETECTRON2_DATASETS/tt100k_synth`` (the demo and
+  test data), 45 classes.
 
 VOC and COCO use Detectron2's own builtin names (``voc_2007_test``, ``coco_2017_val``, ...).
 """

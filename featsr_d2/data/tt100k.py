@@ -11,11 +11,11 @@ The official release (and :mod:`featsr_d2.data.synthetic`) lays a dataset out as
 
 :func:`load_tt100k_json` turns a split into Detectron2 dicts with ``XYXY_ABS`` float boxes.
 
-Bad input never reaches training as a crash: every problem is reported as a :class:`TT100KFormatError`
-naming the file, the record and the fix, or, with ``on_bad_record="skip"``, counted, logged and skipped.
-A bad object skips that object; a bad image (unknown id, missing or unreadable file) skips the image.
-Boxes may overhang the image border by up to ``BORDER_TOLERANCE`` pixels (annotation rounding) and are
-clipped; further out they are bad records.
+Bad input never reaches training as a crash: every problem is reported as a
+:class:`TT100KFormatError` naming the file, the record and the fix, or, with
+``on_bad_record="skip"``, counted, logged and skipped. A bad object skips that object; a bad image
+(unknown id, missing or unreadable file) skips the image. Boxes may overhang the image border by up
+to ``BORDER_TOLERANCE`` pixels (annotation rounding) and are clipped; further out they are bad.
 """
 
 import json
@@ -45,7 +45,9 @@ class _BadRecords:
 
     def __init__(self, policy: str, split_name: str):
         if policy not in ON_BAD_RECORD_CHOICES:
-            raise ValueError(f"on_bad_record must be one of {ON_BAD_RECORD_CHOICES}, got {policy!r}")
+            raise ValueError(
+                f"on_bad_record must be one of {ON_BAD_RECORD_CHOICES}, got {policy!r}"
+            )
         self.policy = policy
         self.split_name = split_name
         self.counts: Counter = Counter()
@@ -145,8 +147,9 @@ def load_tt100k_json(
         json_file: the dataset's ``annotations.json``.
         ids_file: the split's ``ids.txt``.
         image_root: the folder image ``path`` entries are relative to.
-        class_set: ``"type45"`` keeps the official 45 evaluation classes (objects of other known types
-            are left out, as in the TT100K and FeatSR training setups); ``"all"`` keeps every type.
+        class_set: ``"type45"`` keeps the official 45 evaluation classes (objects of other known
+            types are left out, as in the TT100K and FeatSR training setups); ``"all"`` keeps
+            every type.
         on_bad_record: ``"error"`` or ``"skip"`` (see the module docstring).
         split_name: used in log messages.
     """
@@ -277,6 +280,6 @@ def set_bad_record_policy(dataset_names, policy: str) -> None:
             meta.set(on_bad_record=policy)
         elif current != policy:
             raise ValueError(
-                f"Dataset {name} already uses on_bad_record={current!r}; one process cannot load it "
-                f"with {policy!r} too."
+                f"Dataset {name} already uses on_bad_record={current!r}; one process cannot "
+                f"load it with {policy!r} too."
             )

@@ -9,7 +9,7 @@ from featsr_d2.utils.file_io import atomic_write, atomic_write_text
 
 
 class AtomicDetectionCheckpointer(DetectionCheckpointer):
-    """Same files as :class:`DetectionCheckpointer`; a crash mid-save leaves the previous ones intact."""
+    """Same files as :class:`DetectionCheckpointer`; a crash mid-save leaves the previous ones."""
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:

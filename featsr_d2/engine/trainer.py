@@ -1,5 +1,5 @@
-"""The trainer behind ``tools/train_net.py``: Detectron2's DefaultTrainer with featsr_d2's evaluators
-and atomic checkpoints."""
+"""The trainer behind ``tools/train_net.py``: Detectron2's DefaultTrainer with featsr_d2's
+evaluators and atomic checkpoints."""
 
 import os
 
@@ -39,6 +39,12 @@ class FeatSRTrainer(DefaultTrainer):
             plain.model, plain.save_dir, **plain.checkpointables
         )
         return super().build_hooks()
+
+    def train(self):
+        """Train, then return the final evaluation's results (DefaultTrainer returns them only when
+        TEST.EXPECTED_RESULTS is set)."""
+        super().train()
+        return getattr(self, "_last_eval_results", None)  # set by DefaultTrainer's EvalHook
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -1,12 +1,12 @@
 """Access to the compiled extension featsr_d2._C, with a fallback when it was not built."""
 
 import logging
-from functools import lru_cache
+from functools import cache
 
 logger = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load():
     try:
         from featsr_d2 import _C

@@ -85,7 +85,7 @@ def test_border_overhang_within_tolerance_is_clipped(tmp_path):
 
 
 BAD_CASES = {
-    # case: (records, ids, message fragments, reason counted when skipping, images kept when skipping)
+    # case: (records, ids, message fragments, images kept when skipping)
     "missing image": (
         {"1": _rec(1, []), "2": {"path": "train/nope.jpg", "id": 2, "objects": []}},
         [1, 2],

@@ -1,0 +1,833 @@
+"""The official Tsinghua-Tencent 100K (TT100K) evaluation protocol: accuracy, recall and F1 by size.
+
+This module re-implements the rules of ``eval_annos`` in the TT100K release's ``anno_func.py``
+(Zhu et al., "Traffic-Sign Detection and Classification in the Wild", CVPR 2016), the protocol under
+which FeatSR (Noh et al., 2019) reports its Table 1. It is pure numpy; the Detectron2 glue lives in
+:mod:`featsr_d2.evaluation.tt100k_evaluator`.
+
+File formats
+------------
+Ground truth (``annotations.json``)::
+
+    {"types": [...], "imgs": {"<id>": {"path": "test/<id>.jpg", "id": <int>,
+                                       "objects": [{"category": "pl40",
+                                                    "bbox": {"xmin": .., "ymin": .., "xmax": ..,
+                                                             "ymax": ..}}, ...]}}}
+
+Results use the same layout (``{"imgs": {"<id>": {"objects": [...]}}}``) with a ``"score"`` on every
+object. Boxes are in pixels of the original image, corners ``(xmin, ymin)``-``(xmax, ymax)``.
+
+Score scale: our result files carry Detectron2's scores, in ``[0, 1]``, and every score threshold
+(``min_score``, ``--minscore``, the curve's thresholds) is compared with the scores as stored. The
+official ``eval_annos`` defaults to ``minscore=40`` (and ``get_refine_rects`` to ``minscore=20``),
+which indicates that the result files of the official release score on a ``[0, 100]`` scale; to
+evaluate such a file, give the threshold in its scale (e.g. ``--minscore 40``, which corresponds to
+our ``0.4``).
+
+Rules (identical to ``eval_annos`` with ``check_type=True``, ``match_same=True``)
+-------------------------------------------------------------------------------
+1. Class set: ground truth and detections whose category is outside the class set (``"type45"``,
+   the 45 official classes; ``"all"``, no filtering; or an explicit list) are ignored entirely.
+2. Score threshold: detections with ``score < min_score`` are ignored entirely.
+3. Matching, per image: a (ground truth, detection) pair is a candidate when both categories are
+   equal and ``IoU > iou`` (strictly; IoU exactly at the threshold does not match). IoU is computed
+   on the continuous boxes (no ``+1``); a side of negative length counts as 0, and a pair with zero
+   union has IoU 0. Candidates are sorted by IoU, descending, and accepted greedily when neither
+   side is matched yet (one-to-one). Ties in IoU are broken by the ground-truth index, then the
+   detection index, both in the order of the objects in their file (the order the official stable
+   sort produces). Matching does not depend on the size bins.
+4. Size bins, by the long side ``max(xmax - xmin, ymax - ymin)`` of a box, half-open
+   ``[low, high)``: small ``[0, 32)``, medium ``[32, 96)``, large ``[96, 400)``, all ``[0, 400)``
+   (the "Overall" column).
+   Ground truth outside the bin is ignored, together with the detection matched to it (whatever the
+   detection's own size). An unmatched detection is ignored when its own box is outside the bin. A
+   matched detection whose ground truth is inside the bin counts, whatever its own size.
+5. ``tp`` = matched pairs counted in the bin; ``accuracy = tp / num_det`` and
+   ``recall = tp / num_gt`` over the kept detections and ground truth, each 1 when its denominator
+   is 0;
+   ``f1 = 2 * accuracy * recall / (accuracy + recall)``, 0 when both are 0.
+6. Every image of the evaluated split counts: an image absent from the results file contributes its
+   ground truth as misses. Result images outside the split are ignored. Without an explicit id
+   list, the split is every image of the ground truth (the official code uses the result file's ids
+   instead, and fails on an image absent from the results).
+7. Per class (bin "all"): the counts restricted to one category. Because only equal categories are
+   ever paired, this equals running the protocol with that single class as the class set.
+
+The accuracy-recall curve (:func:`accuracy_recall_curve`) is exact at every threshold: removing
+low-score detections can hand a ground truth to another detection (greedy matching follows IoU,
+not score), so matching is recomputed at each score level of each image where a detection that takes
+part in a candidate pair appears; all other detections only change the counts.
+
+Command line::
+
+    python -m featsr_d2.evaluation.tt100k --gt annotations.json --results results.json \\
+        [--ids test/ids.txt] [--iou 0.5] [--minscore S] [--types type45|all] \\
+        [--json out.json] [--curve out.png] [--name MODEL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any
+
+import numpy as np
+
+from featsr_d2.data.tt100k import TT100KFormatError
+from featsr_d2.data.tt100k_categories import CLASS_SETS, SIZE_BINS, TYPE45
+from featsr_d2.utils.file_io import atomic_write, atomic_write_json
+
+__all__ = [
+    "AccuracyRecallCurve",
+    "TABLE_BINS",
+    "TT100KFormatError",
+    "accuracy_recall_curve",
+    "evaluate_tt100k",
+    "format_table",
+    "load_annotations",
+    "load_ids",
+    "load_results",
+    "match_detections",
+    "main",
+    "resolve_class_set",
+    "save_curve_png",
+    "summarize",
+    "validate_annotations",
+    "write_json_atomic",
+]
+
+logger = logging.getLogger(__name__)
+
+# Column order of the FeatSR paper's Table 1 ("Overall" is the "all" bin).
+TABLE_BINS = ("small", "medium", "large", "all")
+_BOX_KEYS = ("xmin", "ymin", "xmax", "ymax")
+_METRIC_KEYS = ("recall", "accuracy", "f1")
+
+Types = str | Sequence[str]
+PathLike = str | os.PathLike
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and validation
+# --------------------------------------------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    if type(value) is float or type(value) is int:  # fast path for parsed JSON
+        return math.isfinite(value)
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_mapping(value: Any) -> bool:
+    return type(value) is dict or isinstance(value, Mapping)  # fast path for parsed JSON
+
+
+def _imgs(annos: Any, source: str) -> Mapping[str, Any]:
+    if not isinstance(annos, Mapping):
+        raise TT100KFormatError(f"{source}: expected a JSON object, got {type(annos).__name__}")
+    if "imgs" not in annos:
+        raise TT100KFormatError(f"{source}: missing key 'imgs'")
+    imgs = annos["imgs"]
+    if not isinstance(imgs, Mapping):
+        raise TT100KFormatError(f"{source}: 'imgs' must be an object, got {type(imgs).__name__}")
+    return imgs
+
+
+def _objects(record: Any, where: str) -> list[Any]:
+    if not isinstance(record, Mapping):
+        raise TT100KFormatError(f"{where}: expected an object, got {type(record).__name__}")
+    if "objects" not in record:
+        raise TT100KFormatError(f"{where}: missing key 'objects'")
+    objects = record["objects"]
+    if not isinstance(objects, list):
+        raise TT100KFormatError(f"{where}: 'objects' must be a list, got {type(objects).__name__}")
+    return objects
+
+
+def _parse_object(obj: Any, where: str, require_score: bool) -> tuple[str, list[float], float]:
+    """Returns (category, [xmin, ymin, xmax, ymax], score); score is NaN when not required."""
+    if not _is_mapping(obj):
+        raise TT100KFormatError(f"{where}: expected an object, got {type(obj).__name__}")
+    category = obj.get("category")
+    if not isinstance(category, str):
+        if "category" not in obj:
+            raise TT100KFormatError(f"{where}: missing key 'category'")
+        raise TT100KFormatError(f"{where}: 'category' must be a string")
+    bbox = obj.get("bbox")
+    if not _is_mapping(bbox):
+        problem = "missing key 'bbox'" if "bbox" not in obj else "'bbox' must be an object"
+        raise TT100KFormatError(f"{where}: {problem}")
+    box = []
+    for key in _BOX_KEYS:
+        if key not in bbox:
+            raise TT100KFormatError(f"{where}: bbox is missing key {key!r}")
+        if not _is_number(bbox[key]):
+            raise TT100KFormatError(f"{where}: bbox[{key!r}] must be a finite number")
+        box.append(float(bbox[key]))
+    score = math.nan
+    if require_score:
+        if "score" not in obj:
+            raise TT100KFormatError(f"{where}: detection has no 'score'")
+        if not _is_number(obj["score"]):
+            raise TT100KFormatError(f"{where}: 'score' must be a finite number")
+        score = float(obj["score"])
+    return category, box, score
+
+
+def validate_annotations(annos: Any, *, source: str = "<annotations>", require_score: bool) -> None:
+    """Checks every record of a ground-truth (``require_score=False``) or results mapping.
+
+    Raises:
+        TT100KFormatError: naming ``source`` and the offending record.
+    """
+    for img_id, record in _imgs(annos, source).items():
+        where = f"{source}: imgs[{img_id!r}]"
+        for k, obj in enumerate(_objects(record, where)):
+            _parse_object(obj, f"{where}.objects[{k}]", require_score)
+
+
+def _load_json(path: PathLike) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise TT100KFormatError(f"{path}: malformed JSON: {e}") from e
+
+
+def load_annotations(path: PathLike) -> dict[str, Any]:
+    """Loads and validates a TT100K ground-truth ``annotations.json``."""
+    annos = _load_json(path)
+    validate_annotations(annos, source=str(path), require_score=False)
+    return annos
+
+
+def load_results(path: PathLike) -> dict[str, Any]:
+    """Loads and validates a TT100K results file (every object must have a ``score``)."""
+    annos = _load_json(path)
+    validate_annotations(annos, source=str(path), require_score=True)
+    return annos
+
+
+def load_ids(path: PathLike, gt_annos: Mapping[str, Any] | None = None) -> list[str]:
+    """Reads a split file (one image id per line; blank lines are skipped).
+
+    Raises:
+        TT100KFormatError: on a duplicated id, or, when ``gt_annos`` is given, on ids it lacks.
+    """
+    ids: list[str] = []
+    lines: dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            img_id = line.strip()
+            if not img_id:
+                continue
+            if img_id in lines:
+                raise TT100KFormatError(
+                    f"{path}:{lineno}: image id {img_id!r} already listed on line {lines[img_id]}"
+                )
+            lines[img_id] = lineno
+            ids.append(img_id)
+    if gt_annos is not None:
+        imgs = _imgs(gt_annos, "<ground truth>")
+        missing = [i for i in ids if i not in imgs]
+        if missing:
+            raise TT100KFormatError(
+                f"{path}: {len(missing)} image id(s) absent from the ground truth, first at line "
+                f"{lines[missing[0]]}: {missing[:5]}"
+            )
+    return ids
+
+
+# --------------------------------------------------------------------------------------------------
+# The protocol
+# --------------------------------------------------------------------------------------------------
+
+
+def resolve_class_set(types: Types) -> tuple[str, ...] | None:
+    """``"type45"``: the 45 official classes; ``"all"``: None (no filtering); a list: itself."""
+    if isinstance(types, str):
+        if types == "type45":
+            return TYPE45
+        if types == "all":
+            return None
+        raise ValueError(f"unknown class set {types!r}; expected one of {CLASS_SETS} or a list")
+    classes = tuple(dict.fromkeys(types))
+    if not all(isinstance(c, str) for c in classes):
+        raise ValueError("a class list must hold category names (strings)")
+    return classes
+
+
+@dataclass(frozen=True)
+class _Objects:
+    """The objects of the evaluated images, flattened in (image, file) order."""
+
+    img: np.ndarray  # (N,) int64: position of the image in the evaluated id list
+    cls: np.ndarray  # (N,) int64: index into the class list
+    boxes: np.ndarray  # (N, 4) float64: xmin, ymin, xmax, ymax
+    scores: np.ndarray  # (N,) float64: NaN for ground truth
+
+    @property
+    def long_side(self) -> np.ndarray:
+        return np.maximum(self.boxes[:, 2] - self.boxes[:, 0], self.boxes[:, 3] - self.boxes[:, 1])
+
+    def in_bin(self, low: float, high: float) -> np.ndarray:
+        side = self.long_side
+        return (side >= low) & (side < high)
+
+
+def _check_record(record: Any, where: str, require_score: bool) -> None:
+    """Validates one image record object by object, raising on the first problem."""
+    for k, obj in enumerate(_objects(record, where)):
+        _parse_object(obj, f"{where}.objects[{k}]", require_score)
+
+
+# Number types taken without the detailed check (finiteness is checked in bulk afterwards).
+_PLAIN_NUMBERS = (int, float, np.float64, np.float32, np.int64, np.int32)
+
+
+def _collect(
+    annos: Mapping[str, Any], img_ids: Sequence[str], *, source: str, is_result: bool
+) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """Flattens the objects of ``img_ids`` (all validated) into (image index, category, box, score).
+
+    Plain numbers and strings take a fast path; anything else goes through the detailed validator,
+    which either names the offending record or accepts the value (e.g. a ``Fraction``).
+    """
+    imgs = _imgs(annos, source)
+    img_index: list[int] = []
+    cats: list[str] = []
+    coords: list[float] = []  # flat: 4 per object (much faster to convert than nested lists)
+    scores: list[float] = []
+    number = _PLAIN_NUMBERS
+    nan = math.nan
+    for i, img_id in enumerate(img_ids):
+        record = imgs.get(img_id)
+        if record is None:
+            if is_result:  # no detections in this image
+                continue
+            raise TT100KFormatError(f"{source}: image id {img_id!r} is not in the ground truth")
+        where = f"{source}: imgs[{img_id!r}]"
+        objects = _objects(record, where)
+        checked = False
+        for obj in objects:
+            try:
+                cat = obj["category"]
+                bbox = obj["bbox"]
+                x0, y0, x1, y1 = bbox["xmin"], bbox["ymin"], bbox["xmax"], bbox["ymax"]
+                score = obj["score"] if is_result else nan
+            except (KeyError, TypeError, IndexError):
+                _check_record(record, where, is_result)
+                raise  # the validator found nothing: an unforeseen failure, let it surface
+            plain = (
+                type(cat) is str
+                and type(x0) in number
+                and type(y0) in number
+                and type(x1) in number
+                and type(y1) in number
+                and type(score) in number
+            )
+            if not plain and not checked:
+                _check_record(record, where, is_result)
+                checked = True
+            cats.append(cat)
+            coords += (x0, y0, x1, y1)
+            scores.append(score)
+        img_index += [i] * len(objects)
+    box_array = np.asarray(coords, dtype=np.float64).reshape(-1, 4)
+    score_array = np.asarray(scores, dtype=np.float64)
+    if not np.isfinite(box_array).all() or (is_result and not np.isfinite(score_array).all()):
+        for img_id in img_ids:  # find and name the offending record
+            if img_id in imgs:
+                _check_record(imgs[img_id], f"{source}: imgs[{img_id!r}]", is_result)
+    return np.asarray(img_index, dtype=np.int64), cats, box_array, score_array
+
+
+def _normalise_ids(gt_annos: Mapping[str, Any], img_ids: Iterable[str | int] | None) -> list[str]:
+    gt_imgs = _imgs(gt_annos, "<ground truth>")
+    if img_ids is None:
+        return [str(i) for i in gt_imgs]
+    ids = [str(i) for i in img_ids]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"image id {dup!r} is listed more than once")
+    missing = [i for i in ids if i not in gt_imgs]
+    if missing:
+        raise TT100KFormatError(
+            f"{len(missing)} image id(s) absent from the ground truth: {missing[:5]}"
+        )
+    return ids
+
+
+def _prepare(
+    gt_annos: Mapping[str, Any],
+    result_annos: Mapping[str, Any],
+    img_ids: Iterable[str | int] | None,
+    types: Types,
+) -> tuple[list[str], _Objects, _Objects]:
+    """Flattens the evaluated images into arrays, dropping objects outside the class set."""
+    ids = _normalise_ids(gt_annos, img_ids)
+    result_imgs = _imgs(result_annos, "<results>")
+    gt_imgs = _imgs(gt_annos, "<ground truth>")
+    stray = sum(1 for i in result_imgs if str(i) not in gt_imgs)
+    if stray:
+        logger.warning("%d result image id(s) are not in the ground truth; ignored", stray)
+    # Result ids are JSON keys (strings); accept int keys from in-memory mappings too.
+    result_annos = {"imgs": {str(k): v for k, v in result_imgs.items()}}
+
+    g_img, g_cats, g_boxes, g_scores = _collect(
+        gt_annos, ids, source="<ground truth>", is_result=False
+    )
+    d_img, d_cats, d_boxes, d_scores = _collect(
+        result_annos, ids, source="<results>", is_result=True
+    )
+    class_set = resolve_class_set(types)
+    classes = sorted(set(g_cats) | set(d_cats)) if class_set is None else list(class_set)
+    index = {c: k for k, c in enumerate(classes)}
+
+    def build(img: np.ndarray, cats: list[str], boxes: np.ndarray, scores: np.ndarray) -> _Objects:
+        cls = np.asarray([index.get(c, -1) for c in cats], dtype=np.int64)
+        keep = cls >= 0
+        return _Objects(img[keep], cls[keep], boxes[keep], scores[keep])
+
+    return classes, build(g_img, g_cats, g_boxes, g_scores), build(d_img, d_cats, d_boxes, d_scores)
+
+
+def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of the rows of two (N, 4) arrays, row by row; 0 where the union is empty."""
+    iw = np.maximum(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0.0)
+    ih = np.maximum(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0.0)
+    inter = iw * ih
+    area_a = np.maximum(a[:, 2] - a[:, 0], 0.0) * np.maximum(a[:, 3] - a[:, 1], 0.0)
+    area_b = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
+    union = area_a + area_b - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _candidate_pairs(
+    gt: _Objects, det: _Objects, num_classes: int, iou_thr: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """All (gt, det) pairs of one image and one category with IoU > iou_thr, in greedy order.
+
+    The order is IoU descending, then gt index, then detection index (rule 3). Indices are global
+    (into ``gt`` / ``det``), which are in (image, file) order, so the tie-break is the file order.
+    """
+    key_gt = gt.img * num_classes + gt.cls
+    key_det = det.img * num_classes + det.cls
+    order = np.argsort(key_det, kind="stable")
+    sorted_keys = key_det[order]
+    first = np.searchsorted(sorted_keys, key_gt, side="left")
+    counts = np.searchsorted(sorted_keys, key_gt, side="right") - first
+    pair_gt = np.repeat(np.arange(len(key_gt)), counts)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    pair_det = order[np.repeat(first, counts) + offsets]
+    ious = _pairwise_iou(gt.boxes[pair_gt], det.boxes[pair_det])
+    keep = ious > iou_thr
+    pair_gt, pair_det, ious = pair_gt[keep], pair_det[keep], ious[keep]
+    greedy_order = np.lexsort((pair_det, pair_gt, -ious))
+    return pair_gt[greedy_order], pair_det[greedy_order]
+
+
+def _greedy_match(pair_gt: np.ndarray, pair_det: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Accepts the pairs in the given order when neither side is taken yet; returns those pairs."""
+    out_gt: list[int] = []
+    out_det: list[int] = []
+    taken_gt: set[int] = set()
+    taken_det: set[int] = set()
+    for g, d in zip(pair_gt.tolist(), pair_det.tolist()):
+        if g not in taken_gt and d not in taken_det:
+            taken_gt.add(g)
+            taken_det.add(d)
+            out_gt.append(g)
+            out_det.append(d)
+    return np.asarray(out_gt, dtype=np.int64), np.asarray(out_det, dtype=np.int64)
+
+
+def _metrics(tp: int, num_det: int, num_gt: int) -> dict[str, float | int]:
+    accuracy = tp / num_det if num_det else 1.0
+    recall = tp / num_gt if num_gt else 1.0
+    f1 = 2 * accuracy * recall / (accuracy + recall) if accuracy + recall > 0 else 0.0
+    return {
+        "recall": recall,
+        "accuracy": accuracy,
+        "f1": f1,
+        "num_gt": int(num_gt),
+        "num_det": int(num_det),
+        "tp": int(tp),
+    }
+
+
+def _match(
+    gt_annos: Mapping[str, Any],
+    result_annos: Mapping[str, Any],
+    img_ids: Iterable[str | int] | None,
+    *,
+    iou: float,
+    min_score: float,
+    types: Types,
+) -> tuple[list[str], _Objects, _Objects, np.ndarray, np.ndarray]:
+    """Rules 1-3: the filtered objects and the indices of the matched (gt, detection) pairs."""
+    classes, gt, det = _prepare(gt_annos, result_annos, img_ids, types)
+    kept = det.scores >= min_score
+    det = _Objects(det.img[kept], det.cls[kept], det.boxes[kept], det.scores[kept])
+    match_gt, match_det = _greedy_match(*_candidate_pairs(gt, det, len(classes), iou))
+    return classes, gt, det, match_gt, match_det
+
+
+def evaluate_tt100k(
+    gt_annos: Mapping[str, Any],
+    result_annos: Mapping[str, Any],
+    *,
+    img_ids: Iterable[str | int] | None = None,
+    iou: float = 0.5,
+    min_score: float = 0.0,
+    types: Types = "type45",
+) -> dict[str, Any]:
+    """Evaluates TT100K results under the official rules (see the module docstring).
+
+    Args:
+        gt_annos: the ground truth, ``{"imgs": {id: {"objects": [...]}}}``.
+        result_annos: the detections, same layout, a ``"score"`` on every object.
+        img_ids: the evaluated split (e.g. ``test/ids.txt``); None: every ground-truth image.
+        iou: a match needs IoU strictly above this.
+        min_score: detections scoring below this are ignored (in the results' own score scale).
+        types: ``"type45"``, ``"all"`` or a list of categories.
+
+    Returns:
+        ``{"all" | "small" | "medium" | "large": {"recall", "accuracy", "f1", "num_gt", "num_det",
+        "tp"}, "per_class": {category: {...}}}``; rates are fractions in ``[0, 1]``, per-class
+        entries use the "all" bin.
+    """
+    classes, gt, det, match_gt, match_det = _match(
+        gt_annos, result_annos, img_ids, iou=iou, min_score=min_score, types=types
+    )
+
+    results: dict[str, Any] = {}
+    per_class: dict[str, Any] = {}
+    for name, (low, high) in SIZE_BINS.items():
+        gt_in = gt.in_bin(low, high)
+        counted_det = det.in_bin(low, high)  # unmatched detections: by their own size
+        counted_det[match_det] = gt_in[match_gt]  # matched ones: by their ground truth
+        tp_gt = np.zeros(len(gt_in), dtype=bool)
+        tp_gt[match_gt] = gt_in[match_gt]
+        results[name] = _metrics(int(tp_gt.sum()), int(counted_det.sum()), int(gt_in.sum()))
+        if name == "all":
+            num_classes = len(classes)
+            tp_c = np.bincount(gt.cls[tp_gt], minlength=num_classes)
+            det_c = np.bincount(det.cls[counted_det], minlength=num_classes)
+            gt_c = np.bincount(gt.cls[gt_in], minlength=num_classes)
+            for k, cls in enumerate(classes):
+                per_class[cls] = _metrics(int(tp_c[k]), int(det_c[k]), int(gt_c[k]))
+    results["per_class"] = per_class
+    return results
+
+
+def match_detections(
+    gt_annos: Mapping[str, Any],
+    result_annos: Mapping[str, Any],
+    *,
+    img_ids: Iterable[str | int] | None = None,
+    iou: float = 0.5,
+    min_score: float = 0.0,
+    types: Types = "type45",
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The per-object outcome of the matching that :func:`evaluate_tt100k` counts.
+
+    Returns ``{img_id: {"gt": [...], "det": [...]}}`` over the evaluated images, each object as
+    ``{"category", "bbox": [x0, y0, x1, y1], "matched": bool}`` (detections also carry ``"score"``),
+    after the class-set and score filters. A matched detection is a true positive, an unmatched one
+    a false positive, an unmatched ground truth object a miss (over the ``all`` bin).
+    """
+    classes, gt, det, match_gt, match_det = _match(
+        gt_annos, result_annos, img_ids, iou=iou, min_score=min_score, types=types
+    )
+    gt_matched = np.zeros(len(gt.cls), dtype=bool)
+    gt_matched[match_gt] = True
+    det_matched = np.zeros(len(det.cls), dtype=bool)
+    det_matched[match_det] = True
+    ids = _normalise_ids(gt_annos, img_ids)
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {i: {"gt": [], "det": []} for i in ids}
+    for k in range(len(gt.cls)):
+        out[ids[gt.img[k]]]["gt"].append(
+            {
+                "category": classes[gt.cls[k]],
+                "bbox": gt.boxes[k].tolist(),
+                "matched": bool(gt_matched[k]),
+            }
+        )
+    for k in range(len(det.cls)):
+        out[ids[det.img[k]]]["det"].append(
+            {
+                "category": classes[det.cls[k]],
+                "bbox": det.boxes[k].tolist(),
+                "score": float(det.scores[k]),
+                "matched": bool(det_matched[k]),
+            }
+        )
+    return out
+
+
+def _suffix_sums(delta: np.ndarray) -> np.ndarray:
+    """(B, n) -> (B, n + 1): column k is the sum of the columns k.. of ``delta``; column n is 0."""
+    out = np.zeros((delta.shape[0], delta.shape[1] + 1), dtype=delta.dtype)
+    out[:, :-1] = np.cumsum(delta[:, ::-1], axis=1)[:, ::-1]
+    return out
+
+
+@dataclass(frozen=True)
+class AccuracyRecallCurve:
+    """Accuracy and recall of every size bin as functions of the score threshold.
+
+    ``bins[name]`` maps ``"recall"``, ``"accuracy"``, ``"f1"`` (float arrays) and ``"tp"``,
+    ``"num_det"``, ``"num_gt"`` (int arrays) to values aligned with ``thresholds`` (ascending); the
+    value at threshold ``t`` is what :func:`evaluate_tt100k` returns with ``min_score=t``.
+    """
+
+    thresholds: np.ndarray
+    bins: dict[str, dict[str, np.ndarray]]
+
+
+def accuracy_recall_curve(
+    gt_annos: Mapping[str, Any],
+    result_annos: Mapping[str, Any],
+    *,
+    img_ids: Iterable[str | int] | None = None,
+    iou: float = 0.5,
+    types: Types = "type45",
+    thresholds: Sequence[float] | np.ndarray | None = None,
+) -> AccuracyRecallCurve:
+    """The exact accuracy-recall curve over score thresholds, for every size bin.
+
+    Args:
+        thresholds: the score thresholds to evaluate; None: every distinct detection score.
+        Other arguments: as for :func:`evaluate_tt100k`.
+
+    Method: each count is a sum over images of a step function of the threshold. An image's
+    matching only changes where one of its detections that belongs to a candidate pair enters, so
+    it is recomputed (greedily, rule 3) at each such score level; the changes of ``tp`` and of the
+    count of kept detections at that level are recorded as events. Every detection adds one event
+    (its own bin membership) at its score. The counts at a threshold ``t`` are the sums of the
+    events with score ``>= t``, read from suffix sums with a binary search.
+    """
+    classes, gt, det = _prepare(gt_annos, result_annos, img_ids, types)
+    pair_gt, pair_det = _candidate_pairs(gt, det, len(classes), iou)
+    names = list(SIZE_BINS)
+    gt_in = np.stack([gt.in_bin(*SIZE_BINS[n]) for n in names]).astype(np.int64)  # (B, G)
+    det_in = np.stack([det.in_bin(*SIZE_BINS[n]) for n in names]).astype(np.int64)  # (B, D)
+    num_gt = gt_in.sum(axis=1)
+
+    # Events of the matching: (score, delta tp per bin, delta of the kept-detection count per bin).
+    # A matched pair counts its detection iff its gt is in the bin, replacing the detection's own
+    # bin membership: correction = gt_in[g] - det_in[d].
+    event_scores: list[float] = []
+    event_tp: list[np.ndarray] = []
+    event_det: list[np.ndarray] = []
+    pair_img = gt.img[pair_gt]
+    by_image = np.argsort(pair_img, kind="stable")  # keeps the greedy order within an image
+    pair_gt, pair_det, pair_img = pair_gt[by_image], pair_det[by_image], pair_img[by_image]
+    bounds = np.flatnonzero(np.diff(pair_img)) + 1
+    for img_gt, img_det in zip(np.split(pair_gt, bounds), np.split(pair_det, bounds)):
+        if len(img_gt) == 0:
+            continue
+        pair_scores = det.scores[img_det]
+        prev_tp = np.zeros(len(names), dtype=np.int64)
+        prev_corr = np.zeros(len(names), dtype=np.int64)
+        for level in np.unique(pair_scores)[::-1]:
+            present = pair_scores >= level
+            g, d = _greedy_match(img_gt[present], img_det[present])
+            tp = gt_in[:, g].sum(axis=1)
+            corr = tp - det_in[:, d].sum(axis=1)
+            event_scores.append(float(level))
+            event_tp.append(tp - prev_tp)
+            event_det.append(corr - prev_corr)
+            prev_tp, prev_corr = tp, corr
+
+    scores = np.concatenate([det.scores, np.asarray(event_scores, dtype=np.float64)])
+    no_events = np.zeros((len(names), 0), dtype=np.int64)
+    delta_tp = np.concatenate(
+        [np.zeros_like(det_in), np.stack(event_tp, 1) if event_tp else no_events], axis=1
+    )
+    delta_det = np.concatenate([det_in, np.stack(event_det, 1) if event_det else no_events], axis=1)
+    order = np.argsort(scores, kind="stable")
+    scores = scores[order]
+    suffix_tp = _suffix_sums(delta_tp[:, order])
+    suffix_det = _suffix_sums(delta_det[:, order])
+
+    if thresholds is None:
+        thr = np.unique(det.scores)
+    else:
+        thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    first = np.searchsorted(scores, thr, side="left")  # first event with score >= t
+    bins: dict[str, dict[str, np.ndarray]] = {}
+    for b, name in enumerate(names):
+        tp = suffix_tp[b, first]
+        n_det = suffix_det[b, first]
+        n_gt = np.full_like(tp, num_gt[b])
+        accuracy = np.where(n_det > 0, tp / np.maximum(n_det, 1), 1.0)
+        recall = np.where(n_gt > 0, tp / np.maximum(n_gt, 1), 1.0)
+        denom = accuracy + recall
+        f1 = np.where(denom > 0, 2 * accuracy * recall / np.where(denom > 0, denom, 1.0), 0.0)
+        bins[name] = {
+            "recall": recall,
+            "accuracy": accuracy,
+            "f1": f1,
+            "tp": tp,
+            "num_det": n_det,
+            "num_gt": n_gt,
+        }
+    return AccuracyRecallCurve(thresholds=thr, bins=bins)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------------------
+
+
+def summarize(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The rates (``recall``, ``accuracy``, ``f1``) of :func:`evaluate_tt100k`'s results."""
+    out: dict[str, Any] = {n: {k: results[n][k] for k in _METRIC_KEYS} for n in SIZE_BINS}
+    out["per_class"] = {
+        cls: {k: m[k] for k in _METRIC_KEYS} for cls, m in results.get("per_class", {}).items()
+    }
+    return out
+
+
+def format_table(results: Mapping[str, Any], model_name: str) -> str:
+    """Formats the results in the layout of the FeatSR paper's Table 1 (percent, one decimal).
+
+    ``Overall`` is the ``[0, 400)`` ("all") bin. Example::
+
+        Model  |       Small        |       Medium       |       Large        |      Overall
+               |   Rec.  Acc.    F1 |   Rec.  Acc.    F1 |   Rec.  Acc.    F1 |   Rec.  Acc.    F1
+        -------+--------------------+--------------------+--------------------+-------------------
+        FeatSR |   81.2  73.0  76.9 |   ...
+    """
+    titles = {"small": "Small", "medium": "Medium", "large": "Large", "all": "Overall"}
+    cell = 18
+    name_w = max(len("Model"), len(model_name))
+    header1 = [f"{'Model':<{name_w}}"] + [f"{titles[b]:^{cell}}" for b in TABLE_BINS]
+    header2 = [" " * name_w] + [f"{'Rec.':>6}{'Acc.':>6}{'F1':>6}" for _ in TABLE_BINS]
+    row = [f"{model_name:<{name_w}}"] + [
+        "".join(f"{100.0 * results[b][k]:6.1f}" for k in ("recall", "accuracy", "f1"))
+        for b in TABLE_BINS
+    ]
+    rule = "-" * (name_w + 1) + "+" + "+".join("-" * (cell + 2) for _ in TABLE_BINS)
+    lines = [" | ".join(header1), " | ".join(header2), rule, " | ".join(row)]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def write_json_atomic(obj: Any, path: PathLike) -> None:
+    """Dumps ``obj`` as JSON to ``path`` atomically (temporary file in the same folder, rename)."""
+    atomic_write_json(os.fspath(path), obj, indent=2)
+
+
+def save_curve_png(
+    curve: AccuracyRecallCurve,
+    path: PathLike,
+    *,
+    operating_point: Mapping[str, Any] | None = None,
+    operating_label: str = "operating point",
+    title: str | None = None,
+) -> None:
+    """Plots the accuracy-recall curve of every size bin to a PNG, atomically.
+
+    The axes follow the official TT100K notebook: accuracy on x, recall on y. ``operating_point``,
+    the results of :func:`evaluate_tt100k` at the chosen score threshold, is marked on each line.
+    Uses matplotlib's Agg canvas directly, leaving the global pyplot backend alone.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 5.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for b, name in enumerate(TABLE_BINS):
+        low, high = SIZE_BINS[name]
+        color = f"C{b}"
+        values = curve.bins[name]
+        ax.plot(values["accuracy"], values["recall"], color=color, label=f"{name} [{low}, {high})")
+        if operating_point is not None:
+            ax.plot(
+                [operating_point[name]["accuracy"]],
+                [operating_point[name]["recall"]],
+                marker="o",
+                color=color,
+                markeredgecolor="black",
+                linestyle="none",
+            )
+    if operating_point is not None:  # one neutral legend entry for the markers
+        ax.plot(
+            [],
+            [],
+            marker="o",
+            color="white",
+            markeredgecolor="black",
+            linestyle="none",
+            label=operating_label,
+        )
+    ax.set_xlabel("accuracy")
+    ax.set_ylabel("recall")
+    ax.set_xlim(0.0, 1.02)
+    ax.set_ylim(0.0, 1.02)
+    ax.grid(linestyle=":")
+    ax.legend(loc="lower left")
+    ax.set_title(title or "TT100K accuracy-recall")
+    fig.tight_layout()
+    atomic_write(os.fspath(path), lambda f: fig.savefig(f, format="png"), binary=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m featsr_d2.evaluation.tt100k",
+        description="Evaluates TT100K results with the official protocol (accuracy, recall, F1 "
+        "by object size) and prints the FeatSR Table 1 row.",
+    )
+    parser.add_argument("--gt", required=True, help="ground truth annotations.json")
+    parser.add_argument("--results", required=True, help="results file, same format plus 'score'")
+    parser.add_argument("--ids", help="split file, one image id per line (default: all gt images)")
+    parser.add_argument("--iou", type=float, default=0.5, help="IoU threshold (strict)")
+    parser.add_argument(
+        "--minscore", type=float, default=0.0, help="score threshold, in the results' scale"
+    )
+    parser.add_argument("--types", choices=CLASS_SETS, default="type45", help="class set")
+    parser.add_argument("--json", help="write the rates (fractions) to this JSON file")
+    parser.add_argument("--curve", help="write the accuracy-recall curve to this PNG file")
+    parser.add_argument("--name", help="model name in the table (default: the results file stem)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m featsr_d2.evaluation.tt100k``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        gt = load_annotations(args.gt)
+        results = load_results(args.results)
+        ids = load_ids(args.ids, gt) if args.ids else None
+    except (OSError, TT100KFormatError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    kwargs = {"img_ids": ids, "iou": args.iou, "types": args.types}
+    metrics = evaluate_tt100k(gt, results, min_score=args.minscore, **kwargs)
+    print(format_table(metrics, args.name or os.path.splitext(os.path.basename(args.results))[0]))
+    if args.json:
+        write_json_atomic(summarize(metrics), args.json)
+    if args.curve:
+        curve = accuracy_recall_curve(gt, results, **kwargs)
+        label = f"score >= {args.minscore:g}"
+        save_curve_png(curve, args.curve, operating_point=metrics, operating_label=label)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
