@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from featsr_d2.data.tt100k_categories import TYPE45
+
 __all__ = [
     "SIGN_CATEGORIES",
     "TEMPLATE_SIZE",
@@ -538,12 +540,7 @@ def _shifted(p: _Painter, glyph: Callable, offset: Point, scale: float) -> Image
     return out
 
 
-SIGN_CATEGORIES = (
-    "i2", "i4", "i5", "il100", "il60", "il80", "io", "ip", "p10", "p11", "p12", "p19", "p23", "p26",
-    "p27", "p3", "p5", "p6", "pg", "ph4", "ph4.5", "ph5", "pl100", "pl120", "pl20", "pl30", "pl40",
-    "pl5", "pl50", "pl60", "pl70", "pl80", "pm20", "pm30", "pm55", "pn", "pne", "po", "pr40", "w13",
-    "w32", "w55", "w57", "w59", "wo",
-)  # fmt: skip
+SIGN_CATEGORIES = TYPE45
 """Categories with a dedicated design (TT100K's type45). Any other ``pl<N>``, ``pm<N>``, ``ph<N>``,
 ``il<N>`` or ``pr<N>`` name is drawable too: the number is printed on the sign."""
 
