@@ -1,18 +1,16 @@
 """Builds featsr_d2 and its compiled extension featsr_d2._C from csrc/.
 
-CPU kernels always; CUDA kernels when a GPU is visible or FORCE_CUDA=1 (TORCH_CUDA_ARCH_LIST is honoured by
-torch's build helpers). Install with `pip install --no-build-isolation -e .` so the extension compiles
-against the torch already installed.
+CPU kernels always; CUDA kernels when a GPU is visible or FORCE_CUDA=1 (TORCH_CUDA_ARCH_LIST is
+honoured by torch's build helpers; CUDA_HOME names the toolkit). Install with
+`pip install --no-build-isolation -e .` so the extension compiles against the installed torch.
 """
 
 import glob
 import os
 import re
-import sysconfig
-
-from setuptools import find_packages, setup
 
 import torch
+from setuptools import find_packages, setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,10 +39,13 @@ def get_extensions():
         sources += cuda_sources
         define_macros += [("WITH_CUDA", None)]
         extra_compile_args["nvcc"] = ["-O3", "--expt-relaxed-constexpr"]
-        # pip-installed CUDA toolkits ship their headers inside the nvidia wheels.
-        nvidia_include = os.path.join(sysconfig.get_paths()["purelib"], "nvidia", "cu13", "include")
-        if os.path.isdir(nvidia_include):
-            include_dirs.append(nvidia_include)
+        header = os.path.join(CUDA_HOME or "", "include", "cuda_runtime_api.h")
+        if not os.path.isfile(header):
+            raise RuntimeError(
+                f"Building the CUDA kernels needs the CUDA toolkit's headers, but {header} does "
+                f"not exist (torch found CUDA_HOME={CUDA_HOME!r}). Set CUDA_HOME to the toolkit, "
+                "e.g. CUDA_HOME=/usr/local/cuda FORCE_CUDA=1 pip install --no-build-isolation -e ."
+            )
     return [
         extension(
             "featsr_d2._C",

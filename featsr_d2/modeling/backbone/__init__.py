@@ -8,11 +8,25 @@ from featsr_d2.modeling.backbone.mobilenet_v2 import (
     convert_torchvision_mobilenet_v2,
 )
 from featsr_d2.modeling.backbone.pretrained import find_mobilenet_v2_imagenet_weights
+from featsr_d2.modeling.backbone.target_extractor import (
+    FeatSRFPN,
+    FeatSRResNet,
+    FeatSRResNetBackbone,
+    FeatSRResNetFPNBackbone,
+    atrous_conv,
+    atrous_max_pool,
+)
 
 __all__ = [
+    "FeatSRFPN",
+    "FeatSRResNet",
+    "FeatSRResNetBackbone",
+    "FeatSRResNetFPNBackbone",
     "MobileNetV2Backbone",
     "FeatSRMobileNetV2",
     "FeatSRMobileNetV2FPN",
+    "atrous_conv",
+    "atrous_max_pool",
     "convert_torchvision_mobilenet_v2",
     "find_mobilenet_v2_imagenet_weights",
 ]

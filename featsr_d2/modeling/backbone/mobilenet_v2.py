@@ -57,8 +57,10 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import CNNBlockBase, Conv2d, FrozenBatchNorm2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
-from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from torch import nn
+
+from featsr_d2.modeling.backbone.target_extractor import FeatSRFPN, atrous_conv
 
 __all__ = [
     "MobileNetV2Backbone",
@@ -209,6 +211,12 @@ class InvertedResidual(_FreezableBlock):
         out = self.project(self.depthwise(out))
         return x + out if self.use_residual else out
 
+    def extract_targets(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` as FeatSR's target extractor runs it (see ``target_extractor``)."""
+        out = x if self.expand is None else atrous_conv(self.expand, x)
+        out = atrous_conv(self.project, atrous_conv(self.depthwise, out))
+        return x + out if self.use_residual else out
+
 
 class MobileNetV2Backbone(Backbone):
     """MobileNetV2 features with Detectron2's backbone interface; see the module docstring for the
@@ -309,6 +317,18 @@ class MobileNetV2Backbone(Backbone):
                 outputs[name] = x
         return outputs
 
+    def extract_targets(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The features of :meth:`forward` as FeatSR's SR target extractor computes them on the
+        1.0x image: same names and shapes, the receptive field of the 0.5x image."""
+        outputs = {}
+        x = atrous_conv(self.stem.conv, x)
+        for name in self.stage_names:
+            for block in getattr(self, name):
+                x = block.extract_targets(x)
+            if name in self._out_features:
+                outputs[name] = x
+        return outputs
+
     def freeze(self, freeze_at: int = 0) -> "MobileNetV2Backbone":
         """Freeze the stem (``freeze_at >= 1``) and stage2 .. stage``freeze_at``: their parameters
         stop requiring gradients and their BN layers become ``FrozenBatchNorm2d``.
@@ -393,7 +413,7 @@ def FeatSRMobileNetV2(cfg, input_shape: ShapeSpec) -> MobileNetV2Backbone:
 
 
 @BACKBONE_REGISTRY.register()
-def FeatSRMobileNetV2FPN(cfg, input_shape: ShapeSpec) -> FPN:
+def FeatSRMobileNetV2FPN(cfg, input_shape: ShapeSpec) -> FeatSRFPN:
     """Detectron2's FPN on MobileNetV2 (``MODEL.BACKBONE.NAME: "FeatSRMobileNetV2FPN"``),
     with a max-pooled extra level (p6) as in Detectron2's ResNet-FPN.
 
@@ -408,7 +428,7 @@ def FeatSRMobileNetV2FPN(cfg, input_shape: ShapeSpec) -> FPN:
             f"MODEL.FPN.IN_FEATURES {in_features} must be non-empty and within "
             f"MODEL.MNV2.OUT_FEATURES {list(cfg.MODEL.MNV2.OUT_FEATURES)}"
         )
-    return FPN(
+    return FeatSRFPN(
         bottom_up=bottom_up,
         in_features=in_features,
         out_channels=cfg.MODEL.FPN.OUT_CHANNELS,

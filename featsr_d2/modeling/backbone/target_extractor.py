@@ -1,0 +1,175 @@
+"""FeatSR's super-resolution target extractor (Noh et al., ICCV 2019, section 4.1).
+
+The extractor runs the backbone's own layers, with the backbone's own weights (it has no parameters
+of its own), on the 1.0x image so that its features have the relative receptive field that the
+backbone's features have on the 0.5x image:
+
+- every convolution with a filter larger than 1 runs with twice its dilation (and twice its
+  padding, so sizes are kept);
+- a strided convolution runs at stride 1 and is followed by max pooling with a window and stride
+  equal to the stride (Figure 4(c));
+- a pooling layer runs with a doubled filter at its own stride.
+
+The maps come out with the same names, channels and sizes as the backbone's on the 1.0x image.
+Pooling uses ``ceil_mode`` so that odd sizes match too.
+
+Where a convolution carries a normalization (Detectron2's ``Conv2d(norm=...)``) the pooling follows
+the normalization: BN is part of the convolution layer, and max pooling does not commute with a
+negative BN scale. Activations come after the pooling, which is equivalent because ReLU and ReLU6
+are non-decreasing.
+
+:class:`FeatSRResNet` and :class:`FeatSRFPN` add ``extract_targets`` to Detectron2's ResNet and FPN;
+MobileNetV2 has it natively. The builders ``FeatSRResNetBackbone`` and ``FeatSRResNetFPNBackbone``
+build them from the usual ``MODEL.RESNETS`` / ``MODEL.FPN`` keys.
+"""
+
+import torch
+import torch.nn.functional as F
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling.backbone import FPN, ResNet, build_resnet_backbone
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock
+from torch import nn
+
+__all__ = [
+    "FeatSRFPN",
+    "FeatSRResNet",
+    "FeatSRResNetBackbone",
+    "FeatSRResNetFPNBackbone",
+    "atrous_conv",
+    "atrous_max_pool",
+]
+
+
+def atrous_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """Apply ``conv`` (a Detectron2 ``Conv2d``, its norm and activation included, or a plain
+    ``nn.Conv2d``) as the target extractor does: dilation and padding doubled when the filter is
+    larger than 1, stride 1 followed by max pooling when the layer is strided."""
+    kernel = conv.kernel_size
+    dilation, padding = conv.dilation, conv.padding
+    if max(kernel) > 1:
+        dilation = tuple(2 * d for d in dilation)
+        padding = tuple(2 * p for p in padding)
+    y = F.conv2d(x, conv.weight, conv.bias, 1, padding, dilation, conv.groups)
+    norm = getattr(conv, "norm", None)
+    if norm is not None:
+        y = norm(y)
+    if max(conv.stride) > 1:
+        y = F.max_pool2d(y, kernel_size=conv.stride, stride=conv.stride, ceil_mode=True)
+    activation = getattr(conv, "activation", None)
+    if activation is not None:
+        y = activation(y)
+    return y
+
+
+def atrous_max_pool(x: torch.Tensor, kernel_size: int, stride: int, padding: int) -> torch.Tensor:
+    """The target extractor's version of ``F.max_pool2d(x, kernel_size, stride, padding)``: a
+    doubled filter at the same stride, with the output size of the original."""
+    return F.max_pool2d(x, 2 * kernel_size, stride, 2 * padding, ceil_mode=True)
+
+
+def _stem_targets(stem: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if not isinstance(stem, BasicStem):
+        raise TypeError(f"the target extractor does not know the stem {type(stem).__name__}")
+    x = F.relu_(atrous_conv(stem.conv1, x))
+    return atrous_max_pool(x, 3, 2, 1)  # BasicStem's max pool
+
+
+def _block_targets(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(block, BottleneckBlock):
+        out = F.relu_(atrous_conv(block.conv1, x))
+        out = F.relu_(atrous_conv(block.conv2, out))
+        out = atrous_conv(block.conv3, out)
+    elif isinstance(block, BasicBlock):
+        out = F.relu_(atrous_conv(block.conv1, x))
+        out = atrous_conv(block.conv2, out)
+    else:
+        raise TypeError(
+            f"the target extractor does not know the block {type(block).__name__} (deformable "
+            "blocks are not supported)"
+        )
+    shortcut = x if block.shortcut is None else atrous_conv(block.shortcut, x)
+    return F.relu_(out + shortcut)
+
+
+class FeatSRResNet(ResNet):
+    """Detectron2's ResNet with FeatSR's SR target extractor (:meth:`extract_targets`)."""
+
+    def extract_targets(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The features of :meth:`forward`, with the receptive field of the 0.5x image.
+
+        Args:
+            x: the 1.0x images, (N, C, H, W).
+        """
+        outputs = {}
+        x = _stem_targets(self.stem, x)
+        if "stem" in self._out_features:
+            outputs["stem"] = x
+        for name, stage in zip(self.stage_names, self.stages):
+            for block in stage:
+                x = _block_targets(block, x)
+            if name in self._out_features:
+                outputs[name] = x
+        return outputs
+
+
+class FeatSRFPN(FPN):
+    """Detectron2's FPN with FeatSR's SR target extractor; its bottom-up network must have
+    ``extract_targets`` too. The lateral 1x1 convolutions are unchanged, the 3x3 output convolutions
+    are dilated, and the p6 max pool (kernel 1, stride 2) gets a 2x2 window."""
+
+    def extract_targets(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        bottom_up = self.bottom_up.extract_targets(x)
+        prev = atrous_conv(self.lateral_convs[0], bottom_up[self.in_features[-1]])
+        results = [atrous_conv(self.output_convs[0], prev)]
+        for idx in range(1, len(self.lateral_convs)):
+            lateral = atrous_conv(self.lateral_convs[idx], bottom_up[self.in_features[-idx - 1]])
+            prev = lateral + F.interpolate(prev, scale_factor=2.0, mode="nearest")
+            if self._fuse_type == "avg":
+                prev = prev / 2
+            results.insert(0, atrous_conv(self.output_convs[idx], prev))
+        if self.top_block is not None:
+            if not isinstance(self.top_block, LastLevelMaxPool):
+                raise TypeError(
+                    f"the target extractor does not know the FPN top block "
+                    f"{type(self.top_block).__name__}"
+                )
+            source = self.top_block.in_feature
+            if source in bottom_up:
+                top_in = bottom_up[source]
+            else:
+                top_in = results[self._out_features.index(source)]
+            results.append(atrous_max_pool(top_in, 1, 2, 0))
+        return dict(zip(self._out_features, results))
+
+
+def _as_featsr_resnet(resnet: ResNet, freeze_at: int) -> FeatSRResNet:
+    return FeatSRResNet(
+        resnet.stem,
+        [list(stage) for stage in resnet.stages],
+        out_features=resnet._out_features,
+        freeze_at=freeze_at,
+    )
+
+
+# Registry keys are the builders' names, prefixed FeatSR so that no other plugin collides.
+@BACKBONE_REGISTRY.register()
+def FeatSRResNetBackbone(cfg, input_shape: ShapeSpec) -> FeatSRResNet:
+    """Detectron2's ResNet (``MODEL.RESNETS``; e.g. C4 with OUT_FEATURES ["res4"]) with
+    ``extract_targets``."""
+    return _as_featsr_resnet(build_resnet_backbone(cfg, input_shape), cfg.MODEL.BACKBONE.FREEZE_AT)
+
+
+@BACKBONE_REGISTRY.register()
+def FeatSRResNetFPNBackbone(cfg, input_shape: ShapeSpec) -> FeatSRFPN:
+    """Detectron2's ResNet-FPN (``MODEL.RESNETS``, ``MODEL.FPN``, p6 by max pooling) with
+    ``extract_targets``."""
+    return FeatSRFPN(
+        bottom_up=FeatSRResNetBackbone(cfg, input_shape),
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelMaxPool(),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )
