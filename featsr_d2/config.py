@@ -21,6 +21,39 @@ def add_featsr_config(cfg):
     # Freeze the stem (1) and the first N-1 stages (N up to 5); 0 trains everything.
     _C.MODEL.MNV2.FREEZE_AT = 2
 
+    # FeatSR: feature-level super-resolution of small RoIs (Noh et al., ICCV 2019).
+    _C.MODEL.FEATSR = CN()
+    # Proposals with sqrt(area) below this (input pixels) are "small": 32 TT100K, 96 VOC and COCO.
+    _C.MODEL.FEATSR.SMALL_SIZE = 32
+    # SR training pairs: targets whose sqrt(area) on the 1.0x image is below this are discarded.
+    _C.MODEL.FEATSR.TARGET_MIN_SIZE = 16
+    # Targets of the content loss: "extractor" (ours), "naive" (plain backbone on 1.0x), "none".
+    _C.MODEL.FEATSR.SUPERVISION = "extractor"
+    # The sub (former) layer whose RoI feature the generator also reads (C4 heads).
+    _C.MODEL.FEATSR.SUB_FEATURE = "res3"
+    # Weight of the content loss (eq. 4) in the generator's objective.
+    _C.MODEL.FEATSR.CONTENT_WEIGHT = 1.0
+    # Weight of the adversarial loss (eq. 5) in the generator's objective.
+    _C.MODEL.FEATSR.ADVERSARIAL_WEIGHT = 0.01
+    # Weight of the small predictor's classification and localization losses.
+    _C.MODEL.FEATSR.DETECTION_WEIGHT = 1.0
+    # Freeze the backbone and the RPN (the paper's stage 2).
+    _C.MODEL.FEATSR.FREEZE_BASE = True
+    # Learning rate of the discriminator's own optimizer (Adam).
+    _C.MODEL.FEATSR.DISCRIMINATOR_LR = 1e-4
+    _C.MODEL.FEATSR.GENERATOR = CN()
+    # B, the number of residual blocks of the SR feature generator.
+    _C.MODEL.FEATSR.GENERATOR.NUM_BLOCKS = 4
+    # Width of each block's first convolution; 0 keeps the input's width (base + sub channels).
+    _C.MODEL.FEATSR.GENERATOR.HIDDEN_CHANNELS = 256
+    # Kernel size of the generator's convolutions.
+    _C.MODEL.FEATSR.GENERATOR.KERNEL_SIZE = 3
+    _C.MODEL.FEATSR.DISCRIMINATOR = CN()
+    # Width of the two hidden layers of the three-layer MLP discriminator.
+    _C.MODEL.FEATSR.DISCRIMINATOR.HIDDEN_DIM = 1024
+    # RoI features are average-pooled to this size before the MLP (0 keeps the RoI's size).
+    _C.MODEL.FEATSR.DISCRIMINATOR.POOL_SIZE = 4
+
     # Tsinghua-Tencent 100K datasets.
     _C.DATASETS.TT100K = CN()
     # What a bad annotation record does: "error" (raise, naming file and record) or "skip" (log it).

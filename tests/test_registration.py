@@ -4,11 +4,21 @@ import subprocess
 import sys
 
 from detectron2.data import DatasetCatalog
-from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, ROI_HEADS_REGISTRY
 
 import featsr_d2
 
-BACKBONES = ("FeatSRMobileNetV2", "FeatSRMobileNetV2FPN")
+BACKBONES = (
+    "FeatSRMobileNetV2",
+    "FeatSRMobileNetV2FPN",
+    "FeatSRResNetBackbone",
+    "FeatSRResNetFPNBackbone",
+)
+REGISTRIES = {
+    BACKBONE_REGISTRY: BACKBONES,
+    META_ARCH_REGISTRY: ("FeatSRRCNN",),
+    ROI_HEADS_REGISTRY: ("FeatSRRes5ROIHeads",),
+}
 DATASETS = (
     "tt100k_2016_train",
     "tt100k_2016_test",
@@ -20,16 +30,18 @@ DATASETS = (
 
 
 def test_registered_names_resolve():
-    for name in BACKBONES:
-        assert callable(BACKBONE_REGISTRY.get(name))
+    for registry, names in REGISTRIES.items():
+        for name in names:
+            assert callable(registry.get(name))
     registered = set(DatasetCatalog.list())
     assert set(DATASETS) <= registered
 
 
 def test_registered_names_are_prefixed():
-    ours = [n for n, obj in BACKBONE_REGISTRY if obj.__module__.startswith("featsr_d2")]
-    assert sorted(ours) == sorted(BACKBONES)
-    assert all("featsr" in n.lower() for n in ours)
+    for registry, names in REGISTRIES.items():
+        ours = [n for n, obj in registry if obj.__module__.startswith("featsr_d2")]
+        assert sorted(ours) == sorted(names)
+        assert all(n.startswith("FeatSR") for n in ours)
 
 
 def test_import_twice_in_fresh_process():

@@ -1,11 +1,22 @@
 """The trainer behind ``tools/train_net.py``: Detectron2's DefaultTrainer with featsr_d2's
-evaluators and atomic checkpoints."""
+evaluators, atomic checkpoints, and FeatSR's discriminator optimizer.
 
+For a model with a FeatSR discriminator (``roi_heads.discriminator``), the SGD optimizer of
+``SOLVER`` leaves the discriminator out, and the discriminator gets its own Adam optimizer
+(``MODEL.FEATSR.DISCRIMINATOR_LR``), stepped after every iteration from the same backward pass
+(the ROI heads arrange that each loss reaches only its own module; see
+``featsr_d2.modeling.roi_heads.featsr_roi_heads``). Both optimizers are checkpointed, so a stage-2
+run resumes exactly where it stopped.
+"""
+
+import contextlib
 import os
 
+import torch
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import DefaultTrainer, HookBase
 from detectron2.evaluation import COCOEvaluator
+from torch.nn.parallel import DistributedDataParallel
 
 from featsr_d2.engine.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.evaluation import TT100KEvaluator
@@ -28,8 +39,40 @@ def build_featsr_evaluator(cfg, dataset_name: str, output_folder: str | None = N
     return COCOEvaluator(dataset_name, output_dir=output_folder)
 
 
+def discriminator_of(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The FeatSR discriminator of ``model`` (DDP-wrapped or not), or None."""
+    if isinstance(model, DistributedDataParallel):
+        model = model.module
+    return getattr(getattr(model, "roi_heads", None), "discriminator", None)
+
+
+@contextlib.contextmanager
+def _without_grad(module: torch.nn.Module):
+    """Temporarily mark ``module``'s parameters as not trainable."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+class DiscriminatorStep(HookBase):
+    """Steps the discriminator's optimizer after each iteration's backward pass."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer):
+        self.optimizer = optimizer
+
+    def after_step(self):
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
 class FeatSRTrainer(DefaultTrainer):
-    """DefaultTrainer with TT100K/COCO-style evaluation and atomic, resumable checkpoints."""
+    """DefaultTrainer with TT100K/COCO-style evaluation, atomic resumable checkpoints, and the
+    discriminator's own optimizer for FeatSR models."""
 
     def build_hooks(self):
         # DefaultTrainer.__init__ creates a plain DetectionCheckpointer right before it calls this;
@@ -38,7 +81,25 @@ class FeatSRTrainer(DefaultTrainer):
         self.checkpointer = AtomicDetectionCheckpointer(
             plain.model, plain.save_dir, **plain.checkpointables
         )
-        return super().build_hooks()
+        hooks = super().build_hooks()
+        discriminator = discriminator_of(self.model)
+        if discriminator is not None:
+            self.optimizer_d = torch.optim.Adam(
+                discriminator.parameters(),
+                lr=self.cfg.MODEL.FEATSR.DISCRIMINATOR_LR,
+                betas=(0.5, 0.999),
+            )
+            self.checkpointer.add_checkpointable("optimizer_d", self.optimizer_d)
+            hooks.insert(0, DiscriminatorStep(self.optimizer_d))
+        return hooks
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        discriminator = discriminator_of(model)
+        if discriminator is None:
+            return super().build_optimizer(cfg, model)
+        with _without_grad(discriminator):  # the discriminator has its own optimizer
+            return super().build_optimizer(cfg, model)
 
     def train(self):
         """Train, then return the final evaluation's results (DefaultTrainer returns them only when

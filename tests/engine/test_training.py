@@ -42,6 +42,10 @@ def tiny_cfg(config_file, train_name, test_name, output_dir, **extra):
         "INPUT.MAX_SIZE_TEST": 128,
         "TEST.EVAL_PERIOD": 0,
         "TEST.TT100K.NUM_VIS_IMAGES": 2,
+        "MODEL.FEATSR.GENERATOR.NUM_BLOCKS": 1,
+        "MODEL.FEATSR.GENERATOR.HIDDEN_CHANNELS": 16,
+        "MODEL.FEATSR.DISCRIMINATOR.HIDDEN_DIM": 32,
+        "MODEL.FEATSR.DISCRIMINATOR.POOL_SIZE": 2,
         "OUTPUT_DIR": str(output_dir),
     }
     opts.update(extra)

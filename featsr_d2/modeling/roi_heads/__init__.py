@@ -1,0 +1,18 @@
+from featsr_d2.modeling.roi_heads.featsr_roi_heads import SUPERVISIONS, FeatSRRes5ROIHeads
+from featsr_d2.modeling.roi_heads.sr_feature_discriminator import (
+    SRFeatureDiscriminator,
+    content_loss,
+    discriminator_loss,
+    generator_adversarial_loss,
+)
+from featsr_d2.modeling.roi_heads.sr_feature_generator import SRFeatureGenerator
+
+__all__ = [
+    "SUPERVISIONS",
+    "FeatSRRes5ROIHeads",
+    "SRFeatureDiscriminator",
+    "SRFeatureGenerator",
+    "content_loss",
+    "discriminator_loss",
+    "generator_adversarial_loss",
+]

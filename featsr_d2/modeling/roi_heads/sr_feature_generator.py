@@ -1,0 +1,104 @@
+"""FeatSR's SR feature generator (Noh et al., ICCV 2019, section 4.2 and Figure 5).
+
+The input is the RoI feature of the base layer concatenated with the RoI feature of the sub
+(former) layer pooled to the same size. B residual blocks refine it, each adding to its input a
+residual made by two convolutions; at the end only the base-layer channels are sliced out as the SR
+feature.
+
+The paper does not give the convolutions' kernel, width or activation: we use 3x3 convolutions with
+a ReLU between the two, the first narrowing to ``HIDDEN_CHANNELS`` (256: a C4 generator at the
+input's full width, 1536 channels, would hold 170M parameters; configurable), and initialize the
+second convolution of each block to zero so that the generator starts as the identity on the base
+feature (training then starts from the base detector's behaviour).
+"""
+
+import torch
+from detectron2.config import configurable
+from torch import nn
+
+__all__ = ["SRFeatureGenerator"]
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, channels: int, hidden: int, kernel_size: int):
+        super().__init__()
+        pad = kernel_size // 2
+        self.conv1 = nn.Conv2d(channels, hidden, kernel_size, padding=pad)
+        self.conv2 = nn.Conv2d(hidden, channels, kernel_size, padding=pad)
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(self.conv1.bias)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(torch.relu(self.conv1(x)))
+
+
+class SRFeatureGenerator(nn.Module):
+    """Maps (base RoI feature, sub RoI feature) to the super-resolved base RoI feature."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        base_channels: int,
+        sub_channels: int,
+        num_blocks: int = 4,
+        hidden_channels: int = 0,
+        kernel_size: int = 3,
+    ):
+        """
+        Args:
+            base_channels: channels of the base-layer RoI feature (and of the output).
+            sub_channels: channels of the sub-layer RoI feature.
+            num_blocks: B, the number of residual blocks.
+            hidden_channels: width of the first convolution of each block; 0 means the input's
+                width (base + sub channels).
+            kernel_size: the convolutions' kernel size (odd).
+        """
+        super().__init__()
+        if num_blocks < 1 or kernel_size % 2 == 0:
+            raise ValueError(
+                f"need num_blocks >= 1 and an odd kernel, got {num_blocks}, {kernel_size}"
+            )
+        width = base_channels + sub_channels
+        hidden = hidden_channels or width
+        self.base_channels = base_channels
+        self.sub_channels = sub_channels
+        self.blocks = nn.Sequential(
+            *(_ResidualBlock(width, hidden, kernel_size) for _ in range(num_blocks))
+        )
+
+    @classmethod
+    def from_config(cls, cfg, *, base_channels: int, sub_channels: int):
+        g = cfg.MODEL.FEATSR.GENERATOR
+        return {
+            "base_channels": base_channels,
+            "sub_channels": sub_channels,
+            "num_blocks": g.NUM_BLOCKS,
+            "hidden_channels": g.HIDDEN_CHANNELS,
+            "kernel_size": g.KERNEL_SIZE,
+        }
+
+    def forward(self, base: torch.Tensor, sub: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            base: (N, base_channels, S, S) base-layer RoI features.
+            sub: (N, sub_channels, S, S) sub-layer RoI features pooled to the same size.
+        Returns:
+            (N, base_channels, S, S) super-resolved features.
+        """
+        if base.shape[0] != sub.shape[0] or base.shape[2:] != sub.shape[2:]:
+            raise ValueError(
+                f"base {tuple(base.shape)} and sub {tuple(sub.shape)} RoI features differ"
+            )
+        if base.shape[1] != self.base_channels or sub.shape[1] != self.sub_channels:
+            raise ValueError(
+                f"expected {self.base_channels} base and {self.sub_channels} sub channels, got "
+                f"{base.shape[1]} and {sub.shape[1]}"
+            )
+        out = self.blocks(torch.cat([base, sub], dim=1))
+        return out[:, : self.base_channels]
+
+    def extra_repr(self) -> str:
+        return f"base_channels={self.base_channels}, sub_channels={self.sub_channels}"

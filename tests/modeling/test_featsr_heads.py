@@ -1,0 +1,305 @@
+"""FeatSR's generator, discriminator, losses, ROI heads and meta-architecture (sections 4.2-4.4)."""
+
+import copy
+import math
+
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from featsr_d2.engine import FeatSRTrainer, get_featsr_cfg
+from featsr_d2.modeling.roi_heads import (
+    SRFeatureDiscriminator,
+    SRFeatureGenerator,
+    content_loss,
+    discriminator_loss,
+    generator_adversarial_loss,
+)
+
+
+def tiny_featsr_cfg(**overrides):
+    """An R18-C4 FeatSR model with tiny G and D, on CPU."""
+    cfg = get_featsr_cfg()
+    opts = {
+        "MODEL.DEVICE": "cpu",
+        "MODEL.WEIGHTS": "",
+        "MODEL.META_ARCHITECTURE": "FeatSRRCNN",
+        "MODEL.BACKBONE.NAME": "FeatSRResNetBackbone",
+        "MODEL.RESNETS.DEPTH": 18,
+        "MODEL.RESNETS.RES2_OUT_CHANNELS": 64,
+        "MODEL.RESNETS.OUT_FEATURES": ["res3", "res4"],
+        "MODEL.RPN.IN_FEATURES": ["res4"],
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN": 64,
+        "MODEL.RPN.POST_NMS_TOPK_TEST": 64,
+        "MODEL.ANCHOR_GENERATOR.SIZES": [[16, 32, 64]],
+        "MODEL.ROI_HEADS.NAME": "FeatSRRes5ROIHeads",
+        "MODEL.ROI_HEADS.IN_FEATURES": ["res4"],
+        "MODEL.ROI_HEADS.NUM_CLASSES": 45,
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32,
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.0,
+        "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": 8,
+        "MODEL.FEATSR.GENERATOR.NUM_BLOCKS": 2,
+        "MODEL.FEATSR.GENERATOR.HIDDEN_CHANNELS": 16,
+        "MODEL.FEATSR.DISCRIMINATOR.HIDDEN_DIM": 32,
+        "MODEL.FEATSR.DISCRIMINATOR.POOL_SIZE": 2,
+        "INPUT.MIN_SIZE_TRAIN": (128,),
+        "INPUT.MAX_SIZE_TRAIN": 128,
+        "INPUT.MIN_SIZE_TEST": 128,
+        "INPUT.MAX_SIZE_TEST": 128,
+    }
+    opts.update(overrides)
+    for key, value in opts.items():
+        cfg.merge_from_list([key, str(value) if isinstance(value, list) else value])
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+def test_generator_shapes_identity_at_init_and_slicing():
+    g = SRFeatureGenerator(base_channels=6, sub_channels=4, num_blocks=3, hidden_channels=5)
+    base, sub = torch.randn(7, 6, 5, 5), torch.randn(7, 4, 5, 5)
+    assert torch.equal(g(base, sub), base)  # zero-initialized residuals: starts as the identity
+    for block in g.blocks:
+        torch.nn.init.normal_(block.conv2.weight)
+    out = g(base, sub)
+    assert out.shape == base.shape and not torch.allclose(out, base)
+    sub2 = sub + 1.0  # the sub-layer feature reaches the output
+    assert not torch.allclose(g(base, sub2), out)
+    assert g(base[:0], sub[:0]).shape == (0, 6, 5, 5)
+    with pytest.raises(ValueError, match="sub"):
+        g(base, sub[:, :3])
+    with pytest.raises(ValueError, match="differ"):
+        g(base, sub[:3])
+
+
+def test_discriminator_is_a_three_layer_mlp():
+    d = SRFeatureDiscriminator(input_shape=(8, 6, 6), hidden_dim=16, pool_size=3)
+    linears = [m for m in d.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(72, 16), (16, 16), (16, 1)]
+    assert d(torch.randn(5, 8, 6, 6)).shape == (5,)
+    with pytest.raises(ValueError, match="shape"):
+        d(torch.randn(5, 8, 7, 7))
+
+
+def test_losses_match_the_papers_equations():
+    s = torch.tensor([[[[1.0, 2.0]]], [[[0.0, 0.0]]]])
+    t = torch.tensor([[[[0.0, 0.0]]], [[[3.0, 4.0]]]])
+    # mean_i ||T_i - S_i||^2 / (C H W), C H W = 2
+    assert content_loss(s, t).item() == pytest.approx((5.0 + 25.0) / 2 / 2)
+    logits = torch.tensor([0.3, -1.2])
+    d_s = torch.sigmoid(logits)
+    assert generator_adversarial_loss(logits).item() == pytest.approx(-torch.log(d_s).mean().item())
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-0.4, 1.0])
+    expected = -(torch.log(torch.sigmoid(real)) + torch.log(1 - torch.sigmoid(fake))).mean()
+    assert discriminator_loss(real, fake).item() == pytest.approx(expected.item(), rel=1e-6)
+    empty = torch.zeros(0, 1, 1, 2, requires_grad=True)
+    assert content_loss(empty, empty.detach()).item() == 0.0
+    assert generator_adversarial_loss(torch.zeros(0)).item() == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+def _proposals(image_size=(128, 128)):
+    boxes = torch.tensor(
+        [[10, 10, 20, 22], [30, 30, 50, 45], [5, 60, 100, 120], [64, 0, 127, 90], [40, 40, 47, 47]],
+        dtype=torch.float32,
+    )
+    inst = Instances(image_size)
+    inst.proposal_boxes = Boxes(boxes)
+    inst.objectness_logits = torch.zeros(len(boxes))
+    return [inst]
+
+
+def _head_inference(heads, features, proposals):
+    instances = heads(None, features, proposals)[0][0]
+    order = torch.argsort(instances.scores * 1000 + instances.pred_classes)
+    return instances.pred_boxes.tensor[order], instances.scores[order]
+
+
+def test_heads_equal_the_base_head_at_initialization_and_route_small_proposals():
+    """G starts as the identity and the small predictor as a copy of the large one, so FeatSR's
+    head gives the base head's detections; changing the small predictor changes only small RoIs."""
+    cfg = tiny_featsr_cfg()
+    model = build_model(cfg).eval()
+    heads = model.roi_heads
+    features = model.backbone(torch.randn(1, 3, 128, 128))
+    proposals = _proposals()
+    base_heads = copy.deepcopy(heads)
+    base_heads.small_size = 0.0  # every proposal large: the base detector's head
+    with torch.no_grad():
+        ours = _head_inference(heads, features, proposals)
+        base = _head_inference(base_heads, features, proposals)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(ours, base))
+        small = torch.sqrt(proposals[0].proposal_boxes.area()) < heads.small_size
+        assert small.any() and (~small).any()
+        heads.small_predictor.cls_score.bias.add_(torch.linspace(0, 3, heads.num_classes + 1))
+        large_pred, small_pred = heads._predict(features, [proposals[0].proposal_boxes], [small])
+        base_large, base_small = base_heads._predict(
+            features, [proposals[0].proposal_boxes], [small]
+        )
+        assert torch.allclose(large_pred[0], base_large[0])  # large RoIs: untouched
+        assert not torch.allclose(small_pred[0], base_small[0])  # small RoIs: the small predictor
+
+
+def test_stage1_checkpoint_initializes_the_small_predictor():
+    stage1 = get_featsr_cfg()
+    stage1.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.RESNETS.DEPTH", "18"])
+    stage1.merge_from_list(
+        ["MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.ROI_HEADS.NUM_CLASSES", "45"]
+    )
+    stage1.merge_from_list(["MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", "8"])
+    stage1.merge_from_list(["MODEL.ANCHOR_GENERATOR.SIZES", "[[16, 32, 64]]"])
+    base = build_model(stage1)
+    torch.manual_seed(3)
+    featsr = build_model(tiny_featsr_cfg())
+    result = featsr.load_state_dict(base.state_dict(), strict=False)
+    heads = featsr.roi_heads
+    assert not [k for k in result.missing_keys if k.startswith("roi_heads.small_")]
+    for large, small in (
+        (heads.res5, heads.small_res5),
+        (heads.box_predictor, heads.small_predictor),
+    ):
+        for (name, a), (_, b) in zip(large.state_dict().items(), small.state_dict().items()):
+            assert torch.equal(a, b), name
+            assert a.data_ptr() != b.data_ptr()  # a copy, not shared
+    # A stage-2 checkpoint keeps its own small predictor.
+    with torch.no_grad():
+        heads.small_predictor.bbox_pred.weight.add_(1.0)
+    state = copy.deepcopy(featsr.state_dict())
+    again = build_model(tiny_featsr_cfg())
+    again.load_state_dict(state)
+    assert torch.equal(
+        again.roi_heads.small_predictor.bbox_pred.weight, heads.small_predictor.bbox_pred.weight
+    )
+    assert not torch.equal(
+        again.roi_heads.small_predictor.bbox_pred.weight,
+        again.roi_heads.box_predictor.bbox_pred.weight,
+    )
+
+
+def _batch(cfg, train_name, with_empty=True):
+    dicts = DatasetCatalog.get(train_name)
+    with_gt = next(d for d in dicts if d["annotations"])
+    mapper = DatasetMapper(cfg, is_train=True)
+    batch = [mapper(copy.deepcopy(with_gt))]
+    if with_empty:
+        batch.append(mapper(dict(copy.deepcopy(with_gt), annotations=[])))
+    return batch
+
+
+@pytest.mark.parametrize("supervision", ["extractor", "naive", "none"])
+def test_training_losses(tiny_tt100k, supervision):
+    train_name, _, _ = tiny_tt100k
+    cfg = tiny_featsr_cfg(
+        **{"MODEL.FEATSR.SUPERVISION": supervision, "MODEL.FEATSR.SMALL_SIZE": 48}
+    )
+    model = build_model(cfg).train()
+    with EventStorage():
+        losses = model(_batch(cfg, train_name))
+    expected = {"loss_cls", "loss_box_reg", "loss_cls_small", "loss_box_reg_small"}
+    if supervision != "none":
+        expected |= {"loss_sr_content", "loss_sr_adversarial", "loss_discriminator"}
+    assert set(losses) == expected
+    assert all(math.isfinite(v.item()) for v in losses.values())
+    sum(losses.values()).backward()
+    heads = model.roi_heads
+    assert all(p.grad is None for p in model.backbone.parameters())  # frozen in stage 2
+    assert all(p.grad is None for p in model.proposal_generator.parameters())
+    assert any(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in heads.small_predictor.parameters()
+    )
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in heads.generator.parameters())
+    d_grads = [p.grad for p in heads.discriminator.parameters()]
+    if supervision == "none":
+        assert all(g is None for g in d_grads)
+    else:
+        assert any(g is not None and g.abs().sum() > 0 for g in d_grads)
+
+
+def test_each_loss_reaches_only_its_own_module(tiny_tt100k):
+    """The adversarial loss trains G but not D; the discriminator loss trains D but not G."""
+    train_name, _, _ = tiny_tt100k
+    cfg = tiny_featsr_cfg(**{"MODEL.FEATSR.SMALL_SIZE": 48})
+    model = build_model(cfg).train()
+    heads = model.roi_heads
+    for block in heads.generator.blocks:  # a generator that is not the identity
+        torch.nn.init.normal_(block.conv2.weight, std=0.01)
+    with EventStorage():
+        losses = model(_batch(cfg, train_name, with_empty=False))
+    grads = torch.autograd.grad(
+        losses["loss_sr_adversarial"],
+        list(heads.generator.parameters()) + list(heads.discriminator.parameters()),
+        allow_unused=True,
+    )
+    n_g = len(list(heads.generator.parameters()))
+    assert any(g is not None and g.abs().sum() > 0 for g in grads[:n_g])
+    assert all(g is None for g in grads[n_g:])
+    grads = torch.autograd.grad(
+        losses["loss_discriminator"],
+        list(heads.generator.parameters()) + list(heads.discriminator.parameters()),
+        allow_unused=True,
+    )
+    assert all(g is None for g in grads[:n_g])
+    assert any(g is not None and g.abs().sum() > 0 for g in grads[n_g:])
+
+
+def test_stage2_training_freezes_base_and_checkpoints_both_optimizers(tiny_tt100k, tmp_path):
+    train_name, test_name, _ = tiny_tt100k
+    cfg = tiny_featsr_cfg(
+        **{
+            "MODEL.FEATSR.SMALL_SIZE": 48,
+            "DATASETS.TRAIN": (train_name,),
+            "DATASETS.TEST": (),
+            "DATALOADER.NUM_WORKERS": 0,
+            "SOLVER.IMS_PER_BATCH": 2,
+            "SOLVER.BASE_LR": 0.001,
+            # A random frozen backbone gives huge features; stage 2 normally starts from stage 1.
+            "SOLVER.CLIP_GRADIENTS.ENABLED": True,
+            "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": "norm",
+            "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": 1.0,
+            "SOLVER.MAX_ITER": 3,
+            "SOLVER.STEPS": (),
+            "SOLVER.WARMUP_ITERS": 0,
+            "SOLVER.CHECKPOINT_PERIOD": 3,
+            "OUTPUT_DIR": str(tmp_path),
+        }
+    )
+    trainer = FeatSRTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    model = trainer.model
+    frozen = {
+        k: v.clone()
+        for k, v in model.named_parameters()
+        if k.startswith(("backbone.", "proposal_generator."))
+    }
+    trained = {
+        k: v.clone()
+        for k, v in model.named_parameters()
+        if ".generator." in k or ".discriminator." in k or "small_predictor" in k
+    }
+    d_params = {id(p) for p in model.roi_heads.discriminator.parameters()}
+    assert not any(id(p) in d_params for g in trainer.optimizer.param_groups for p in g["params"])
+    trainer.train()
+    for k, v in model.named_parameters():
+        if k in frozen:
+            assert torch.equal(v, frozen[k]), k  # bit-identical
+    changed = {
+        k.split(".")[1]
+        for k, v in model.named_parameters()
+        if k in trained and not torch.equal(v, trained[k])
+    }
+    assert {"generator", "discriminator", "small_predictor"} <= changed
+
+    checkpoint = torch.load(tmp_path / "model_final.pth", weights_only=False)
+    assert {"optimizer_d", "iteration", "trainer"} <= set(checkpoint)
+    assert checkpoint["trainer"]["_trainer"]["optimizer"]["state"]  # the SGD optimizer too
+    assert checkpoint["optimizer_d"]["state"]  # Adam moments were saved
+    resumed = FeatSRTrainer(cfg)
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 3
+    saved = checkpoint["optimizer_d"]["state"]
+    restored = resumed.optimizer_d.state_dict()["state"]
+    assert saved.keys() == restored.keys()
+    for k in saved:
+        assert torch.equal(saved[k]["exp_avg"], restored[k]["exp_avg"])
