@@ -19,9 +19,25 @@ from featsr_d2.modeling.roi_heads import (
     generator_adversarial_loss,
 )
 
+FPN = {
+    "MODEL.BACKBONE.NAME": "FeatSRMobileNetV2FPN",
+    "MODEL.MNV2.OUT_FEATURES": ["stage2", "stage3", "stage4", "stage5"],
+    "MODEL.FPN.IN_FEATURES": ["stage2", "stage3", "stage4", "stage5"],
+    "MODEL.FPN.OUT_CHANNELS": 32,
+    "MODEL.RPN.IN_FEATURES": ["p2", "p3", "p4", "p5", "p6"],
+    "MODEL.ANCHOR_GENERATOR.SIZES": [[16], [32], [64], [128], [256]],
+    "MODEL.ROI_HEADS.NAME": "FeatSRStandardROIHeads",
+    "MODEL.ROI_HEADS.IN_FEATURES": ["p2", "p3", "p4", "p5"],
+    "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead",
+    "MODEL.ROI_BOX_HEAD.NUM_FC": 2,
+    "MODEL.ROI_BOX_HEAD.FC_DIM": 64,
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": 7,
+}
+LAYOUTS = {"C4": {}, "FPN": FPN}
 
-def tiny_featsr_cfg(**overrides):
-    """An R18-C4 FeatSR model with tiny G and D, on CPU."""
+
+def tiny_featsr_cfg(layout="C4", **overrides):
+    """A FeatSR model with tiny G and D on CPU: R18-C4 or MobileNetV2-FPN."""
     cfg = get_featsr_cfg()
     opts = {
         "MODEL.DEVICE": "cpu",
@@ -50,6 +66,7 @@ def tiny_featsr_cfg(**overrides):
         "INPUT.MIN_SIZE_TEST": 128,
         "INPUT.MAX_SIZE_TEST": 128,
     }
+    opts.update(LAYOUTS[layout])
     opts.update(overrides)
     for key, value in opts.items():
         cfg.merge_from_list([key, str(value) if isinstance(value, list) else value])
@@ -117,10 +134,11 @@ def _head_inference(heads, features, proposals):
     return instances.pred_boxes.tensor[order], instances.scores[order]
 
 
-def test_heads_equal_the_base_head_at_initialization_and_route_small_proposals():
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_heads_equal_the_base_head_at_initialization_and_route_small_proposals(layout):
     """G starts as the identity and the small predictor as a copy of the large one, so FeatSR's
     head gives the base head's detections; changing the small predictor changes only small RoIs."""
-    cfg = tiny_featsr_cfg()
+    cfg = tiny_featsr_cfg(layout)
     model = build_model(cfg).eval()
     heads = model.roi_heads
     features = model.backbone(torch.randn(1, 3, 128, 128))
@@ -142,24 +160,23 @@ def test_heads_equal_the_base_head_at_initialization_and_route_small_proposals()
         assert not torch.allclose(small_pred[0], base_small[0])  # small RoIs: the small predictor
 
 
-def test_stage1_checkpoint_initializes_the_small_predictor():
-    stage1 = get_featsr_cfg()
-    stage1.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.RESNETS.DEPTH", "18"])
-    stage1.merge_from_list(
-        ["MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.ROI_HEADS.NUM_CLASSES", "45"]
-    )
-    stage1.merge_from_list(["MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", "8"])
-    stage1.merge_from_list(["MODEL.ANCHOR_GENERATOR.SIZES", "[[16, 32, 64]]"])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_stage1_checkpoint_initializes_the_small_predictor(layout):
+    stage1 = tiny_featsr_cfg(layout)  # the same architecture as a plain Faster R-CNN
+    stage1.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    stage1.MODEL.ROI_HEADS.NAME = {"C4": "Res5ROIHeads", "FPN": "StandardROIHeads"}[layout]
     base = build_model(stage1)
+    assert not hasattr(base.roi_heads, "small_predictor")
     torch.manual_seed(3)
-    featsr = build_model(tiny_featsr_cfg())
+    featsr = build_model(tiny_featsr_cfg(layout))
     result = featsr.load_state_dict(base.state_dict(), strict=False)
     heads = featsr.roi_heads
-    assert not [k for k in result.missing_keys if k.startswith("roi_heads.small_")]
-    for large, small in (
-        (heads.res5, heads.small_res5),
-        (heads.box_predictor, heads.small_predictor),
-    ):
+    new = ("roi_heads.generator.", "roi_heads.discriminator.")  # the only new modules
+    assert result.missing_keys and all(k.startswith(new) for k in result.missing_keys)
+    assert not result.unexpected_keys
+    for large_name, small_name in heads._REPLICAS.items():
+        large = getattr(heads, large_name.rstrip("."))
+        small = getattr(heads, small_name.rstrip("."))
         for (name, a), (_, b) in zip(large.state_dict().items(), small.state_dict().items()):
             assert torch.equal(a, b), name
             assert a.data_ptr() != b.data_ptr()  # a copy, not shared
@@ -167,7 +184,7 @@ def test_stage1_checkpoint_initializes_the_small_predictor():
     with torch.no_grad():
         heads.small_predictor.bbox_pred.weight.add_(1.0)
     state = copy.deepcopy(featsr.state_dict())
-    again = build_model(tiny_featsr_cfg())
+    again = build_model(tiny_featsr_cfg(layout))
     again.load_state_dict(state)
     assert torch.equal(
         again.roi_heads.small_predictor.bbox_pred.weight, heads.small_predictor.bbox_pred.weight
@@ -217,10 +234,11 @@ def test_training_losses(tiny_tt100k, supervision):
         assert any(g is not None and g.abs().sum() > 0 for g in d_grads)
 
 
-def test_each_loss_reaches_only_its_own_module(tiny_tt100k):
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_each_loss_reaches_only_its_own_module(tiny_tt100k, layout):
     """The adversarial loss trains G but not D; the discriminator loss trains D but not G."""
     train_name, _, _ = tiny_tt100k
-    cfg = tiny_featsr_cfg(**{"MODEL.FEATSR.SMALL_SIZE": 48})
+    cfg = tiny_featsr_cfg(layout, **{"MODEL.FEATSR.SMALL_SIZE": 48})
     model = build_model(cfg).train()
     heads = model.roi_heads
     for block in heads.generator.blocks:  # a generator that is not the identity

@@ -1,11 +1,15 @@
-"""FeatSR's ROI heads (Noh et al., ICCV 2019, sections 4.2-4.4), for the C4 (Res5) layout.
+"""FeatSR's ROI heads (Noh et al., ICCV 2019, sections 4.2-4.4), for the C4 (Res5) and FPN layouts.
 
-Beside the base detector's head (the *large predictor*: ``res5`` and ``box_predictor``) sit
+Beside the base detector's head (the *large predictor*: ``res5`` / ``box_head``, and
+``box_predictor``) sit
 
-- the SR feature generator G, reading the base-layer RoI feature (``res4``) and the sub-layer one
-  (``MODEL.FEATSR.SUB_FEATURE``, e.g. ``res3``) pooled to the same size;
-- the *small predictor* (``small_res5`` and ``small_predictor``), a replica of the large one; when a
-  checkpoint without it is loaded (the stage-1 base detector) it is initialized from the large one;
+- the SR feature generator G, reading the base-layer RoI feature and the sub-layer one pooled to
+  the same size. C4: base ``res4``, sub ``MODEL.FEATSR.SUB_FEATURE`` (e.g. ``res3``). FPN: base the
+  RoI's assigned level P_k, sub the next finer level P_(k-1); a RoI on the finest level has no finer
+  level and reads P_k twice (our choice: the paper describes the C4-style backbone only);
+- the *small predictor* (``small_res5`` / ``small_box_head``, and ``small_predictor``), a replica of
+  the large one; when a checkpoint without it is loaded (the stage-1 base detector) it is
+  initialized from the large one;
 - the three-layer MLP discriminator D.
 
 Routing: a proposal whose sqrt(area) on the input image is below ``MODEL.FEATSR.SMALL_SIZE`` is
@@ -35,8 +39,12 @@ import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling import ROI_HEADS_REGISTRY
-from detectron2.modeling.poolers import ROIPooler
-from detectron2.modeling.roi_heads import Res5ROIHeads
+from detectron2.modeling.poolers import (
+    ROIPooler,
+    assign_boxes_to_levels,
+    convert_boxes_to_pooler_format,
+)
+from detectron2.modeling.roi_heads import Res5ROIHeads, StandardROIHeads
 from detectron2.structures import Boxes, Instances
 from torch.func import functional_call
 
@@ -48,61 +56,62 @@ from featsr_d2.modeling.roi_heads.sr_feature_discriminator import (
 )
 from featsr_d2.modeling.roi_heads.sr_feature_generator import SRFeatureGenerator
 
-__all__ = ["FeatSRRes5ROIHeads", "SUPERVISIONS"]
+__all__ = ["FeatSRRes5ROIHeads", "FeatSRStandardROIHeads", "SUPERVISIONS"]
 
 SUPERVISIONS = ("extractor", "naive", "none")
-# Parts of the large predictor and their replicas in the small predictor.
-_REPLICAS = {"res5.": "small_res5.", "box_predictor.": "small_predictor."}
 
 
 def _sqrt_area(boxes: Boxes) -> torch.Tensor:
     return boxes.area().clamp(min=0).sqrt()
 
 
-@ROI_HEADS_REGISTRY.register()
-class FeatSRRes5ROIHeads(Res5ROIHeads):
-    """Res5ROIHeads with FeatSR's generator, discriminator and small predictor."""
+def _featsr_from_config(cfg, base_channels: int, sub_channels: int, resolution: int) -> dict:
+    f = cfg.MODEL.FEATSR
+    return {
+        "generator": SRFeatureGenerator(
+            cfg, base_channels=base_channels, sub_channels=sub_channels
+        ),
+        "discriminator": SRFeatureDiscriminator(
+            cfg, input_shape=(base_channels, resolution, resolution)
+        ),
+        "small_size": f.SMALL_SIZE,
+        "target_min_size": f.TARGET_MIN_SIZE,
+        "supervision": f.SUPERVISION,
+        "content_weight": f.CONTENT_WEIGHT,
+        "adversarial_weight": f.ADVERSARIAL_WEIGHT,
+        "detection_weight": f.DETECTION_WEIGHT,
+    }
 
-    @configurable
-    def __init__(
+
+class _FeatSRHeads:
+    """Routing, losses and inference shared by the C4 and FPN heads. A subclass provides
+    ``_pool_base(features, boxes, levels=None)`` and ``_pool_sub(...)`` (the base and sub RoI
+    features), ``_large_head(x)`` and ``_small_head(x)`` (what stands between a RoI feature and
+    the large / small predictor), ``_levels(boxes)`` on a pyramid, and ``_REPLICAS``: the large
+    predictor's parts and their replicas in the small predictor."""
+
+    _REPLICAS: dict[str, str] = {}
+
+    def _init_featsr(
         self,
         *,
-        sub_feature: str,
-        sub_pooler: ROIPooler,
         generator: SRFeatureGenerator,
         discriminator: SRFeatureDiscriminator,
         small_size: float,
         target_min_size: float,
-        supervision: str = "extractor",
-        content_weight: float = 1.0,
-        adversarial_weight: float = 0.01,
-        detection_weight: float = 1.0,
-        **kwargs,
+        supervision: str,
+        content_weight: float,
+        adversarial_weight: float,
+        detection_weight: float,
     ):
-        """
-        Args:
-            sub_feature: the backbone feature of the sub (former) layer.
-            sub_pooler: pools the sub feature to the base RoI feature's size.
-            generator, discriminator: G and D.
-            small_size: proposals with sqrt(area) below this (input pixels) are small.
-            target_min_size: SR pairs need a 1.0x box with sqrt(area) at least this.
-            supervision: one of :data:`SUPERVISIONS`.
-            content_weight, adversarial_weight, detection_weight: loss weights of G's objective.
-            kwargs: the arguments of :class:`Res5ROIHeads`.
-        """
-        super().__init__(**kwargs)
         if supervision not in SUPERVISIONS:
             raise ValueError(
                 f"MODEL.FEATSR.SUPERVISION must be one of {SUPERVISIONS}, got {supervision!r}"
             )
-        if self.mask_on:
-            raise ValueError("FeatSRRes5ROIHeads predicts boxes only: set MODEL.MASK_ON False")
-        self.sub_feature = sub_feature
-        self.sub_pooler = sub_pooler
         self.generator = generator
         self.discriminator = discriminator
-        self.small_res5 = copy.deepcopy(self.res5)
-        self.small_predictor = copy.deepcopy(self.box_predictor)
+        for large, small in self._REPLICAS.items():
+            setattr(self, small.rstrip("."), copy.deepcopy(getattr(self, large.rstrip("."))))
         self.small_size = small_size
         self.target_min_size = target_min_size
         self.supervision = supervision
@@ -111,46 +120,15 @@ class FeatSRRes5ROIHeads(Res5ROIHeads):
         self.detection_weight = detection_weight
         self._register_load_state_dict_pre_hook(self._init_small_predictor_from_large)
 
-    @classmethod
-    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
-        ret = super().from_config(cfg, input_shape)
-        f = cfg.MODEL.FEATSR
-        base = ret["in_features"][0]
-        if f.SUB_FEATURE not in input_shape:
-            raise ValueError(
-                f"MODEL.FEATSR.SUB_FEATURE {f.SUB_FEATURE!r} is not a backbone output; add it to "
-                f"MODEL.RESNETS.OUT_FEATURES (has {sorted(input_shape)})"
-            )
-        resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
-        ret["sub_feature"] = f.SUB_FEATURE
-        ret["sub_pooler"] = ROIPooler(
-            output_size=resolution,
-            scales=(1.0 / input_shape[f.SUB_FEATURE].stride,),
-            sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
-            pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE,
-        )
-        base_channels = input_shape[base].channels
-        ret["generator"] = SRFeatureGenerator(
-            cfg, base_channels=base_channels, sub_channels=input_shape[f.SUB_FEATURE].channels
-        )
-        ret["discriminator"] = SRFeatureDiscriminator(
-            cfg, input_shape=(base_channels, resolution, resolution)
-        )
-        ret.update(
-            small_size=f.SMALL_SIZE,
-            target_min_size=f.TARGET_MIN_SIZE,
-            supervision=f.SUPERVISION,
-            content_weight=f.CONTENT_WEIGHT,
-            adversarial_weight=f.ADVERSARIAL_WEIGHT,
-            detection_weight=f.DETECTION_WEIGHT,
-        )
-        return ret
+    def _levels(self, boxes: list[Boxes]) -> torch.Tensor | None:
+        """Pyramid level index of each box; None for a single-level layout."""
+        return None
 
     def _init_small_predictor_from_large(self, state_dict, prefix, *args):
         """Loading a checkpoint without the small predictor (the stage-1 base detector) copies the
         large predictor's weights into it, as the paper initializes it."""
         for key in list(state_dict):
-            for large, small in _REPLICAS.items():
+            for large, small in self._REPLICAS.items():
                 if key.startswith(prefix + large):
                     replica = prefix + small + key[len(prefix + large) :]
                     if replica not in state_dict:
@@ -160,27 +138,24 @@ class FeatSRRes5ROIHeads(Res5ROIHeads):
     def _small_masks(self, boxes: list[Boxes]) -> list[torch.Tensor]:
         return [_sqrt_area(b) < self.small_size for b in boxes]
 
-    def _super_resolve(self, features, boxes: list[Boxes]) -> torch.Tensor:
-        base = self.pooler([features[self.in_features[0]]], boxes)
-        sub = self.sub_pooler([features[self.sub_feature]], boxes)
-        return self.generator(base, sub)
+    def _super_resolve(self, features, boxes: list[Boxes], levels=None) -> torch.Tensor:
+        base = self._pool_base(features, boxes, levels)
+        return self.generator(base, self._pool_sub(features, boxes, levels))
 
     def _predict(self, features, boxes: list[Boxes], masks: list[torch.Tensor]):
         """(large predictions, small predictions) for the large / small proposals of ``boxes``."""
         large_boxes = [b[~m] for b, m in zip(boxes, masks)]
         small_boxes = [b[m] for b, m in zip(boxes, masks)]
-        large = self.res5(self.pooler([features[self.in_features[0]]], large_boxes))
-        small = self.small_res5(self._super_resolve(features, small_boxes))
-        return self.box_predictor(large.mean(dim=(2, 3))), self.small_predictor(
-            small.mean(dim=(2, 3))
-        )
+        large = self._large_head(self._pool_base(features, large_boxes))
+        small = self._small_head(self._super_resolve(features, small_boxes))
+        return self.box_predictor(large), self.small_predictor(small)
 
     def forward(
         self, images, features, proposals, targets=None, *, lr_features=None, sr_targets=None
     ):
         """
         Args:
-            images, features, proposals, targets: as :meth:`Res5ROIHeads.forward`.
+            images, features, proposals, targets: as :meth:`ROIHeads.forward`.
             lr_features: in training, the backbone's features of the 0.5x images.
             sr_targets: in training, the SR target extractor's features of the 1.0x images.
         """
@@ -215,9 +190,10 @@ class FeatSRRes5ROIHeads(Res5ROIHeads):
             keep = (side / 2 < self.small_size) & (side >= self.target_min_size)
             pair_boxes.append(b[keep])
             lr_boxes.append(Boxes(b.tensor[keep] * 0.5))
-        sr = self._super_resolve(lr_features, lr_boxes)
+        levels = self._levels(lr_boxes)  # F^0.5 and T^1.0 from the 0.5x box's level
+        sr = self._super_resolve(lr_features, lr_boxes, levels)
         with torch.no_grad():
-            target = self.pooler([target_maps[self.in_features[0]]], pair_boxes)
+            target = self._pool_base(target_maps, pair_boxes, levels)
         frozen_d = {k: v.detach() for k, v in self.discriminator.named_parameters()}
         adversarial = generator_adversarial_loss(
             functional_call(self.discriminator, frozen_d, (sr,))
@@ -243,3 +219,120 @@ class FeatSRRes5ROIHeads(Res5ROIHeads):
         deltas[~mask], deltas[mask] = large_deltas, small_deltas
         instances, _ = self.box_predictor.inference((scores, deltas), proposals)
         return instances
+
+
+@ROI_HEADS_REGISTRY.register()
+class FeatSRRes5ROIHeads(_FeatSRHeads, Res5ROIHeads):
+    """Res5ROIHeads with FeatSR's generator, discriminator and small predictor (C4)."""
+
+    _REPLICAS = {"res5.": "small_res5.", "box_predictor.": "small_predictor."}
+
+    @configurable
+    def __init__(self, *, sub_feature: str, sub_pooler: ROIPooler, featsr: dict, **kwargs):
+        """
+        Args:
+            sub_feature: the backbone feature of the sub (former) layer.
+            sub_pooler: pools the sub feature to the base RoI feature's size.
+            featsr: generator, discriminator, small_size, target_min_size, supervision and the
+                loss weights (see :func:`_featsr_from_config`).
+            kwargs: the arguments of :class:`Res5ROIHeads`.
+        """
+        super().__init__(**kwargs)
+        if self.mask_on:
+            raise ValueError("FeatSR heads predict boxes only: set MODEL.MASK_ON False")
+        self.sub_feature = sub_feature
+        self.sub_pooler = sub_pooler
+        self._init_featsr(**featsr)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
+        ret = super().from_config(cfg, input_shape)
+        sub = cfg.MODEL.FEATSR.SUB_FEATURE
+        if sub not in input_shape:
+            raise ValueError(
+                f"MODEL.FEATSR.SUB_FEATURE {sub!r} is not a backbone output; add it to "
+                f"MODEL.RESNETS.OUT_FEATURES (has {sorted(input_shape)})"
+            )
+        resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
+        ret["sub_feature"] = sub
+        ret["sub_pooler"] = ROIPooler(
+            output_size=resolution,
+            scales=(1.0 / input_shape[sub].stride,),
+            sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
+            pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE,
+        )
+        base = input_shape[ret["in_features"][0]].channels
+        ret["featsr"] = _featsr_from_config(cfg, base, input_shape[sub].channels, resolution)
+        return ret
+
+    def _pool_base(self, features, boxes, levels=None):
+        return self.pooler([features[self.in_features[0]]], boxes)
+
+    def _pool_sub(self, features, boxes, levels=None):
+        return self.sub_pooler([features[self.sub_feature]], boxes)
+
+    def _large_head(self, x):
+        return self.res5(x).mean(dim=(2, 3))
+
+    def _small_head(self, x):
+        return self.small_res5(x).mean(dim=(2, 3))
+
+
+@ROI_HEADS_REGISTRY.register()
+class FeatSRStandardROIHeads(_FeatSRHeads, StandardROIHeads):
+    """StandardROIHeads (FPN) with FeatSR's generator, discriminator and small predictor."""
+
+    _REPLICAS = {"box_head.": "small_box_head.", "box_predictor.": "small_predictor."}
+
+    @configurable
+    def __init__(self, *, featsr: dict, **kwargs):
+        """
+        Args:
+            featsr: see :class:`FeatSRRes5ROIHeads`.
+            kwargs: the arguments of :class:`StandardROIHeads`.
+        """
+        super().__init__(**kwargs)
+        if self.mask_on or self.keypoint_on:
+            raise ValueError("FeatSR heads predict boxes only: set MODEL.MASK_ON False")
+        self._init_featsr(**featsr)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
+        ret = super().from_config(cfg, input_shape)
+        channels = input_shape[cfg.MODEL.ROI_HEADS.IN_FEATURES[0]].channels
+        resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
+        ret["featsr"] = _featsr_from_config(cfg, channels, channels, resolution)
+        return ret
+
+    def _levels(self, boxes):
+        p = self.box_pooler
+        return assign_boxes_to_levels(
+            boxes, p.min_level, p.max_level, p.canonical_box_size, p.canonical_level
+        )
+
+    def _pool_at(self, features, boxes, levels, source_level) -> torch.Tensor:
+        """Pool each box at its level (``levels``) from level ``source_level(level)``."""
+        maps = [features[f] for f in self.box_in_features]
+        pooler_boxes = convert_boxes_to_pooler_format(boxes)
+        resolution = self.box_pooler.output_size
+        out = maps[0].new_zeros((len(pooler_boxes), maps[0].shape[1], *resolution))
+        for level in range(len(maps)):
+            inds = torch.nonzero(levels == level).flatten()
+            if len(inds):
+                src = source_level(level)
+                out[inds] = self.box_pooler.level_poolers[src](maps[src], pooler_boxes[inds])
+        return out
+
+    def _pool_base(self, features, boxes, levels=None):
+        levels = self._levels(boxes) if levels is None else levels
+        return self._pool_at(features, boxes, levels, lambda level: level)
+
+    def _pool_sub(self, features, boxes, levels=None):
+        levels = self._levels(boxes) if levels is None else levels
+        return self._pool_at(features, boxes, levels, lambda level: max(level - 1, 0))
+
+    def _large_head(self, x):
+        return self.box_head(x)
+
+    def _small_head(self, x):
+        return self.small_box_head(x)
