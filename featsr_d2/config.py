@@ -2,6 +2,8 @@
 
 from detectron2.config import CfgNode as CN
 
+from featsr_d2.modeling.sr.config import add_sr_config
+
 
 def add_featsr_config(cfg):
     """Add featsr_d2's keys to ``cfg`` in place. Safe to call more than once: a second call on the
@@ -71,4 +73,7 @@ def add_featsr_config(cfg):
     _C.TEST.TT100K.SAVE_PLOTS = True
     # How many test images to draw with their detections (0 disables).
     _C.TEST.TT100K.NUM_VIS_IMAGES = 8
+
+    # Image super-resolution networks and their training (MODEL.SR, DATASETS.SR, INPUT.SR, ...).
+    add_sr_config(cfg)
     return cfg

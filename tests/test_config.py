@@ -14,6 +14,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
 
 
+def is_sr_config(path: str) -> bool:
+    return os.path.relpath(path, os.path.join(REPO, "configs")).startswith("sr" + os.sep)
+
+
 def test_configs_found():
     names = {os.path.relpath(p, os.path.join(REPO, "configs")) for p in CONFIGS}
     assert {"faster_rcnn_R50_tt100k.yaml", "faster_rcnn_MNV2_FPN_synth.yaml"} <= names
@@ -23,7 +27,11 @@ def test_configs_found():
 def test_every_config_loads(path):
     cfg = get_featsr_cfg(path)  # unknown keys raise inside merge_from_file
     assert cfg.MODEL.META_ARCHITECTURE
-    if not os.path.basename(path).startswith("Base-"):
+    if os.path.basename(path).startswith("Base-"):
+        return
+    if is_sr_config(path):  # image-SR training: folders of HR images
+        assert cfg.MODEL.SR.NAME and cfg.DATASETS.SR.TEST
+    else:
         assert cfg.DATASETS.TRAIN and cfg.DATASETS.TEST
 
 

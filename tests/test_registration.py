@@ -17,7 +17,7 @@ BACKBONES = (
 REGISTRIES = {
     BACKBONE_REGISTRY: BACKBONES,
     META_ARCH_REGISTRY: ("FeatSRRCNN",),
-    ROI_HEADS_REGISTRY: ("FeatSRRes5ROIHeads",),
+    ROI_HEADS_REGISTRY: ("FeatSRRes5ROIHeads", "FeatSRStandardROIHeads"),
 }
 DATASETS = (
     "tt100k_2016_train",

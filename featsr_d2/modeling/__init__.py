@@ -2,4 +2,5 @@ from featsr_d2.modeling import (
     backbone,  # noqa: F401  (registers backbones)
     meta_arch,  # noqa: F401  (registers FeatSRRCNN)
     roi_heads,  # noqa: F401  (registers FeatSR ROI heads)
+    sr,  # noqa: F401  (registers SR networks)
 )

@@ -1,0 +1,221 @@
+"""Image degradations that make low-resolution inputs from high-resolution photographs: composable
+steps, deterministic for a seed.
+
+Every step maps an RGB uint8 image of shape (H, W, 3) and a ``numpy.random.Generator`` to a new RGB
+uint8 image; the input is never modified. Random parameters are drawn from the generator, so
+``Compose(...)(image, np.random.default_rng(seed))`` gives the same result for the same seed.
+
+- :class:`BicubicDownscale`: MATLAB's ``imresize(I, 1/s, 'bicubic')`` with antialiasing (the
+  degradation of the SR benchmarks, so PSNR compares with published numbers); the image is first
+  cropped to a multiple of ``s`` ("mod crop") when it is not one;
+- :class:`GaussianBlur`: isotropic Gaussian blur of a fixed or random sigma (TDSR's blur condition;
+  applied before the downscale);
+- :class:`GaussianNoise`: additive white Gaussian noise on the 0..255 scale, fixed or random sigma
+  (TDSR's noise condition; applied after the downscale), rounded and saturated to uint8;
+- :class:`JPEGCompression`: a real JPEG encoding and decoding with OpenCV's libjpeg (4:2:0 chroma
+  subsampling, standard quantization tables scaled by the quality), fixed quality or uniform in
+  an inclusive range (CAJNN trains on [10, 100]);
+- :func:`cajnn_degradation`: CAJNN's pipeline, downscale then compress.
+
+``build_sr_degradation(cfg)`` assembles ``INPUT.SR.DEGRADATIONS``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from featsr_d2.modeling.sr.bicubic import imresize_np
+
+__all__ = [
+    "BicubicDownscale",
+    "Compose",
+    "Degradation",
+    "GaussianBlur",
+    "GaussianNoise",
+    "JPEGCompression",
+    "build_sr_degradation",
+    "cajnn_degradation",
+    "degrade",
+    "jpeg_roundtrip",
+    "mod_crop",
+]
+
+
+def _check_image(image: np.ndarray) -> None:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"degradations take RGB uint8 images of shape (H, W, 3), got {image.dtype} "
+            f"{image.shape}"
+        )
+
+
+def _as_range(value: float | Sequence[float], name: str) -> tuple[float, float]:
+    """A fixed value or a (low, high) range, as (low, high)."""
+    if isinstance(value, (int, float)):
+        low = high = float(value)
+    else:
+        values = [float(v) for v in value]
+        if len(values) == 1:
+            low = high = values[0]
+        elif len(values) == 2:
+            low, high = values
+        else:
+            raise ValueError(f"{name} must be a value or [low, high], got {value}")
+    if low < 0 or high < low:
+        raise ValueError(f"{name} must satisfy 0 <= low <= high, got {value}")
+    return low, high
+
+
+def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
+    """``image`` cropped at the bottom and right to sides that are multiples of ``scale``."""
+    h, w = image.shape[:2]
+    return image[: h - h % scale, : w - w % scale]
+
+
+class Degradation:
+    """A degradation step: ``step(image, rng) -> image`` (RGB uint8, (H, W, 3))."""
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class BicubicDownscale(Degradation):
+    """MATLAB-compatible antialiased bicubic downscaling by an integer ``scale``."""
+
+    def __init__(self, scale: int):
+        if int(scale) != scale or scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale}")
+        self.scale = int(scale)
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        _check_image(image)
+        hr = mod_crop(image, self.scale)
+        if hr.shape[0] == 0 or hr.shape[1] == 0:
+            raise ValueError(f"image {image.shape[:2]} is smaller than the scale {self.scale}")
+        return imresize_np(hr, 1.0 / self.scale)
+
+
+class GaussianBlur(Degradation):
+    """Gaussian blur; ``sigma`` (pixels) fixed or a (low, high) range drawn uniformly. The kernel
+    is ``2 * ceil(3 * sigma) + 1`` wide; borders are reflected."""
+
+    def __init__(self, sigma: float | Sequence[float]):
+        self.sigma = _as_range(sigma, "sigma")
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        _check_image(image)
+        low, high = self.sigma
+        sigma = float(rng.uniform(low, high)) if high > low else low
+        if sigma <= 0:
+            return image.copy()
+        k = 2 * math.ceil(3 * sigma) + 1
+        out = cv2.GaussianBlur(
+            image.astype(np.float32), (k, k), sigmaX=sigma, sigmaY=sigma,
+            borderType=cv2.BORDER_REFLECT,
+        )  # fmt: skip
+        return np.floor(np.clip(out, 0, 255) + 0.5).astype(np.uint8)
+
+
+class GaussianNoise(Degradation):
+    """Additive white Gaussian noise; ``sigma`` on the 0..255 scale, fixed or a (low, high)
+    range drawn uniformly. Rounded and saturated to uint8."""
+
+    def __init__(self, sigma: float | Sequence[float]):
+        self.sigma = _as_range(sigma, "sigma")
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        _check_image(image)
+        low, high = self.sigma
+        sigma = float(rng.uniform(low, high)) if high > low else low
+        noisy = image.astype(np.float64) + rng.normal(0.0, sigma, size=image.shape)
+        return np.floor(np.clip(noisy, 0, 255) + 0.5).astype(np.uint8)
+
+
+def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    """Encode ``image`` (RGB uint8) as a JPEG of ``quality`` (1..100) with OpenCV and decode it."""
+    _check_image(image)
+    if not 1 <= quality <= 100:
+        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
+    ok, buf = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("OpenCV failed to encode a JPEG")
+    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+
+
+class JPEGCompression(Degradation):
+    """A real JPEG round trip; ``quality`` fixed or an inclusive (low, high) integer range drawn
+    uniformly."""
+
+    def __init__(self, quality: int | Sequence[int]):
+        low, high = _as_range(quality, "quality")
+        if low != int(low) or high != int(high) or not 1 <= low <= high <= 100:
+            raise ValueError(f"JPEG quality must be integers in 1..100, got {quality}")
+        self.quality = (int(low), int(high))
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        low, high = self.quality
+        quality = int(rng.integers(low, high + 1)) if high > low else low
+        return jpeg_roundtrip(image, quality)
+
+
+class Compose(Degradation):
+    """Steps applied in order, sharing one generator."""
+
+    def __init__(self, steps: Sequence[Degradation]):
+        self.steps = list(steps)
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        _check_image(image)
+        for step in self.steps:
+            image = step(image, rng)
+        return image
+
+    @property
+    def scale(self) -> int:
+        """The product of the downscale factors of the steps."""
+        return math.prod(s.scale for s in self.steps if isinstance(s, BicubicDownscale))
+
+
+def degrade(image: np.ndarray, degradation: Degradation, seed: int) -> np.ndarray:
+    """``degradation(image)`` with a generator seeded by ``seed``."""
+    return degradation(image, np.random.default_rng(seed))
+
+
+def cajnn_degradation(scale: int = 4, quality: int | Sequence[int] = (10, 100)) -> Compose:
+    """CAJNN's training pipeline (section IV-A): bicubic downscale by ``scale``, then JPEG with a
+    quality drawn uniformly from [10, 100] (or fixed)."""
+    return Compose([BicubicDownscale(scale), JPEGCompression(quality)])
+
+
+_STEP_NAMES = ("blur", "bicubic", "noise", "jpeg")
+
+
+def build_sr_degradation(cfg) -> Compose:
+    """The pipeline of ``cfg.INPUT.SR.DEGRADATIONS`` (names among "blur", "bicubic", "noise",
+    "jpeg", in order; "bicubic" exactly once, downscaling by ``cfg.MODEL.SR.SCALE``)."""
+    names = [n.lower() for n in cfg.INPUT.SR.DEGRADATIONS]
+    unknown = [n for n in names if n not in _STEP_NAMES]
+    if unknown or names.count("bicubic") != 1:
+        raise ValueError(
+            f"INPUT.SR.DEGRADATIONS must name steps among {_STEP_NAMES} with 'bicubic' exactly "
+            f"once, got {list(cfg.INPUT.SR.DEGRADATIONS)}"
+        )
+    steps: list[Degradation] = []
+    for name in names:
+        if name == "bicubic":
+            steps.append(BicubicDownscale(cfg.MODEL.SR.SCALE))
+        elif name == "blur":
+            steps.append(GaussianBlur(list(cfg.INPUT.SR.BLUR_SIGMA)))
+        elif name == "noise":
+            steps.append(GaussianNoise(list(cfg.INPUT.SR.NOISE_SIGMA)))
+        else:
+            steps.append(JPEGCompression(list(cfg.INPUT.SR.JPEG_QUALITY)))
+    return Compose(steps)

@@ -1,0 +1,43 @@
+"""Side-by-side pictures of super-resolution results (input, bicubic, outputs, ground truth)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from featsr_d2.utils.file_io import atomic_write
+
+__all__ = ["side_by_side", "write_png"]
+
+_LABEL_HEIGHT = 22
+_GAP = 4
+
+
+def side_by_side(panels: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
+    """Panels (label, RGB uint8 image) in a row, each shown at the size of the largest one (smaller
+    ones, like the LR input, enlarged by pixel replication so that its pixels stay visible), with
+    the label above it. Returns an RGB uint8 image."""
+    if not panels:
+        raise ValueError("no panels")
+    height = max(img.shape[0] for _, img in panels)
+    width = max(img.shape[1] for _, img in panels)
+    tiles = []
+    for label, img in panels:
+        if img.shape[:2] != (height, width):
+            img = cv2.resize(img, (width, height), interpolation=cv2.INTER_NEAREST)
+        tile = np.full((height + _LABEL_HEIGHT, width, 3), 255, np.uint8)
+        tile[_LABEL_HEIGHT:] = img
+        cv2.putText(tile, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        tiles.append(tile)
+        tiles.append(np.full((height + _LABEL_HEIGHT, _GAP, 3), 255, np.uint8))
+    return np.concatenate(tiles[:-1], axis=1)
+
+
+def write_png(path: str, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 image as PNG, atomically."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise RuntimeError(f"OpenCV failed to encode {path}")
+    atomic_write(path, lambda f: f.write(buf.tobytes()), binary=True)
