@@ -8,6 +8,7 @@ honoured by torch's build helpers; CUDA_HOME names the toolkit). Install with
 import glob
 import os
 import re
+import sys
 
 import torch
 from setuptools import find_packages, setup
@@ -32,6 +33,11 @@ def get_extensions():
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
     define_macros = []
     extra_compile_args = {"cxx": ["-O3"]}
+    extra_link_args = []
+    if sys.platform.startswith("linux") and torch.backends.openmp.is_available():
+        # at::parallel_for is inline OpenMP: without -fopenmp the CPU kernels run on one thread.
+        extra_compile_args["cxx"].append("-fopenmp")
+        extra_link_args.append("-fopenmp")
     include_dirs = [os.path.join(HERE, "csrc")]
     extension = CppExtension
     if want_cuda():
@@ -53,6 +59,7 @@ def get_extensions():
             include_dirs=include_dirs,
             define_macros=define_macros,
             extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args,
         )
     ]
 

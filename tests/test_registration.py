@@ -17,7 +17,12 @@ BACKBONES = (
 REGISTRIES = {
     BACKBONE_REGISTRY: BACKBONES,
     META_ARCH_REGISTRY: ("FeatSRRCNN",),
-    ROI_HEADS_REGISTRY: ("FeatSRRes5ROIHeads", "FeatSRStandardROIHeads"),
+    ROI_HEADS_REGISTRY: (
+        "FeatSRRes5ROIHeads",
+        "FeatSRStandardROIHeads",
+        "FeatSRPoolerRes5ROIHeads",
+        "FeatSRPoolerStandardROIHeads",
+    ),
 }
 DATASETS = (
     "tt100k_2016_train",

@@ -1,3 +1,28 @@
-from featsr_d2.layers.compiled import build_info, has_compiled_ops
+"""Op wrappers: featsr_d2's compiled kernels with torchvision / torch.nn.functional fallbacks."""
 
-__all__ = ["build_info", "has_compiled_ops"]
+from featsr_d2.layers.compiled import build_info, has_compiled_ops
+from featsr_d2.layers.dilated_conv_maxpool import (
+    DilatedConvMaxPool2d,
+    dilated_conv_maxpool2d,
+    dilated_conv_maxpool2d_reference,
+    norm_to_affine,
+)
+from featsr_d2.layers.roi_align import (
+    ROIAlign,
+    multilevel_roi_align,
+    multimap_roi_align,
+    roi_align,
+)
+
+__all__ = [
+    "DilatedConvMaxPool2d",
+    "ROIAlign",
+    "build_info",
+    "dilated_conv_maxpool2d",
+    "dilated_conv_maxpool2d_reference",
+    "has_compiled_ops",
+    "multilevel_roi_align",
+    "multimap_roi_align",
+    "norm_to_affine",
+    "roi_align",
+]

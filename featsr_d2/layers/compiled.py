@@ -3,6 +3,8 @@
 import logging
 from functools import cache
 
+import torch
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,3 +38,35 @@ def build_info() -> dict:
         "compiler": ext.compiler_version(),
         "cuda": ext.cuda_version() or None,
     }
+
+
+@cache
+def _has_cuda_kernels() -> bool:
+    ext = _load()
+    return ext is not None and bool(ext.has_cuda())
+
+
+@cache
+def _warn_no_cuda_kernels() -> None:
+    logger.warning(
+        "featsr_d2._C was built without CUDA kernels; CUDA tensors use the reference "
+        "implementations. Rebuild with FORCE_CUDA=1 (or on a machine with a GPU)."
+    )
+
+
+@torch.compiler.assume_constant_result  # torch.compile evaluates it once, eagerly
+def compiled_for(device: torch.device) -> bool:
+    """True when featsr_d2's compiled kernels run on ``device``.
+
+    CPU kernels exist whenever ``_C`` was built; CUDA kernels only when it was built with CUDA
+    (``build_info()["has_cuda"]``). Says once when CUDA tensors meet a CPU-only build.
+    """
+    if not has_compiled_ops():
+        return False
+    if device.type == "cpu":
+        return True
+    if device.type == "cuda":
+        if _has_cuda_kernels():
+            return True
+        _warn_no_cuda_kernels()
+    return False

@@ -1,0 +1,278 @@
+"""Dilated convolution (stride 1) + per-channel affine + ReLU + max pooling, fused.
+
+FeatSR's target extractor replaces every stride-2 convolution of the backbone by the same
+convolution at stride 1 with dilation 2, followed by 2x2 max pooling (Noh et al. 2019, Fig. 4c).
+:func:`dilated_conv_maxpool2d` computes
+
+    max_pool2d(act(conv2d(x, weight, bias, stride=1, padding, dilation, groups)), pool, pool,
+               ceil_mode=ceil_mode)
+    act(v) = relu?(v * scale[c] + shift[c])   (the affine only when scale and shift are given)
+
+(floor-mode pooling by default; ``ceil_mode=True`` keeps the partial last windows, as the target
+extractor does so that odd sizes match the backbone's). It never materializes the full-resolution
+conv output: the compiled kernels work on tiles of output rows (im2col + GEMM + immediate
+max-reduction), so the op's extra memory is a tile instead of the whole pre-pool map. The affine
+(e.g. a FrozenBatchNorm's scale and shift) is applied per element before the max, so a negative
+scale, which turns the max into a min, is handled exactly. Without a compiled ``featsr_d2._C`` the
+reference above runs instead.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from detectron2.layers import FrozenBatchNorm2d
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+
+from featsr_d2.layers import compiled
+
+__all__ = [
+    "DilatedConvMaxPool2d",
+    "dilated_conv_maxpool2d",
+    "dilated_conv_maxpool2d_reference",
+    "norm_to_affine",
+]
+
+
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def dilated_conv_maxpool2d_reference(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    pool: int = 2,
+    *,
+    scale: Tensor | None = None,
+    shift: Tensor | None = None,
+    relu: bool = False,
+    groups: int = 1,
+    ceil_mode: bool = False,
+) -> Tensor:
+    """The unfused definition of :func:`dilated_conv_maxpool2d` (``torch.nn.functional``)."""
+    y = F.conv2d(x, weight, bias, 1, _pair(padding), _pair(dilation), groups)
+    if scale is not None:
+        y = y * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+    if relu:
+        y = F.relu(y)
+    return F.max_pool2d(y, pool, pool, ceil_mode=ceil_mode)
+
+
+def dilated_conv_maxpool2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    pool: int = 2,
+    *,
+    scale: Tensor | None = None,
+    shift: Tensor | None = None,
+    relu: bool = False,
+    groups: int = 1,
+    ceil_mode: bool = False,
+) -> Tensor:
+    """Fused stride-1 (dilated) conv2d, optional per-channel affine and ReLU, pool x pool max pool.
+
+    Args:
+        x: Tensor[N, C_in, H, W].
+        weight: Tensor[C_out, C_in / groups, kH, kW] (e.g. a backbone conv's own weight).
+        bias: optional Tensor[C_out].
+        padding, dilation: of the convolution (int or pair); its stride is 1.
+        pool: kernel size and stride of the max pooling.
+        scale, shift: optional Tensor[C_out] each (together): ``v * scale + shift`` after the
+            conv, before ReLU and pooling. :func:`norm_to_affine` gets them from a frozen BN.
+        relu: apply ReLU after the affine, before pooling.
+        groups: convolution groups.
+        ceil_mode: pool partial windows at the bottom / right edge too (``F.max_pool2d``'s
+            ``ceil_mode``).
+
+    Returns:
+        Tensor[N, C_out, H_conv // pool, W_conv // pool] (rounded up in ceil mode), equal (up to
+        float rounding) to :func:`dilated_conv_maxpool2d_reference`. Differentiable with
+        respect to x, weight, bias, scale and shift.
+    """
+    padding = _pair(padding)
+    dilation = _pair(dilation)
+    if x.dim() != 4 or weight.dim() != 4:
+        raise ValueError(
+            f"x and weight must be 4-D, got {tuple(x.shape)} and {tuple(weight.shape)}"
+        )
+    if (scale is None) != (shift is None):
+        raise ValueError("scale and shift must be given together")
+    if not compiled.compiled_for(x.device) or x.dtype not in _DTYPES:
+        return dilated_conv_maxpool2d_reference(
+            x, weight, bias, padding, dilation, pool, scale=scale, shift=shift, relu=relu,
+            groups=groups, ceil_mode=ceil_mode,
+        )  # fmt: skip
+    return torch.ops.featsr_d2.dilated_conv_maxpool2d(
+        x, weight, bias, scale, shift, list(padding), list(dilation), groups, pool, relu, ceil_mode
+    )
+
+
+def norm_to_affine(norm: nn.Module | None) -> tuple[Tensor, Tensor] | None:
+    """Per-channel (scale, shift) such that ``norm(v) == v * scale + shift``, or None.
+
+    Handles Detectron2's ``FrozenBatchNorm2d`` and ``nn.BatchNorm2d`` in eval mode (running
+    statistics); returns None for anything else (e.g. a BN in training mode, GroupNorm), whose
+    output depends on the whole pre-pool map and so cannot be fused.
+    """
+    if norm is None:
+        return None
+    if isinstance(norm, FrozenBatchNorm2d):
+        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+        return scale, norm.bias - norm.running_mean * scale
+    if isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.running_var is not None:
+        scale = (norm.running_var + norm.eps).rsqrt()
+        shift = -norm.running_mean * scale
+        if norm.affine:
+            shift = shift * norm.weight + norm.bias
+            scale = scale * norm.weight
+        return scale, shift
+    return None
+
+
+class DilatedConvMaxPool2d(nn.Module):
+    """A backbone convolution re-run at stride 1 with dilation, [+ norm] [+ ReLU], + max pool.
+
+    The module borrows ``conv`` (and ``norm``): it reads their current weights at every call
+    and does not register them as submodules, so the backbone keeps owning (and saving, and
+    moving) them. ``norm`` is fused as a per-channel affine when :func:`norm_to_affine`
+    supports it; any other norm runs unfused (conv, norm, ReLU, pool).
+
+    Args:
+        conv: an ``nn.Conv2d`` (Detectron2's ``Conv2d`` included; its own norm and activation
+            are not applied, pass ``norm=conv.norm`` to apply the norm).
+        dilation: dilation of the re-run convolution.
+        padding: its padding; default ``conv.padding * dilation`` (keeps "same" convs same).
+        pool: max-pool kernel and stride (the original stride, 2 in a ResNet).
+        norm: optional norm applied before the pool.
+        relu: apply ReLU before the pool (equal to applying it after: ReLU is non-decreasing).
+        ceil_mode: pool partial edge windows too (keeps the backbone's sizes for odd inputs).
+    """
+
+    def __init__(
+        self,
+        conv: nn.Conv2d,
+        *,
+        dilation: int | tuple[int, int] = 2,
+        padding: int | tuple[int, int] | None = None,
+        pool: int = 2,
+        norm: nn.Module | None = None,
+        relu: bool = False,
+        ceil_mode: bool = False,
+    ):
+        super().__init__()
+        self._borrowed = (conv, norm)  # a tuple: not registered as submodules
+        self.dilation = _pair(dilation)
+        if padding is None:
+            padding = tuple(p * d for p, d in zip(_pair(conv.padding), self.dilation))
+        self.padding = _pair(padding)
+        self.pool = pool
+        self.relu = relu
+        self.ceil_mode = ceil_mode
+
+    @property
+    def conv(self) -> nn.Conv2d:
+        return self._borrowed[0]
+
+    @property
+    def norm(self) -> nn.Module | None:
+        return self._borrowed[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        conv, norm = self._borrowed
+        affine = norm_to_affine(norm)
+        if norm is not None and affine is None:
+            y = F.conv2d(x, conv.weight, conv.bias, 1, self.padding, self.dilation, conv.groups)
+            y = norm(y)
+            if self.relu:
+                y = F.relu(y)
+            return F.max_pool2d(y, self.pool, self.pool, ceil_mode=self.ceil_mode)
+        scale, shift = affine if affine is not None else (None, None)
+        return dilated_conv_maxpool2d(
+            x,
+            conv.weight,
+            conv.bias,
+            self.padding,
+            self.dilation,
+            self.pool,
+            scale=scale,
+            shift=shift,
+            relu=self.relu,
+            groups=conv.groups,
+            ceil_mode=self.ceil_mode,
+        )
+
+    def extra_repr(self) -> str:
+        conv = self.conv
+        norm = type(self.norm).__name__ if self.norm is not None else None
+        return (
+            f"{conv.in_channels}, {conv.out_channels}, kernel_size={tuple(conv.kernel_size)}, "
+            f"dilation={self.dilation}, padding={self.padding}, groups={conv.groups}, "
+            f"pool={self.pool}, ceil_mode={self.ceil_mode}, norm={norm}, relu={self.relu}"
+        )
+
+
+# --- autograd and fake (meta) kernels of the compiled op --------------------------------------
+
+
+def _setup(ctx, inputs, output):
+    x, weight, bias, scale, shift, padding, dilation, groups, pool, relu, ceil_mode = inputs
+    ctx.save_for_backward(x, weight, bias, scale, shift)
+    ctx.args = (list(padding), list(dilation), groups, pool, relu, ceil_mode)
+
+
+def _backward(ctx, grad):
+    x, weight, bias, scale, shift = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    mask = [
+        needs[0],
+        needs[1],
+        bias is not None and needs[2],
+        scale is not None and needs[3],
+        shift is not None and needs[4],
+    ]
+    grads = torch.ops.featsr_d2._dilated_conv_maxpool2d_backward(
+        grad, x, weight, bias, scale, shift, *ctx.args, mask
+    )
+    return (*(g if m else None for g, m in zip(grads, mask)), None, None, None, None, None, None)
+
+
+def _out_size(size, padding, dilation, kernel, pool, ceil_mode):
+    conv = size + 2 * padding - dilation * (kernel - 1)
+    return (conv + pool - 1) // pool if ceil_mode else conv // pool
+
+
+def _register_compiled_ops() -> None:
+    lib = "featsr_d2"
+
+    @torch.library.register_fake(f"{lib}::dilated_conv_maxpool2d")
+    def _(x, weight, bias, scale, shift, padding, dilation, groups, pool, relu, ceil_mode):
+        h = _out_size(x.size(2), padding[0], dilation[0], weight.size(2), pool, ceil_mode)
+        w = _out_size(x.size(3), padding[1], dilation[1], weight.size(3), pool, ceil_mode)
+        return x.new_empty((x.size(0), weight.size(0), h, w))
+
+    @torch.library.register_fake(f"{lib}::_dilated_conv_maxpool2d_backward")
+    def _(grad, x, weight, bias, scale, shift, padding, dilation, groups, pool, relu, ceil, mask):
+        def like(t, needed):
+            return x.new_empty(t.shape) if needed and t is not None else x.new_empty((0,))
+
+        return (
+            like(x, mask[0]),
+            like(weight, mask[1]),
+            like(bias, mask[2]),
+            like(scale, mask[3]),
+            like(shift, mask[4]),
+        )
+
+    torch.library.register_autograd(
+        f"{lib}::dilated_conv_maxpool2d", _backward, setup_context=_setup
+    )
+
+
+if compiled.has_compiled_ops():
+    _register_compiled_ops()
