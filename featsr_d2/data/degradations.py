@@ -22,6 +22,7 @@ uint8 image; the input is never modified. Random parameters are drawn from the g
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Sequence
 
@@ -76,11 +77,12 @@ def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
     return image[: h - h % scale, : w - w % scale]
 
 
-class Degradation:
+class Degradation(abc.ABC):
     """A degradation step: ``step(image, rng) -> image`` (RGB uint8, (H, W, 3))."""
 
+    @abc.abstractmethod
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        raise NotImplementedError
+        """Degrade ``image`` with randomness drawn from ``rng`` only."""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())

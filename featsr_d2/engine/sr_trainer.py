@@ -142,7 +142,7 @@ class SRSampleHook(HookBase):
     """Every ``period`` iterations and after the last one: super-resolve fixed crops of test
     images, put their mean Y-PSNR (``sample/psnr``, and bicubic's ``sample/psnr_bicubic``) in the
     event storage and write the side by sides (input, bicubic, output, ground truth) to
-    ``output_dir/samples/iter_XXXXXXX.png`` and TensorBoard."""
+    ``output_dir/samples/iter_<iteration, 7 digits>.png`` and TensorBoard."""
 
     def __init__(self, *, period: int, pairs: list[tuple[np.ndarray, np.ndarray]], output_dir: str):
         self.period = period

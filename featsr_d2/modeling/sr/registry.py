@@ -83,7 +83,8 @@ class SRNetwork(nn.Module):
         return self.sr_forward(x)
 
     def sr_forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The network itself, on a validated non-empty batch; every SR network defines it."""
+        raise TypeError(f"{type(self).__name__} does not define sr_forward")
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, self_ensemble={self.self_ensemble}"
