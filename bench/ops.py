@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from featsr_d2.utils.memory import measure_peak_rss_rise
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -248,14 +250,6 @@ def fused(x, weight, scale, shift, pad):
     return dilated_conv_maxpool2d(x, weight, None, pad, 2, 2, scale=scale, shift=shift, relu=True)
 
 
-def _status_kib(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
-
-
 def measure_peak_cpu(layer_index, impl, scale, threads):
     """In this (fresh) process: peak RSS rise during one call, in bytes."""
     torch.set_num_threads(threads)
@@ -264,13 +258,9 @@ def measure_peak_cpu(layer_index, impl, scale, threads):
     small, pad = conv_inputs(layer, 0.05, torch.device("cpu"))
     fn(*small, pad)  # loads the libraries and JIT kernels this call needs
     args, pad = conv_inputs(layer, scale, torch.device("cpu"))
-    with torch.no_grad():
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS
-        before = _status_kib("VmRSS")
+    with torch.no_grad(), measure_peak_rss_rise() as peak:
         out = fn(*args, pad)
-        peak = _status_kib("VmHWM")
-    return {"peak_rise": (peak - before) * 1024, "output": out.numel() * out.element_size()}
+    return {"peak_rise": peak["bytes"], "output": out.numel() * out.element_size()}
 
 
 def peak_memory(layer_index, impl, scale, threads, device):

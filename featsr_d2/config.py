@@ -43,6 +43,9 @@ def add_featsr_config(cfg):
     _C.MODEL.FEATSR.FREEZE_BASE = True
     # Learning rate of the discriminator's own optimizer (Adam).
     _C.MODEL.FEATSR.DISCRIMINATOR_LR = 1e-4
+    # Run the SR target extractor's strided layers as one fused dilated conv + max pool op
+    # (featsr_d2._C; the unfused F.conv2d + F.max_pool2d reference when not compiled).
+    _C.MODEL.FEATSR.FUSED_EXTRACTOR = True
     _C.MODEL.FEATSR.GENERATOR = CN()
     # B, the number of residual blocks of the SR feature generator.
     _C.MODEL.FEATSR.GENERATOR.NUM_BLOCKS = 4

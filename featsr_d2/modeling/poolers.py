@@ -8,7 +8,8 @@ Three ways to use it:
   "FeatSRPoolerStandardROIHeads"`` (or ``"FeatSRPoolerRes5ROIHeads"`` for C4 models) and
   ``MODEL.ROI_BOX_HEAD.POOLER_TYPE: "FeatSRROIAlignV2"`` (also ``ROI_MASK_HEAD`` /
   ``ROI_KEYPOINT_HEAD``). Any other ROI head gets the same by inheriting
-  :class:`FeatSRPoolersMixin` first (FeatSR's ``sub_pooler`` follows the box pooler's type).
+  :class:`FeatSRPoolersMixin` first, as FeatSR's own heads do (they pool base, sub and target
+  maps with :func:`~featsr_d2.layers.multimap_roi_align` directly).
 * On a built model: ``convert_to_featsr_poolers(model)`` swaps every ROIAlign(V2) ROIPooler.
 
 The output equals Detectron2's ``ROIPooler`` with the matching ``ROIAlign`` / ``ROIAlignV2`` type
@@ -147,7 +148,6 @@ _POOLER_NODES = {
     "pooler": "ROI_BOX_HEAD",  # Res5ROIHeads
     "mask_pooler": "ROI_MASK_HEAD",
     "keypoint_pooler": "ROI_KEYPOINT_HEAD",
-    "sub_pooler": "ROI_BOX_HEAD",  # FeatSR's sub-layer pooler (same type as the box pooler)
 }
 
 

@@ -321,3 +321,78 @@ def test_stage2_training_freezes_base_and_checkpoints_both_optimizers(tiny_tt100
     assert saved.keys() == restored.keys()
     for k in saved:
         assert torch.equal(saved[k]["exp_avg"], restored[k]["exp_avg"])
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_heads_pool_base_and_sub_in_one_call_equal_to_detectron2_poolers(layout, monkeypatch):
+    """FeatSR's pooling (featsr_d2's multi-map, multi-level RoIAlign) equals Detectron2's ROIPooler
+    on the base map and on the sub map (C4: res3; FPN: the next finer level), and the base and sub
+    RoI features of a set of proposals come from one call."""
+    from detectron2.modeling.poolers import (
+        ROIPooler,
+        assign_boxes_to_levels,
+        convert_boxes_to_pooler_format,
+    )
+
+    from featsr_d2.modeling.roi_heads import featsr_roi_heads
+
+    cfg = tiny_featsr_cfg(layout)
+    model = build_model(cfg).eval()
+    heads = model.roi_heads
+    torch.manual_seed(0)
+    features = model.backbone(torch.randn(2, 3, 320, 320))
+    large = torch.tensor([[3.0, 4.0, 90.0, 70.0], [10.0, 0.0, 230.0, 200.0], [0.0, 5.0, 310, 300]])
+    boxes = [_proposals()[0].proposal_boxes, Boxes(large)]
+    calls = []
+    op = featsr_roi_heads.multimap_roi_align
+    monkeypatch.setattr(
+        featsr_roi_heads,
+        "multimap_roi_align",
+        lambda maps, *a, **k: calls.append(1) or op(maps, *a, **k),
+    )
+    with torch.no_grad():
+        base, sub = heads._pool([heads._base_maps(features), heads._sub_maps(features)], boxes)
+    assert len(calls) == 1
+    res = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
+    if layout == "C4":
+        ref_base, ref_sub = (
+            ROIPooler(res, (scale,), 0, "ROIAlignV2")([features[name]], boxes)
+            for name, scale in (("res4", 1 / 16), ("res3", 1 / 8))
+        )
+    else:
+        maps = [features[f] for f in heads.box_in_features]
+        ref_base = heads.box_pooler(maps, boxes)
+        p = heads.box_pooler
+        levels = assign_boxes_to_levels(
+            boxes, p.min_level, p.max_level, p.canonical_box_size, p.canonical_level
+        )
+        ref_sub = torch.zeros_like(ref_base)
+        rois = convert_boxes_to_pooler_format(boxes)
+        for k, level in enumerate(levels.tolist()):
+            src = max(level - 1, 0)  # the next finer level; the finest reads itself
+            ref_sub[k] = p.level_poolers[src](maps[src], rois[k : k + 1])[0]
+        assert levels.unique().numel() > 1  # the boxes span several levels
+    torch.testing.assert_close(base, ref_base, rtol=0, atol=1e-6)
+    torch.testing.assert_close(sub, ref_sub, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_heads_accept_featsr_pooler_types_and_reject_non_roialign(layout):
+    cfg = tiny_featsr_cfg(layout)
+    torch.manual_seed(0)
+    reference = build_model(cfg).eval()
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "FeatSRROIAlignV2"
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    pooler = model.roi_heads._box_pooler
+    assert type(pooler).__name__ == "FeatSRROIPooler"
+    features = reference.backbone(torch.randn(1, 3, 128, 128))
+    proposals = _proposals()
+    with torch.no_grad():
+        ours = _head_inference(model.roi_heads, features, proposals)
+        theirs = _head_inference(reference.roi_heads, features, proposals)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(ours, theirs))
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIPool"
+    heads = build_model(cfg).eval().roi_heads
+    with pytest.raises(ValueError, match="POOLER_TYPE"), torch.no_grad():
+        heads(None, features, proposals)

@@ -112,3 +112,47 @@ def test_receptive_field_matches_the_half_resolution_image(name):
             rf_half,
         )
         assert abs(rf_plain[axis] / rf_half[axis] - 2.0) > 0.2 * 2.0, (rf_plain, rf_half)
+
+
+def _set_fused(backbone, fused: bool) -> None:
+    for module in backbone.modules():
+        if hasattr(module, "fused_targets"):
+            module.fused_targets = fused
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_fused_extractor_equals_unfused(name, monkeypatch):
+    """MODEL.FEATSR.FUSED_EXTRACTOR (on by default) reaches the backbone, runs every strided layer
+    through the fused op, and gives the unfused extractor's maps."""
+    from featsr_d2.modeling.backbone import target_extractor
+
+    backbone, _ = build(name)
+    flags = [m.fused_targets for m in backbone.modules() if hasattr(m, "fused_targets")]
+    assert flags and all(flags)
+    strided = sum(
+        1 for m in backbone.modules() if isinstance(m, torch.nn.Conv2d) and max(m.stride) > 1
+    )
+    calls = []
+    fused_op = target_extractor.dilated_conv_maxpool2d
+    monkeypatch.setattr(
+        target_extractor,
+        "dilated_conv_maxpool2d",
+        lambda *a, **k: calls.append(k["pool"]) or fused_op(*a, **k),
+    )
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        fused = backbone.extract_targets(x)
+        _set_fused(backbone, False)
+        unfused = backbone.extract_targets(x)
+    assert len(calls) == strided and set(calls) == {2}
+    for key in unfused:
+        torch.testing.assert_close(fused[key], unfused[key], rtol=1e-4, atol=1e-4)
+
+
+def test_fused_extractor_switch_from_config():
+    cfg = get_featsr_cfg()
+    cfg.MODEL.BACKBONE.NAME = "FeatSRResNetBackbone"
+    cfg.MODEL.FEATSR.FUSED_EXTRACTOR = False
+    assert build_backbone(cfg).fused_targets is False
+    cfg.MODEL.BACKBONE.NAME = "FeatSRMobileNetV2"
+    assert build_backbone(cfg).fused_targets is False

@@ -211,10 +211,12 @@ class InvertedResidual(_FreezableBlock):
         out = self.project(self.depthwise(out))
         return x + out if self.use_residual else out
 
-    def extract_targets(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` as FeatSR's target extractor runs it (see ``target_extractor``)."""
+    def extract_targets(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
+        """:meth:`forward` as FeatSR's target extractor runs it (see ``target_extractor``);
+        ``fused`` runs the strided depthwise convolution as the fused conv + max pool op."""
         out = x if self.expand is None else atrous_conv(self.expand, x)
-        out = atrous_conv(self.project, atrous_conv(self.depthwise, out))
+        out = atrous_conv(self.depthwise, out, fused=fused)
+        out = atrous_conv(self.project, out)
         return x + out if self.use_residual else out
 
 
@@ -236,6 +238,7 @@ class MobileNetV2Backbone(Backbone):
         out_features: Sequence[str] = ("stage5",),
         norm: str = "FrozenBN",
         freeze_at: int = 0,
+        fused_targets: bool = False,
     ):
         """
         Args:
@@ -245,6 +248,8 @@ class MobileNetV2Backbone(Backbone):
             norm: one of "FrozenBN", "BN", "SyncBN", "GN", "" (none).
             freeze_at: 0 trains everything, 1 freezes the stem, N in 2..5 the stem and
                 stage2..stageN.
+            fused_targets: run :meth:`extract_targets`' strided layers with the fused dilated
+                convolution + max pool op (same result, less memory).
         """
         super().__init__()
         if width_mult <= 0:
@@ -286,6 +291,7 @@ class MobileNetV2Backbone(Backbone):
             self._out_feature_strides[name] = stride
             self._out_feature_channels[name] = blocks[-1].out_channels
         self._out_features = out_features
+        self.fused_targets = fused_targets
         self.freeze(freeze_at)
 
     @classmethod
@@ -296,6 +302,7 @@ class MobileNetV2Backbone(Backbone):
             "out_features": cfg.MODEL.MNV2.OUT_FEATURES,
             "norm": cfg.MODEL.MNV2.NORM,
             "freeze_at": cfg.MODEL.MNV2.FREEZE_AT,
+            "fused_targets": cfg.MODEL.FEATSR.FUSED_EXTRACTOR,
         }
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -321,10 +328,10 @@ class MobileNetV2Backbone(Backbone):
         """The features of :meth:`forward` as FeatSR's SR target extractor computes them on the
         1.0x image: same names and shapes, the receptive field of the 0.5x image."""
         outputs = {}
-        x = atrous_conv(self.stem.conv, x)
+        x = atrous_conv(self.stem.conv, x, fused=self.fused_targets)
         for name in self.stage_names:
             for block in getattr(self, name):
-                x = block.extract_targets(x)
+                x = block.extract_targets(x, self.fused_targets)
             if name in self._out_features:
                 outputs[name] = x
         return outputs

@@ -32,6 +32,8 @@ from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock
 from torch import nn
 
+from featsr_d2.layers.dilated_conv_maxpool import dilated_conv_maxpool2d, norm_to_affine
+
 __all__ = [
     "FeatSRFPN",
     "FeatSRResNet",
@@ -42,21 +44,44 @@ __all__ = [
 ]
 
 
-def atrous_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+def atrous_conv(conv: nn.Conv2d, x: torch.Tensor, *, fused: bool = False) -> torch.Tensor:
     """Apply ``conv`` (a Detectron2 ``Conv2d``, its norm and activation included, or a plain
     ``nn.Conv2d``) as the target extractor does: dilation and padding doubled when the filter is
-    larger than 1, stride 1 followed by max pooling when the layer is strided."""
+    larger than 1, stride 1 followed by max pooling when the layer is strided.
+
+    With ``fused``, a strided layer runs as one :func:`~featsr_d2.layers.dilated_conv_maxpool2d`
+    call (convolution, the norm as a per-channel affine, and the pooling, without the
+    full-resolution intermediate) when its norm folds into an affine; the result is the same.
+    Without a compiled ``featsr_d2._C`` that op runs its unfused reference.
+    """
     kernel = conv.kernel_size
     dilation, padding = conv.dilation, conv.padding
     if max(kernel) > 1:
         dilation = tuple(2 * d for d in dilation)
         padding = tuple(2 * p for p in padding)
-    y = F.conv2d(x, conv.weight, conv.bias, 1, padding, dilation, conv.groups)
     norm = getattr(conv, "norm", None)
-    if norm is not None:
-        y = norm(y)
-    if max(conv.stride) > 1:
-        y = F.max_pool2d(y, kernel_size=conv.stride, stride=conv.stride, ceil_mode=True)
+    strided = max(conv.stride) > 1
+    affine = norm_to_affine(norm) if fused and strided and norm is not None else None
+    if fused and strided and conv.stride[0] == conv.stride[1] and (norm is None or affine):
+        scale, shift = affine if affine is not None else (None, None)
+        y = dilated_conv_maxpool2d(
+            x,
+            conv.weight,
+            conv.bias,
+            padding,
+            dilation,
+            pool=conv.stride[0],
+            scale=scale,
+            shift=shift,
+            groups=conv.groups,
+            ceil_mode=True,
+        )
+    else:
+        y = F.conv2d(x, conv.weight, conv.bias, 1, padding, dilation, conv.groups)
+        if norm is not None:
+            y = norm(y)
+        if strided:
+            y = F.max_pool2d(y, kernel_size=conv.stride, stride=conv.stride, ceil_mode=True)
     activation = getattr(conv, "activation", None)
     if activation is not None:
         y = activation(y)
@@ -69,32 +94,38 @@ def atrous_max_pool(x: torch.Tensor, kernel_size: int, stride: int, padding: int
     return F.max_pool2d(x, 2 * kernel_size, stride, 2 * padding, ceil_mode=True)
 
 
-def _stem_targets(stem: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _stem_targets(stem: nn.Module, x: torch.Tensor, fused: bool) -> torch.Tensor:
     if not isinstance(stem, BasicStem):
         raise TypeError(f"the target extractor does not know the stem {type(stem).__name__}")
-    x = F.relu_(atrous_conv(stem.conv1, x))
+    x = F.relu_(atrous_conv(stem.conv1, x, fused=fused))
     return atrous_max_pool(x, 3, 2, 1)  # BasicStem's max pool
 
 
-def _block_targets(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _block_targets(block: nn.Module, x: torch.Tensor, fused: bool) -> torch.Tensor:
     if isinstance(block, BottleneckBlock):
-        out = F.relu_(atrous_conv(block.conv1, x))
-        out = F.relu_(atrous_conv(block.conv2, out))
-        out = atrous_conv(block.conv3, out)
+        out = F.relu_(atrous_conv(block.conv1, x, fused=fused))
+        out = F.relu_(atrous_conv(block.conv2, out, fused=fused))
+        out = atrous_conv(block.conv3, out, fused=fused)
     elif isinstance(block, BasicBlock):
-        out = F.relu_(atrous_conv(block.conv1, x))
-        out = atrous_conv(block.conv2, out)
+        out = F.relu_(atrous_conv(block.conv1, x, fused=fused))
+        out = atrous_conv(block.conv2, out, fused=fused)
     else:
         raise TypeError(
             f"the target extractor does not know the block {type(block).__name__} (deformable "
             "blocks are not supported)"
         )
-    shortcut = x if block.shortcut is None else atrous_conv(block.shortcut, x)
+    shortcut = x if block.shortcut is None else atrous_conv(block.shortcut, x, fused=fused)
     return F.relu_(out + shortcut)
 
 
 class FeatSRResNet(ResNet):
-    """Detectron2's ResNet with FeatSR's SR target extractor (:meth:`extract_targets`)."""
+    """Detectron2's ResNet with FeatSR's SR target extractor (:meth:`extract_targets`).
+
+    ``fused_targets`` (an attribute, default False; ``MODEL.FEATSR.FUSED_EXTRACTOR`` in configs)
+    runs the extractor's strided layers with the fused dilated convolution + max pool op.
+    """
+
+    fused_targets: bool = False
 
     def extract_targets(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The features of :meth:`forward`, with the receptive field of the 0.5x image.
@@ -103,12 +134,12 @@ class FeatSRResNet(ResNet):
             x: the 1.0x images, (N, C, H, W).
         """
         outputs = {}
-        x = _stem_targets(self.stem, x)
+        x = _stem_targets(self.stem, x, self.fused_targets)
         if "stem" in self._out_features:
             outputs["stem"] = x
         for name, stage in zip(self.stage_names, self.stages):
             for block in stage:
-                x = _block_targets(block, x)
+                x = _block_targets(block, x, self.fused_targets)
             if name in self._out_features:
                 outputs[name] = x
         return outputs
@@ -144,13 +175,15 @@ class FeatSRFPN(FPN):
         return dict(zip(self._out_features, results))
 
 
-def _as_featsr_resnet(resnet: ResNet, freeze_at: int) -> FeatSRResNet:
-    return FeatSRResNet(
+def _as_featsr_resnet(resnet: ResNet, freeze_at: int, fused_targets: bool) -> FeatSRResNet:
+    featsr_resnet = FeatSRResNet(
         resnet.stem,
         [list(stage) for stage in resnet.stages],
         out_features=resnet._out_features,
         freeze_at=freeze_at,
     )
+    featsr_resnet.fused_targets = fused_targets
+    return featsr_resnet
 
 
 # Registry keys are the builders' names, prefixed FeatSR so that no other plugin collides.
@@ -158,7 +191,11 @@ def _as_featsr_resnet(resnet: ResNet, freeze_at: int) -> FeatSRResNet:
 def FeatSRResNetBackbone(cfg, input_shape: ShapeSpec) -> FeatSRResNet:
     """Detectron2's ResNet (``MODEL.RESNETS``; e.g. C4 with OUT_FEATURES ["res4"]) with
     ``extract_targets``."""
-    return _as_featsr_resnet(build_resnet_backbone(cfg, input_shape), cfg.MODEL.BACKBONE.FREEZE_AT)
+    return _as_featsr_resnet(
+        build_resnet_backbone(cfg, input_shape),
+        cfg.MODEL.BACKBONE.FREEZE_AT,
+        cfg.MODEL.FEATSR.FUSED_EXTRACTOR,
+    )
 
 
 @BACKBONE_REGISTRY.register()

@@ -31,6 +31,12 @@ trainer steps D with its own optimizer (``featsr_d2.engine.trainer``). Targets c
 target extractor (``SUPERVISION: extractor``), from the plain backbone on the 1.0x image (``naive``,
 Table 4's naive supervision), or are not used (``none``: no pairs, G learns from the small
 predictor's losses only; Table 4's SR without supervision).
+
+Pooling runs on featsr_d2's RoIAlign (:func:`~featsr_d2.layers.multimap_roi_align`): the base and
+sub RoI features of a set of proposals come from one call, and so do the pairs' F^0.5 (base and
+sub) and T^1.0, with every RoI pooled from its own pyramid level and no per-level masking. The
+box pooler's type sets the alignment and sampling ("ROIAlign", "ROIAlignV2", or featsr_d2's
+"FeatSRROIAlign(V2)", which the heads also accept); the result equals Detectron2's poolers.
 """
 
 import copy
@@ -39,15 +45,13 @@ import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling import ROI_HEADS_REGISTRY
-from detectron2.modeling.poolers import (
-    ROIPooler,
-    assign_boxes_to_levels,
-    convert_boxes_to_pooler_format,
-)
+from detectron2.modeling.poolers import assign_boxes_to_levels
 from detectron2.modeling.roi_heads import Res5ROIHeads, StandardROIHeads
 from detectron2.structures import Boxes, Instances
 from torch.func import functional_call
 
+from featsr_d2.layers import multimap_roi_align
+from featsr_d2.modeling.poolers import FeatSRPoolersMixin
 from featsr_d2.modeling.roi_heads.sr_feature_discriminator import (
     SRFeatureDiscriminator,
     content_loss,
@@ -85,8 +89,10 @@ def _featsr_from_config(cfg, base_channels: int, sub_channels: int, resolution: 
 
 class _FeatSRHeads:
     """Routing, losses and inference shared by the C4 and FPN heads. A subclass provides
-    ``_pool_base(features, boxes, levels=None)`` and ``_pool_sub(...)`` (the base and sub RoI
-    features), ``_large_head(x)`` and ``_small_head(x)`` (what stands between a RoI feature and
+    ``_base_maps(features)`` and ``_sub_maps(features)`` (the maps, one per pyramid level, and
+    their spatial scales, that the base and sub RoI features of a RoI on level k come from; one
+    level for C4), ``_box_pooler`` (the base detector's pooler, whose alignment and sampling the
+    heads use), ``_large_head(x)`` and ``_small_head(x)`` (what stands between a RoI feature and
     the large / small predictor), ``_levels(boxes)`` on a pyramid, and ``_REPLICAS``: the large
     predictor's parts and their replicas in the small predictor."""
 
@@ -110,6 +116,9 @@ class _FeatSRHeads:
             )
         self.generator = generator
         self.discriminator = discriminator
+        if supervision == "none":
+            # No pairs, so no loss reaches D: frozen, it stays out of DDP's gradient reduction.
+            self.discriminator.requires_grad_(False)
         for large, small in self._REPLICAS.items():
             setattr(self, small.rstrip("."), copy.deepcopy(getattr(self, large.rstrip("."))))
         self.small_size = small_size
@@ -123,6 +132,27 @@ class _FeatSRHeads:
     def _levels(self, boxes: list[Boxes]) -> torch.Tensor | None:
         """Pyramid level index of each box; None for a single-level layout."""
         return None
+
+    def _pool(self, maps, boxes: list[Boxes], levels=None) -> list[torch.Tensor]:
+        """Pools ``boxes`` from each ``(maps, scales)`` entry of ``maps`` in one RoIAlign call;
+        a RoI on level k reads level k of every entry (``levels``: from :meth:`_levels` if None)."""
+        first = self._box_pooler.level_poolers[0]
+        if not (hasattr(first, "aligned") and hasattr(first, "sampling_ratio")):
+            raise ValueError(
+                "FeatSR heads pool with RoIAlign: set MODEL.ROI_BOX_HEAD.POOLER_TYPE to ROIAlign, "
+                f"ROIAlignV2, FeatSRROIAlign or FeatSRROIAlignV2 (the box pooler is {first})"
+            )
+        if levels is None:
+            levels = self._levels(boxes)
+        return multimap_roi_align(
+            [m for m, _ in maps],
+            [b.tensor for b in boxes],
+            first.output_size,
+            [s for _, s in maps],
+            first.sampling_ratio,
+            first.aligned,
+            levels=levels,
+        )
 
     def _init_small_predictor_from_large(self, state_dict, prefix, *args):
         """Loading a checkpoint without the small predictor (the stage-1 base detector) copies the
@@ -138,16 +168,14 @@ class _FeatSRHeads:
     def _small_masks(self, boxes: list[Boxes]) -> list[torch.Tensor]:
         return [_sqrt_area(b) < self.small_size for b in boxes]
 
-    def _super_resolve(self, features, boxes: list[Boxes], levels=None) -> torch.Tensor:
-        base = self._pool_base(features, boxes, levels)
-        return self.generator(base, self._pool_sub(features, boxes, levels))
-
     def _predict(self, features, boxes: list[Boxes], masks: list[torch.Tensor]):
         """(large predictions, small predictions) for the large / small proposals of ``boxes``."""
         large_boxes = [b[~m] for b, m in zip(boxes, masks)]
         small_boxes = [b[m] for b, m in zip(boxes, masks)]
-        large = self._large_head(self._pool_base(features, large_boxes))
-        small = self._small_head(self._super_resolve(features, small_boxes))
+        (large,) = self._pool([self._base_maps(features)], large_boxes)
+        base, sub = self._pool([self._base_maps(features), self._sub_maps(features)], small_boxes)
+        large = self._large_head(large)
+        small = self._small_head(self.generator(base, sub))
         return self.box_predictor(large), self.small_predictor(small)
 
     def forward(
@@ -184,16 +212,20 @@ class _FeatSRHeads:
         self, boxes: list[Boxes], lr_features, target_maps
     ) -> dict[str, torch.Tensor]:
         """Losses of eqs. 4-6 on the (F^0.5, T^1.0) pairs of the sampled proposals."""
-        pair_boxes, lr_boxes = [], []
+        lr_boxes = []
         for b in boxes:
             side = _sqrt_area(b)
             keep = (side / 2 < self.small_size) & (side >= self.target_min_size)
-            pair_boxes.append(b[keep])
             lr_boxes.append(Boxes(b.tensor[keep] * 0.5))
-        levels = self._levels(lr_boxes)  # F^0.5 and T^1.0 from the 0.5x box's level
-        sr = self._super_resolve(lr_features, lr_boxes, levels)
-        with torch.no_grad():
-            target = self._pool_base(target_maps, pair_boxes, levels)
+        # F^0.5 and T^1.0 from the 0.5x box's level. T^1.0 pools the 1.0x maps at the 1.0x box:
+        # the 0.5x box at twice the scale, which is the same RoIAlign (exact: powers of two).
+        maps, scales = self._base_maps(target_maps)
+        target_spec = (maps, [2.0 * s for s in scales])
+        lr_base, lr_sub, target = self._pool(
+            [self._base_maps(lr_features), self._sub_maps(lr_features), target_spec], lr_boxes
+        )
+        sr = self.generator(lr_base, lr_sub)
+        target = target.detach()  # a fixed target: no gradient reaches the target maps
         frozen_d = {k: v.detach() for k, v in self.discriminator.named_parameters()}
         adversarial = generator_adversarial_loss(
             functional_call(self.discriminator, frozen_d, (sr,))
@@ -222,17 +254,17 @@ class _FeatSRHeads:
 
 
 @ROI_HEADS_REGISTRY.register()
-class FeatSRRes5ROIHeads(_FeatSRHeads, Res5ROIHeads):
+class FeatSRRes5ROIHeads(FeatSRPoolersMixin, _FeatSRHeads, Res5ROIHeads):
     """Res5ROIHeads with FeatSR's generator, discriminator and small predictor (C4)."""
 
     _REPLICAS = {"res5.": "small_res5.", "box_predictor.": "small_predictor."}
 
     @configurable
-    def __init__(self, *, sub_feature: str, sub_pooler: ROIPooler, featsr: dict, **kwargs):
+    def __init__(self, *, sub_feature: str, sub_scale: float, featsr: dict, **kwargs):
         """
         Args:
             sub_feature: the backbone feature of the sub (former) layer.
-            sub_pooler: pools the sub feature to the base RoI feature's size.
+            sub_scale: its spatial scale (1 / stride); it is pooled to the base RoI feature's size.
             featsr: generator, discriminator, small_size, target_min_size, supervision and the
                 loss weights (see :func:`_featsr_from_config`).
             kwargs: the arguments of :class:`Res5ROIHeads`.
@@ -241,7 +273,7 @@ class FeatSRRes5ROIHeads(_FeatSRHeads, Res5ROIHeads):
         if self.mask_on:
             raise ValueError("FeatSR heads predict boxes only: set MODEL.MASK_ON False")
         self.sub_feature = sub_feature
-        self.sub_pooler = sub_pooler
+        self.sub_scale = sub_scale
         self._init_featsr(**featsr)
 
     @classmethod
@@ -255,21 +287,20 @@ class FeatSRRes5ROIHeads(_FeatSRHeads, Res5ROIHeads):
             )
         resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
         ret["sub_feature"] = sub
-        ret["sub_pooler"] = ROIPooler(
-            output_size=resolution,
-            scales=(1.0 / input_shape[sub].stride,),
-            sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
-            pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE,
-        )
+        ret["sub_scale"] = 1.0 / input_shape[sub].stride
         base = input_shape[ret["in_features"][0]].channels
         ret["featsr"] = _featsr_from_config(cfg, base, input_shape[sub].channels, resolution)
         return ret
 
-    def _pool_base(self, features, boxes, levels=None):
-        return self.pooler([features[self.in_features[0]]], boxes)
+    @property
+    def _box_pooler(self):
+        return self.pooler
 
-    def _pool_sub(self, features, boxes, levels=None):
-        return self.sub_pooler([features[self.sub_feature]], boxes)
+    def _base_maps(self, features):
+        return [features[self.in_features[0]]], [self.pooler.level_poolers[0].spatial_scale]
+
+    def _sub_maps(self, features):
+        return [features[self.sub_feature]], [self.sub_scale]
 
     def _large_head(self, x):
         return self.res5(x).mean(dim=(2, 3))
@@ -279,7 +310,7 @@ class FeatSRRes5ROIHeads(_FeatSRHeads, Res5ROIHeads):
 
 
 @ROI_HEADS_REGISTRY.register()
-class FeatSRStandardROIHeads(_FeatSRHeads, StandardROIHeads):
+class FeatSRStandardROIHeads(FeatSRPoolersMixin, _FeatSRHeads, StandardROIHeads):
     """StandardROIHeads (FPN) with FeatSR's generator, discriminator and small predictor."""
 
     _REPLICAS = {"box_head.": "small_box_head.", "box_predictor.": "small_predictor."}
@@ -310,26 +341,18 @@ class FeatSRStandardROIHeads(_FeatSRHeads, StandardROIHeads):
             boxes, p.min_level, p.max_level, p.canonical_box_size, p.canonical_level
         )
 
-    def _pool_at(self, features, boxes, levels, source_level) -> torch.Tensor:
-        """Pool each box at its level (``levels``) from level ``source_level(level)``."""
-        maps = [features[f] for f in self.box_in_features]
-        pooler_boxes = convert_boxes_to_pooler_format(boxes)
-        resolution = self.box_pooler.output_size
-        out = maps[0].new_zeros((len(pooler_boxes), maps[0].shape[1], *resolution))
-        for level in range(len(maps)):
-            inds = torch.nonzero(levels == level).flatten()
-            if len(inds):
-                src = source_level(level)
-                out[inds] = self.box_pooler.level_poolers[src](maps[src], pooler_boxes[inds])
-        return out
+    @property
+    def _box_pooler(self):
+        return self.box_pooler
 
-    def _pool_base(self, features, boxes, levels=None):
-        levels = self._levels(boxes) if levels is None else levels
-        return self._pool_at(features, boxes, levels, lambda level: level)
+    def _base_maps(self, features):
+        scales = [p.spatial_scale for p in self.box_pooler.level_poolers]
+        return [features[f] for f in self.box_in_features], scales
 
-    def _pool_sub(self, features, boxes, levels=None):
-        levels = self._levels(boxes) if levels is None else levels
-        return self._pool_at(features, boxes, levels, lambda level: max(level - 1, 0))
+    def _sub_maps(self, features):
+        """Level k reads P_(k-1); the finest level reads itself."""
+        maps, scales = self._base_maps(features)
+        return maps[:1] + maps[:-1], scales[:1] + scales[:-1]
 
     def _large_head(self, x):
         return self.box_head(x)
