@@ -2,10 +2,18 @@
 """Train or evaluate a featsr_d2 model.
 
 python tools/train_net.py --config-file configs/faster_rcnn_MNV2_FPN_synth.yaml
+python tools/train_net.py --config-file ... --resume   (exactly from OUTPUT_DIR's last checkpoint)
 python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
 python tools/train_net.py --config-file ... --num-gpus 8 [--num-machines 2 --machine-rank 0 ...]
+
+``--num-gpus N`` is Detectron2's: N processes per machine under ``detectron2.engine.launch``, one
+per GPU with NCCL. On a machine without CUDA the same flag starts N CPU processes that communicate
+with gloo (Detectron2's ``launch`` picks the backend; the trainer wraps a CPU model in DDP without
+device ids); the config must then say ``MODEL.DEVICE cpu``, and ``SOLVER.IMS_PER_BATCH`` is the
+total over the processes, as on GPUs.
 """
 
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
 from detectron2.evaluation import verify_results
@@ -34,6 +42,11 @@ def main(args):
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
+    if args.num_gpus > 1 and not torch.cuda.is_available():
+        print(
+            f"No CUDA device: --num-gpus {args.num_gpus} starts {args.num_gpus} CPU processes "
+            "(gloo)"
+        )
     launch(
         main,
         args.num_gpus,

@@ -1,24 +1,59 @@
 """The trainer behind ``tools/train_net.py``: Detectron2's DefaultTrainer with featsr_d2's
-evaluators, atomic checkpoints, and FeatSR's discriminator optimizer.
+evaluators, atomic checkpoints, exact resume, CPU data parallelism, and FeatSR's discriminator
+optimizer.
 
 For a model with a FeatSR discriminator (``roi_heads.discriminator``), the SGD optimizer of
 ``SOLVER`` leaves the discriminator out, and the discriminator gets its own Adam optimizer
 (``MODEL.FEATSR.DISCRIMINATOR_LR``), stepped after every iteration from the same backward pass
 (the ROI heads arrange that each loss reaches only its own module; see
-``featsr_d2.modeling.roi_heads.featsr_roi_heads``). Both optimizers are checkpointed, so a stage-2
-run resumes exactly where it stopped.
+``featsr_d2.modeling.roi_heads.featsr_roi_heads``).
+
+Exact resume: the checkpoint holds the model, both optimizers, the scheduler, the iteration and,
+through :class:`featsr_d2.engine.training_state.TrainingStateHook`, every rank's random number
+generators and data-stream position. The training data come from
+:func:`featsr_d2.data.resumable_loader.build_resumable_train_loader`, whose batches are a function
+of (seed, position). Training N iterations, stopping after a checkpoint and resuming
+(``resume_or_load(resume=True)``) gives bit-identical parameters and optimizer states to an
+uninterrupted run of N (``tests/engine/test_resume.py``, stage 1 and stage 2 on CPU). Evaluation
+runs on isolated generators so that it does not change the training's random draws. Limits:
+
+- the same world size and the same number of intra-op threads (floating-point reductions);
+- on GPUs the generators and the data are restored exactly, but kernels with atomic additions
+  (RoIAlign's backward, some cuDNN algorithms) differ from run to run anyway, resumed or not;
+- PreciseBN's own loader (``TEST.PRECISE_BN``, off in every config) restarts at its beginning;
+- a subclass whose ``build_train_loader`` returns another loader keeps the generator states but
+  restarts its data stream (``build_resumable_train_loader(cfg, mapper)`` keeps it exact);
+- the stream's own limits are in ``featsr_d2.data.resumable_loader``.
+
+Data parallelism: under Detectron2's ``launch`` the model is wrapped in DistributedDataParallel
+as DefaultTrainer wraps it (``broadcast_buffers=False``), with ``device_ids`` only for a CUDA
+model: on a CPU-only machine ``launch`` starts gloo processes and a CPU model must be wrapped
+without them. Gradients of every trained module, the discriminator included, are all-reduced in
+the one backward pass; frozen parameters (stage 2's backbone and RPN) have no gradients and are
+not reduced. Every trained parameter is reached by the loss in every iteration (an empty set of
+small proposals or of SR pairs still gives a zero gradient; with ``MODEL.FEATSR.SUPERVISION: none``
+the discriminator, which no loss reaches, is frozen), so DDP runs without
+``find_unused_parameters``.
 """
 
 import contextlib
+import logging
 import os
+import weakref
 
 import torch
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultTrainer, HookBase
+from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, SimpleTrainer, hooks
+from detectron2.engine.train_loop import TrainerBase
 from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
+from featsr_d2.data.resumable_loader import build_resumable_train_loader
+from featsr_d2.data.rng_state import isolated_rng
 from featsr_d2.engine.checkpoint import AtomicDetectionCheckpointer
+from featsr_d2.engine.training_state import TrainingStateHook
 from featsr_d2.evaluation import TT100KEvaluator
 
 
@@ -71,17 +106,50 @@ class DiscriminatorStep(HookBase):
 
 
 class FeatSRTrainer(DefaultTrainer):
-    """DefaultTrainer with TT100K/COCO-style evaluation, atomic resumable checkpoints, and the
-    discriminator's own optimizer for FeatSR models."""
+    """DefaultTrainer with TT100K/COCO-style evaluation, atomic checkpoints, exact resume, DDP on
+    CPU or GPU, and the discriminator's own optimizer for FeatSR models."""
+
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__ in the same order, but with build_ddp_model (Detectron2's
+        # create_ddp_model gives CPU models device_ids, which DDP rejects) and the atomic
+        # checkpointer.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = self.build_ddp_model(cfg, model)
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicDetectionCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_ddp_model(cls, cfg, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` in DistributedDataParallel when there are several processes."""
+        if comm.get_world_size() == 1:
+            return model
+        device = next(model.parameters()).device
+        return DistributedDataParallel(
+            model,
+            device_ids=[comm.get_local_rank()] if device.type == "cuda" else None,
+            broadcast_buffers=False,
+        )
 
     def build_hooks(self):
-        # DefaultTrainer.__init__ creates a plain DetectionCheckpointer right before it calls this;
-        # swap in the atomic one so that the periodic checkpointer and resume both use it.
-        plain = self.checkpointer
-        self.checkpointer = AtomicDetectionCheckpointer(
-            plain.model, plain.save_dir, **plain.checkpointables
-        )
-        hooks = super().build_hooks()
+        ret = super().build_hooks()
+        # Before the checkpointer (rank 0) and the evaluation (every rank, same place in the list).
+        savers = (hooks.PeriodicCheckpointer, hooks.EvalHook)
+        first = next((i for i, h in enumerate(ret) if isinstance(h, savers)), len(ret))
+        ret.insert(first, TrainingStateHook(self.cfg.SOLVER.CHECKPOINT_PERIOD))
         discriminator = discriminator_of(self.model)
         if discriminator is not None:
             self.optimizer_d = torch.optim.Adam(
@@ -90,8 +158,19 @@ class FeatSRTrainer(DefaultTrainer):
                 betas=(0.5, 0.999),
             )
             self.checkpointer.add_checkpointable("optimizer_d", self.optimizer_d)
-            hooks.insert(0, DiscriminatorStep(self.optimizer_d))
-        return hooks
+            ret.insert(0, DiscriminatorStep(self.optimizer_d))
+        return ret
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        """The resumable loader (:func:`build_resumable_train_loader`)."""
+        return build_resumable_train_loader(cfg)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """DefaultTrainer.test on isolated generators: evaluating does not change training."""
+        with isolated_rng():
+            return super().test(cfg, model, evaluators)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
