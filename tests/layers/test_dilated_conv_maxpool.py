@@ -28,6 +28,7 @@ CASES = [
     (2, 4, 15, 18, 4, 3, 2, 2, 2, 2),  # grouped (ResNeXt)
     (1, 6, 13, 14, 5, 1, 0, 1, 1, 2),  # 1x1 (stride in the 1x1 conv, MSRA ResNets)
     (1, 3, 16, 17, 2, 3, (1, 3), (1, 3), 1, 3),  # asymmetric padding / dilation, pool 3
+    (2, 5, 14, 15, 5, 3, 2, 2, 5, 2),  # depthwise (MobileNetV2), the direct small-group product
 ]
 
 
