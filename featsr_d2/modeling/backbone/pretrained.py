@@ -29,12 +29,13 @@ import os
 from importlib import metadata
 
 import torch
-from detectron2.utils.file_io import PathHandler, PathManager
+from detectron2.utils.file_io import PathManager
 
 from featsr_d2.modeling.backbone.mobilenet_v2 import (
     MobileNetV2Backbone,
     convert_torchvision_mobilenet_v2,
 )
+from featsr_d2.utils.converted_weights import ConvertedWeightsPathHandler, cache_dir
 from featsr_d2.utils.file_io import atomic_write
 
 __all__ = [
@@ -141,55 +142,27 @@ def write_detectron2_checkpoint(out: str, *, fpn: bool, src: str | None = None) 
     return out
 
 
-def cache_dir() -> str:
-    """Where ``featsr://`` weights are converted to: ``$FEATSR_CACHE`` or ``~/.cache/featsr_d2``."""
-    return os.path.expanduser(os.environ.get("FEATSR_CACHE") or "~/.cache/featsr_d2")
-
-
-class FeatSRPathHandler(PathHandler):
+class FeatSRPathHandler(ConvertedWeightsPathHandler):
     """Resolves ``featsr://imagenet/mobilenet_v2`` and ``featsr://imagenet/mobilenet_v2_fpn`` to a
     Detectron2 checkpoint in :func:`cache_dir`, converting the shipped weights on first use
     (``force=True`` converts again)."""
 
-    def _get_supported_prefixes(self) -> list[str]:
-        return [URI_PREFIX]
+    PREFIX = URI_PREFIX
+    NAMES = tuple(_URI_KEY_PREFIXES)
+    WHAT = "featsr_d2 weights"
 
-    def _name(self, path: str) -> str:
-        name = path[len(URI_PREFIX) :]
-        if name not in _URI_KEY_PREFIXES:
-            known = ", ".join(URI_PREFIX + n for n in _URI_KEY_PREFIXES)
-            raise ValueError(f"Unknown featsr_d2 weights {path!r}; known: {known}")
-        return name
+    def _cache_file(self, name: str) -> str:
+        return f"{name}-{_WEIGHTS_SHA256_PREFIX}-d2v{_CONVERTED_FORMAT}.pth"
 
-    def _get_local_path(self, path: str, force: bool = False, **kwargs) -> str:
-        self._check_kwargs(kwargs)
-        name = self._name(path)
-        local = os.path.join(
-            cache_dir(), f"{name}-{_WEIGHTS_SHA256_PREFIX}-d2v{_CONVERTED_FORMAT}.pth"
-        )
-        if force or not os.path.isfile(local):
-            src = find_mobilenet_v2_imagenet_weights()
-            digest = _sha256(src)
-            if not digest.startswith(_WEIGHTS_SHA256_PREFIX):
-                raise RuntimeError(
-                    f"{src} is corrupt: its sha256 {digest} does not start with "
-                    f"{_WEIGHTS_SHA256_PREFIX}; reinstall {WEIGHTS_DISTRIBUTION}"
-                )
-            write_detectron2_checkpoint(local, fpn=name.endswith("_fpn"), src=src)
-        return local
-
-    def _open(self, path: str, mode: str = "r", buffering: int = -1, **kwargs):
-        self._check_kwargs(kwargs)
-        if any(c in mode for c in "wax+"):
-            raise ValueError(f"{path} is read-only; got mode {mode!r}")
-        return open(self._get_local_path(path), mode, buffering)
-
-    def _exists(self, path: str, **kwargs) -> bool:
-        self._check_kwargs(kwargs)
-        return path[len(URI_PREFIX) :] in _URI_KEY_PREFIXES
-
-    def _isfile(self, path: str, **kwargs) -> bool:
-        return self._exists(path, **kwargs)
+    def _convert(self, name: str, out: str) -> None:
+        src = find_mobilenet_v2_imagenet_weights()
+        digest = _sha256(src)
+        if not digest.startswith(_WEIGHTS_SHA256_PREFIX):
+            raise RuntimeError(
+                f"{src} is corrupt: its sha256 {digest} does not start with "
+                f"{_WEIGHTS_SHA256_PREFIX}; reinstall {WEIGHTS_DISTRIBUTION}"
+            )
+        write_detectron2_checkpoint(out, fpn=name.endswith("_fpn"), src=src)
 
 
 PathManager.register_handler(FeatSRPathHandler())

@@ -48,11 +48,11 @@ from importlib import metadata
 
 import numpy as np
 import torch
-from detectron2.utils.file_io import PathHandler, PathManager
+from detectron2.utils.file_io import PathManager
 from torch import nn
 
-from featsr_d2.modeling.backbone.pretrained import cache_dir
 from featsr_d2.modeling.sr.rrdbnet import RRDBNet
+from featsr_d2.utils.converted_weights import ConvertedWeightsPathHandler
 from featsr_d2.utils.file_io import atomic_write
 
 __all__ = [
@@ -349,43 +349,21 @@ def write_realesrgan_checkpoint(out: str, name: str = "x4plus") -> str:
     return out
 
 
-class RealESRGANPathHandler(PathHandler):
+class RealESRGANPathHandler(ConvertedWeightsPathHandler):
     """Resolves ``realesrgan://x4plus`` (and ``realesrgan://x4plus-anime``) to a converted
-    checkpoint in :func:`featsr_d2.modeling.backbone.pretrained.cache_dir`, converting on first
-    use."""
+    checkpoint in :func:`featsr_d2.utils.converted_weights.cache_dir`, converting on first use."""
 
-    def _get_supported_prefixes(self) -> list[str]:
-        return [URI_PREFIX]
+    PREFIX = URI_PREFIX
+    NAMES = tuple(MODELS)
+    WHAT = "Real-ESRGAN weights"
 
-    def _name(self, path: str) -> str:
-        name = path[len(URI_PREFIX) :]
-        if name not in MODELS:
-            known = ", ".join(URI_PREFIX + n for n in MODELS)
-            raise ValueError(f"Unknown Real-ESRGAN weights {path!r}; known: {known}")
-        return name
-
-    def _get_local_path(self, path: str, force: bool = False, **kwargs) -> str:
-        self._check_kwargs(kwargs)
-        name = self._name(path)
+    def _cache_file(self, name: str) -> str:
         _, bin_path = find_realesrgan_model(name)
         stamp = f"{os.path.getsize(bin_path)}-{int(os.path.getmtime(bin_path))}"
-        local = os.path.join(cache_dir(), f"realesrgan-{name}-{stamp}-v{_CONVERTED_FORMAT}.pth")
-        if force or not os.path.isfile(local):
-            write_realesrgan_checkpoint(local, name)
-        return local
+        return f"realesrgan-{name}-{stamp}-v{_CONVERTED_FORMAT}.pth"
 
-    def _open(self, path: str, mode: str = "r", buffering: int = -1, **kwargs):
-        self._check_kwargs(kwargs)
-        if any(c in mode for c in "wax+"):
-            raise ValueError(f"{path} is read-only; got mode {mode!r}")
-        return open(self._get_local_path(path), mode, buffering)
-
-    def _exists(self, path: str, **kwargs) -> bool:
-        self._check_kwargs(kwargs)
-        return path[len(URI_PREFIX) :] in MODELS
-
-    def _isfile(self, path: str, **kwargs) -> bool:
-        return self._exists(path, **kwargs)
+    def _convert(self, name: str, out: str) -> None:
+        write_realesrgan_checkpoint(out, name)
 
 
 PathManager.register_handler(RealESRGANPathHandler())  # a re-import replaces it (allow_override)

@@ -1,0 +1,66 @@
+"""``PathManager`` handlers for weights that ship inside installed packages in another format and
+are converted into a cache on first use (``featsr://...``, ``realesrgan://...``): nothing is
+downloaded."""
+
+import os
+from collections.abc import Collection
+
+from detectron2.utils.file_io import PathHandler
+
+__all__ = ["ConvertedWeightsPathHandler", "cache_dir"]
+
+
+def cache_dir() -> str:
+    """Where converted weights are written: ``$FEATSR_CACHE`` or ``~/.cache/featsr_d2``."""
+    return os.path.expanduser(os.environ.get("FEATSR_CACHE") or "~/.cache/featsr_d2")
+
+
+class ConvertedWeightsPathHandler(PathHandler):
+    """Resolves ``PREFIX + name`` (``name`` in ``NAMES``) to a converted checkpoint in
+    :func:`cache_dir`, converting on first use (``force=True`` converts again). Read-only.
+
+    A subclass sets ``PREFIX``, ``NAMES`` and ``WHAT`` (for error messages) and implements
+    :meth:`_cache_file` (the file name in the cache, which should change with the source and the
+    converted format) and :meth:`_convert` (write the checkpoint to a path, atomically).
+    """
+
+    PREFIX: str = ""
+    NAMES: Collection[str] = ()
+    WHAT: str = "weights"
+
+    def _cache_file(self, name: str) -> str:
+        raise NotImplementedError(f"{type(self).__name__} must implement _cache_file")
+
+    def _convert(self, name: str, out: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement _convert")
+
+    def _get_supported_prefixes(self) -> list[str]:
+        return [self.PREFIX]
+
+    def _name(self, path: str) -> str:
+        name = path[len(self.PREFIX) :]
+        if name not in self.NAMES:
+            known = ", ".join(self.PREFIX + n for n in self.NAMES)
+            raise ValueError(f"Unknown {self.WHAT} {path!r}; known: {known}")
+        return name
+
+    def _get_local_path(self, path: str, force: bool = False, **kwargs) -> str:
+        self._check_kwargs(kwargs)
+        name = self._name(path)
+        local = os.path.join(cache_dir(), self._cache_file(name))
+        if force or not os.path.isfile(local):
+            self._convert(name, local)
+        return local
+
+    def _open(self, path: str, mode: str = "r", buffering: int = -1, **kwargs):
+        self._check_kwargs(kwargs)
+        if any(c in mode for c in "wax+"):
+            raise ValueError(f"{path} is read-only; got mode {mode!r}")
+        return open(self._get_local_path(path), mode, buffering)
+
+    def _exists(self, path: str, **kwargs) -> bool:
+        self._check_kwargs(kwargs)
+        return path[len(self.PREFIX) :] in self.NAMES
+
+    def _isfile(self, path: str, **kwargs) -> bool:
+        return self._exists(path, **kwargs)
