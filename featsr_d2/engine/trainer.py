@@ -150,13 +150,8 @@ class FeatSRTrainer(DefaultTrainer):
         savers = (hooks.PeriodicCheckpointer, hooks.EvalHook)
         first = next((i for i, h in enumerate(ret) if isinstance(h, savers)), len(ret))
         ret.insert(first, TrainingStateHook(self.cfg.SOLVER.CHECKPOINT_PERIOD))
-        discriminator = discriminator_of(self.model)
-        if discriminator is not None:
-            self.optimizer_d = torch.optim.Adam(
-                discriminator.parameters(),
-                lr=self.cfg.MODEL.FEATSR.DISCRIMINATOR_LR,
-                betas=(0.5, 0.999),
-            )
+        self.optimizer_d = self.build_discriminator_optimizer(self.cfg, self.model)
+        if self.optimizer_d is not None:
             self.checkpointer.add_checkpointable("optimizer_d", self.optimizer_d)
             ret.insert(0, DiscriminatorStep(self.optimizer_d))
         return ret
@@ -171,6 +166,18 @@ class FeatSRTrainer(DefaultTrainer):
         """DefaultTrainer.test on isolated generators: evaluating does not change training."""
         with isolated_rng():
             return super().test(cfg, model, evaluators)
+
+    @classmethod
+    def build_discriminator_optimizer(cls, cfg, model) -> torch.optim.Optimizer | None:
+        """The FeatSR discriminator's own Adam optimizer (``MODEL.FEATSR.DISCRIMINATOR_LR``,
+        betas (0.5, 0.999) as usual for GAN discriminators: the paper gives no optimizer), or None
+        for a model without a discriminator."""
+        discriminator = discriminator_of(model)
+        if discriminator is None:
+            return None
+        return torch.optim.Adam(
+            discriminator.parameters(), lr=cfg.MODEL.FEATSR.DISCRIMINATOR_LR, betas=(0.5, 0.999)
+        )
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -1,0 +1,224 @@
+"""Side-by-side comparison of TT100K detectors: one table, and pictures where small objects differ.
+
+Used by ``make demo`` (the base detector against FeatSR) and ``tools/featsr_ablation.py`` (FeatSR's
+variants over seeds). Every number is computed from saved detections with the official protocol of
+:mod:`featsr_d2.evaluation.tt100k`.
+"""
+
+import os
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from featsr_d2.data.tt100k_categories import SIZE_BINS
+from featsr_d2.evaluation.tt100k import TABLE_BINS, evaluate_tt100k, match_detections
+from featsr_d2.evaluation.visualize import FN_COLOR, TP_COLOR, draw_matches, tile
+from featsr_d2.utils.file_io import atomic_write
+
+__all__ = [
+    "compare_models",
+    "format_comparison",
+    "format_comparison_markdown",
+    "small_object_differences",
+    "save_comparison_png",
+]
+
+
+def compare_models(
+    gt_annos: Mapping[str, Any],
+    results: Mapping[Hashable, Mapping[str, Any]],
+    *,
+    img_ids: Iterable[str] | None = None,
+    min_score: float = 0.5,
+    iou: float = 0.5,
+    types="type45",
+) -> dict[Hashable, dict[str, dict[str, float]]]:
+    """The TT100K metrics of each model's results on the same images, in the order given."""
+    ids = list(img_ids) if img_ids is not None else None
+    return {
+        name: evaluate_tt100k(gt_annos, res, img_ids=ids, min_score=min_score, iou=iou, types=types)
+        for name, res in results.items()
+    }
+
+
+def _label(name: Hashable) -> str:
+    if isinstance(name, tuple):
+        variant, seed = name
+        return f"{variant} (seed {seed})"
+    return str(name)
+
+
+def _mean_rows(metrics: Mapping[Hashable, Mapping[str, Mapping[str, float]]]):
+    """Rows of (label, {bin: (recall, accuracy, f1)}), with a mean row per variant when the names
+    are (variant, seed) pairs and a variant has several seeds."""
+    rows = []
+    variants: dict[str, list] = {}
+    for name, m in metrics.items():
+        rows.append(
+            (
+                _label(name),
+                {b: tuple(m[b][k] for k in ("recall", "accuracy", "f1")) for b in TABLE_BINS},
+            )
+        )
+        if isinstance(name, tuple):
+            variants.setdefault(name[0], []).append(m)
+    for variant, ms in variants.items():
+        if len(ms) > 1:
+            mean = {
+                b: tuple(
+                    float(np.mean([m[b][k] for m in ms])) for k in ("recall", "accuracy", "f1")
+                )
+                for b in TABLE_BINS
+            }
+            rows.append((f"{variant} (mean of {len(ms)})", mean))
+    return rows
+
+
+def format_comparison(metrics: Mapping[Hashable, Mapping[str, Mapping[str, float]]]) -> str:
+    """The FeatSR paper's Table 1 layout (percent) with one row per model, for the console."""
+    rows = _mean_rows(metrics)
+    name_w = max([len("Model")] + [len(label) for label, _ in rows])
+    cell = 18
+    titles = {"small": "Small", "medium": "Medium", "large": "Large", "all": "Overall"}
+    lines = [
+        " | ".join([f"{'Model':<{name_w}}"] + [f"{titles[b]:^{cell}}" for b in TABLE_BINS]),
+        " | ".join([" " * name_w] + [f"{'Rec.':>6}{'Acc.':>6}{'F1':>6}" for _ in TABLE_BINS]),
+        "-" * (name_w + 1) + "+" + "+".join("-" * (cell + 2) for _ in TABLE_BINS),
+    ]
+    for label, cells in rows:
+        lines.append(
+            " | ".join(
+                [f"{label:<{name_w}}"]
+                + ["".join(f"{100.0 * v:6.1f}" for v in cells[b]) for b in TABLE_BINS]
+            )
+        )
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def format_comparison_markdown(
+    metrics: Mapping[Hashable, Mapping[str, Mapping[str, float]]],
+) -> str:
+    """:func:`format_comparison`'s table as Markdown (recall / accuracy / F1, percent)."""
+    rows = _mean_rows(metrics)
+    bins = " | ".join(f"{b} R / A / F1" for b in TABLE_BINS)
+    lines = [f"| model | {bins} |", "|---" * (1 + len(TABLE_BINS)) + "|"]
+    for label, cells in rows:
+        values = " | ".join(" / ".join(f"{100.0 * v:.1f}" for v in cells[b]) for b in TABLE_BINS)
+        lines.append(f"| {label} | {values} |")
+    return "\n".join(lines) + "\n"
+
+
+def _is_small(box: Sequence[float]) -> bool:
+    lo, hi = SIZE_BINS["small"]
+    return lo <= max(box[2] - box[0], box[3] - box[1]) < hi
+
+
+def small_object_differences(
+    matches_a: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
+    matches_b: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
+) -> list[tuple[str, int, int]]:
+    """Images where the two models' outcomes on small ground-truth objects differ.
+
+    ``matches_*`` are :func:`~featsr_d2.evaluation.tt100k.match_detections` outputs on the same
+    images. Returns ``(img_id, found only by b, found only by a)`` for every image with a
+    difference, most differences first.
+    """
+    out = []
+    for img_id, ma in matches_a.items():
+        mb = matches_b[img_id]
+        gained = lost = 0
+        for ga, gb in zip(ma["gt"], mb["gt"]):
+            if not _is_small(ga["bbox"]):
+                continue
+            gained += gb["matched"] and not ga["matched"]
+            lost += ga["matched"] and not gb["matched"]
+        if gained or lost:
+            out.append((img_id, int(gained), int(lost)))
+    out.sort(key=lambda t: (-(t[1] + t[2]), t[0]))
+    return out
+
+
+def _caption(width: int, text: str) -> np.ndarray:
+    bar = np.full((24, width, 3), 255, np.uint8)
+    cv2.putText(bar, text, (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    return bar
+
+
+def _crop_around(matches: Mapping[str, Sequence[Mapping[str, Any]]], shape, margin: int = 48):
+    """The box (x0, y0, x1, y1) around the small ground-truth objects, with a margin."""
+    boxes = [g["bbox"] for g in matches["gt"] if _is_small(g["bbox"])]
+    if not boxes:
+        return 0, 0, shape[1], shape[0]
+    b = np.asarray(boxes)
+    x0, y0 = max(0, int(b[:, 0].min()) - margin), max(0, int(b[:, 1].min()) - margin)
+    x1, y1 = min(shape[1], int(b[:, 2].max()) + margin), min(shape[0], int(b[:, 3].max()) + margin)
+    return x0, y0, x1, y1
+
+
+def _shift(matches, x0: int, y0: int):
+    def moved(obj):
+        x_a, y_a, x_b, y_b = obj["bbox"]
+        return {**obj, "bbox": [x_a - x0, y_a - y0, x_b - x0, y_b - y0]}
+
+    return {"gt": [moved(o) for o in matches["gt"]], "det": [moved(o) for o in matches["det"]]}
+
+
+def save_comparison_png(
+    path: str,
+    matches: Mapping[str, Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]]],
+    image_files: Mapping[str, str],
+    img_ids: Sequence[str],
+    *,
+    title: str = "",
+) -> None:
+    """One row per image, one column per model (``matches`` maps a model name to its
+    :func:`match_detections` output), cropped around the image's small objects and enlarged;
+    written atomically to ``path``."""
+    if not img_ids:
+        raise ValueError("save_comparison_png needs at least one image id")
+    names = list(matches)
+    cells = []
+    for img_id in img_ids:
+        bgr = cv2.imread(image_files[img_id], cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"cannot read image {image_files[img_id]} (image id {img_id})")
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        x0, y0, x1, y1 = _crop_around(matches[names[0]][img_id], rgb.shape)
+        crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+        for name in names:
+            drawn = draw_matches(crop, _shift(matches[name][img_id], x0, y0), min_side=320)
+            cells.append(np.concatenate([_caption(drawn.shape[1], f"{name}: {img_id}"), drawn]))
+    mosaic = tile(cells, columns=len(names))
+    legend = _caption(mosaic.shape[1], title)
+    x = mosaic.shape[1] - 330
+    for color, text in ((TP_COLOR, "found"), (FN_COLOR, "missed")):
+        cv2.rectangle(legend, (x, 6), (x + 14, 18), color, -1)
+        cv2.putText(legend, text, (x + 20, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+        x += 100
+    picture = np.concatenate([legend, mosaic], axis=0)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode the picture for {path}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: f.write(png.tobytes()), binary=True)
+
+
+def match_all(
+    gt_annos: Mapping[str, Any],
+    results: Mapping[str, Mapping[str, Any]],
+    *,
+    img_ids: Iterable[str] | None = None,
+    min_score: float = 0.5,
+    iou: float = 0.5,
+    types="type45",
+):
+    """:func:`match_detections` for each model's results."""
+    ids = list(img_ids) if img_ids is not None else None
+    return {
+        name: match_detections(
+            gt_annos, res, img_ids=ids, min_score=min_score, iou=iou, types=types
+        )
+        for name, res in results.items()
+    }
