@@ -2,6 +2,7 @@
 
 from detectron2.config import CfgNode as CN
 
+from featsr_d2.modeling.meta_arch.tdsr_config import add_tdsr_config
 from featsr_d2.modeling.sr.config import add_sr_config
 
 
@@ -79,4 +80,6 @@ def add_featsr_config(cfg):
 
     # Image super-resolution networks and their training (MODEL.SR, DATASETS.SR, INPUT.SR, ...).
     add_sr_config(cfg)
+    # Task-driven SR in front of a frozen detector (MODEL.TDSR).
+    add_tdsr_config(cfg)
     return cfg

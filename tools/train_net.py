@@ -20,21 +20,22 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 import featsr_d2  # noqa: F401  (registers datasets, backbones and heads)
-from featsr_d2.engine import FeatSRTrainer, setup
+from featsr_d2.engine import setup, trainer_class
 
 
 def main(args):
     cfg = setup(args)
+    trainer_cls = trainer_class(cfg)  # TDSRTrainer for TaskDrivenSR configs, else FeatSRTrainer
     if args.eval_only:
-        model = FeatSRTrainer.build_model(cfg)
+        model = trainer_cls.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
-        results = FeatSRTrainer.test(cfg, model)
+        results = trainer_cls.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
         return results
-    trainer = FeatSRTrainer(cfg)
+    trainer = trainer_cls(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

@@ -1,11 +1,16 @@
 from featsr_d2.engine.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.engine.setup import get_featsr_cfg, setup
+from featsr_d2.engine.tdsr_trainer import TDSRTrainer
 from featsr_d2.engine.trainer import FeatSRTrainer, build_featsr_evaluator
+from featsr_d2.engine.trainer_choice import build_trainer, trainer_class
 
 __all__ = [
     "AtomicDetectionCheckpointer",
     "FeatSRTrainer",
+    "TDSRTrainer",
     "build_featsr_evaluator",
+    "build_trainer",
     "get_featsr_cfg",
     "setup",
+    "trainer_class",
 ]

@@ -30,7 +30,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from detectron2.engine import default_setup, hooks
 from detectron2.engine.defaults import default_writers
 from detectron2.engine.train_loop import HookBase, TrainerBase
@@ -53,6 +52,7 @@ from featsr_d2.evaluation.sr_metrics import psnr
 from featsr_d2.evaluation.sr_visualize import side_by_side, write_png
 from featsr_d2.modeling.sr import get_sr_cfg
 from featsr_d2.modeling.sr.bicubic import imresize
+from featsr_d2.modeling.sr.losses import build_sr_loss, charbonnier_loss
 from featsr_d2.modeling.sr.registry import build_sr_network
 
 __all__ = [
@@ -62,28 +62,11 @@ __all__ = [
     "build_sr_loss",
     "build_sr_lr_scheduler",
     "build_sr_optimizer",
+    "charbonnier_loss",
     "setup_sr",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def charbonnier_loss(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    """``mean(sqrt((x - y)^2 + eps^2))``, a differentiable L1."""
-    return torch.sqrt((x - y) ** 2 + eps * eps).mean()
-
-
-def build_sr_loss(cfg):
-    """The loss of ``cfg.MODEL.SR.LOSS`` as ``loss(output, target) -> scalar``."""
-    name = cfg.MODEL.SR.LOSS.lower()
-    if name == "l1":
-        return F.l1_loss
-    if name == "mse":
-        return F.mse_loss
-    if name == "charbonnier":
-        eps = float(cfg.MODEL.SR.CHARBONNIER_EPS)
-        return lambda x, y: charbonnier_loss(x, y, eps)
-    raise ValueError(f"MODEL.SR.LOSS must be L1, MSE or Charbonnier, got {cfg.MODEL.SR.LOSS!r}")
 
 
 def build_sr_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:

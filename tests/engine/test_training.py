@@ -16,11 +16,13 @@ from detectron2.utils.events import EventStorage
 from featsr_d2.engine import FeatSRTrainer, get_featsr_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# Detector configs; configs/sr/ trains image-SR networks (tests/engine/test_sr_training.py).
+# Detector configs; configs/sr/ trains image-SR networks (tests/engine/test_sr_training.py) and
+# configs/tdsr/ SR networks through a frozen detector, with their own trainer and a detector config
+# of their own (tests/modeling/test_task_driven_sr.py trains and resumes them).
 CONFIGS = sorted(
     p
     for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
-    if not os.path.relpath(p, os.path.join(REPO, "configs")).startswith("sr" + os.sep)
+    if os.path.relpath(p, os.path.join(REPO, "configs")).split(os.sep)[0] not in ("sr", "tdsr")
 )
 
 

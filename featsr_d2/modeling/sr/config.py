@@ -78,7 +78,7 @@ def add_sr_config(cfg):
 
     # Training patches and degradations (featsr_d2.data.sr_dataset, featsr_d2.data.degradations).
     _C.INPUT.SR = CN()
-    # Side of the high-resolution training patch, in pixels (a multiple of MODEL.SR.SCALE).
+    # HR training patch side, a multiple of MODEL.SR.SCALE (TDSR: crop after resizing; 0 = none).
     _C.INPUT.SR.PATCH_SIZE = 128
     # Random horizontal flips and 90/180/270-degree rotations of the training patches.
     _C.INPUT.SR.AUGMENT = True

@@ -92,7 +92,8 @@ class SRNetwork(nn.Module):
 
 def load_sr_weights(model: nn.Module, path: str) -> None:
     """Load ``path`` into ``model`` strictly: a state dict, a checkpoint with a ``"model"`` entry
-    (what :class:`featsr_d2.engine.sr_trainer.SRTrainer` writes), or a ``realesrgan://`` name.
+    (what :class:`featsr_d2.engine.sr_trainer.SRTrainer` writes), the SR stage (``sr.*``) of a
+    ``TaskDrivenSR`` checkpoint, or a ``realesrgan://`` name.
 
     Raises:
         RuntimeError: keys or shapes do not match the network exactly.
@@ -104,6 +105,8 @@ def load_sr_weights(model: nn.Module, path: str) -> None:
     with PathManager.open(path, "rb") as f:
         data = torch.load(f, map_location="cpu", weights_only=True)
     state = data["model"] if isinstance(data, dict) and "model" in data else data
+    if any(k.startswith("detector.") for k in state):  # a TaskDrivenSR checkpoint: its SR stage
+        state = {k[len("sr.") :]: v for k, v in state.items() if k.startswith("sr.")}
     model.load_state_dict(state, strict=True)
     logger.info("Loaded SR weights %s into %s", path, type(model).__name__)
 

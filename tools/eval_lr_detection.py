@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""Detection on low-resolution images, TDSR's Table 1 / Table 2 layout: rows HR, LR (padded with
+black to the detector's input size), Bicubic and any SR models (SR, SR-FT, SR-FT+, TDSR, CAJNN...);
+columns PSNR and the dataset's detection metrics (the TT100K table and COCO AP for TT100K-format
+data, COCO AP for COCO, VOC AP50 per class for VOC). Writes table.md, results.json and side-by-side
+PNGs (vis/) with each row's detections drawn. See featsr_d2/evaluation/lr_detection.py.
+
+CFG=configs/tdsr/quick_schedules/tdsr_dbpn_slim_x4_synth_cpu.yaml
+python tools/eval_lr_detection.py --config $CFG \
+    --row SR=@output/sr/dbpn_slim_x4_cpu/model_final.pth \
+    --row SR-FT=@output/tdsr_synth_cpu/srft/model_final.pth \
+    --row TDSR=@output/tdsr_synth_cpu/tdsr/model_final.pth --output output/tdsr_synth_cpu/table
+
+--config: a TaskDrivenSR config giving the dataset (DATASETS.TEST[0] unless --dataset), the frozen
+detector, the scale and the LR degradation (INPUT.SR; --jpeg-quality Q compresses the LR inputs at
+quality Q, the CAJNN paper's setting). --row LABEL=[CONFIG][@WEIGHTS] adds an SR row built from
+CONFIG (default: --config) with WEIGHTS as its SR weights (an SR checkpoint or a TDSR one). The
+trailing KEY VALUE overrides apply to every config.
+"""
+
+import argparse
+import os
+import re
+
+from detectron2.data import build_detection_test_loader
+from detectron2.modeling import build_model
+from detectron2.utils.logger import setup_logger
+
+import featsr_d2  # noqa: F401  (registers datasets, the TaskDrivenSR meta-architecture, SR networks)
+from featsr_d2.engine import get_featsr_cfg
+from featsr_d2.engine.tdsr_trainer import build_lr_detection_mapper
+from featsr_d2.evaluation.lr_detection import (
+    LRDetectionRow,
+    PaddedLRDetector,
+    build_lr_detection_evaluator,
+    default_metrics,
+    evaluate_lr_detection,
+    first_images,
+    format_lr_detection_table,
+)
+from featsr_d2.utils.file_io import atomic_write_json, atomic_write_text
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="a TaskDrivenSR config")
+    parser.add_argument("--row", action="append", default=[], metavar="LABEL=[CONFIG][@WEIGHTS]")
+    parser.add_argument("--dataset", help="default: the config's DATASETS.TEST[0]")
+    parser.add_argument("--jpeg-quality", type=int, default=0, help="JPEG-compress the LR inputs")
+    parser.add_argument("--metrics", nargs="+", choices=("tt100k", "coco", "voc"))
+    parser.add_argument("--max-images", type=int, default=0, help="0: the whole dataset")
+    parser.add_argument("--num-vis", type=int, default=4, help="side-by-side PNGs to write")
+    parser.add_argument("--output", default="output/lr_detection", help="results folder")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setup_logger(name="featsr_d2", abbrev_name="featsr")
+    setup_logger(name="detectron2", abbrev_name="d2")
+    opts = list(args.opts)
+    if args.jpeg_quality:
+        opts += ["INPUT.SR.DEGRADATIONS", "['bicubic', 'jpeg']"]
+        opts += ["INPUT.SR.JPEG_QUALITY", f"[{args.jpeg_quality}]"]
+    base = get_featsr_cfg(args.config, opts)
+    if base.MODEL.META_ARCHITECTURE != "TaskDrivenSR":
+        raise SystemExit(f"{args.config} is not a TaskDrivenSR config")
+    dataset = args.dataset or base.DATASETS.TEST[0]
+    if args.max_images:
+        dataset = first_images(dataset, args.max_images)
+    scale = base.MODEL.SR.SCALE
+
+    bicubic = build_model(
+        get_featsr_cfg(args.config, [*opts, "MODEL.SR.NAME", "Bicubic", "MODEL.SR.WEIGHTS", ""])
+    )
+    rows = {
+        "HR": LRDetectionRow(bicubic.detector, "hr"),
+        "LR": LRDetectionRow(PaddedLRDetector(bicubic.detector, scale), "lr"),
+        "Bicubic": LRDetectionRow(bicubic, "sr"),
+    }
+    for spec in args.row:
+        label, sep, rest = spec.partition("=")
+        if not sep or not label or label in rows:
+            raise SystemExit(f"--row takes a new LABEL=[CONFIG][@WEIGHTS], got {spec!r}")
+        config, _, weights = rest.partition("@")
+        cfg = get_featsr_cfg(config or args.config, opts)
+        if weights:
+            cfg.MODEL.SR.WEIGHTS = weights
+        if cfg.MODEL.SR.SCALE != scale:
+            raise SystemExit(f"row {label} upscales by {cfg.MODEL.SR.SCALE}, the table by {scale}")
+        rows[label] = LRDetectionRow(build_model(cfg), "sr")
+
+    metrics = args.metrics or default_metrics(dataset)
+    evaluators = {
+        label: build_lr_detection_evaluator(
+            base,
+            dataset,
+            os.path.join(args.output, "inference", re.sub(r"\W+", "_", label)),
+            metrics,
+        )
+        for label in rows
+    }
+    loader = build_detection_test_loader(
+        base, dataset, mapper=build_lr_detection_mapper(base, is_train=False)
+    )
+    results = evaluate_lr_detection(
+        rows,
+        loader,
+        evaluators,
+        dataset_name=dataset,
+        scale=scale,
+        input_format=bicubic.input_format,
+        y_channel=base.TEST.SR.Y_CHANNEL,
+        crop_border=None if base.TEST.SR.CROP_BORDER < 0 else base.TEST.SR.CROP_BORDER,
+        vis_dir=os.path.join(args.output, "vis") if args.num_vis > 0 else None,
+        num_vis=args.num_vis,
+        vis_min_score=base.TEST.TT100K.MIN_SCORE,
+    )
+    degradations = " + ".join(base.INPUT.SR.DEGRADATIONS)
+    if "jpeg" in base.INPUT.SR.DEGRADATIONS:
+        degradations += f" (quality {list(base.INPUT.SR.JPEG_QUALITY)})"
+    results["settings"].update(degradations=degradations, rows={k: r.kind for k, r in rows.items()})
+    header = (
+        f"{dataset}, x{scale} ({degradations}), {results['num_images']} images; PSNR on "
+        f"{results['settings']['psnr_channel']}, {results['settings']['crop_border']} px border\n\n"
+    )
+    table = format_lr_detection_table(results)
+    atomic_write_json(os.path.join(args.output, "results.json"), results, indent=1)
+    atomic_write_text(os.path.join(args.output, "table.md"), header + table + "\n")
+    print(header + table)
+    return results
+
+
+if __name__ == "__main__":
+    main()
