@@ -14,7 +14,7 @@ import numpy as np
 
 from featsr_d2.data.tt100k_categories import SIZE_BINS
 from featsr_d2.evaluation.tt100k import TABLE_BINS, evaluate_tt100k, match_detections
-from featsr_d2.evaluation.visualize import FN_COLOR, TP_COLOR, draw_matches, tile
+from featsr_d2.evaluation.visualize import FN_COLOR, FP_COLOR, TP_COLOR, draw_matches, tile
 from featsr_d2.utils.file_io import atomic_write
 
 __all__ = [
@@ -192,11 +192,12 @@ def save_comparison_png(
             cells.append(np.concatenate([_caption(drawn.shape[1], f"{name}: {img_id}"), drawn]))
     mosaic = tile(cells, columns=len(names))
     legend = _caption(mosaic.shape[1], title)
-    x = mosaic.shape[1] - 330
-    for color, text in ((TP_COLOR, "found"), (FN_COLOR, "missed")):
+    x = max(8 + cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)[0][0] + 20, 0)
+    outcomes = ((TP_COLOR, "found"), (FN_COLOR, "missed"), (FP_COLOR, "false positive"))
+    for color, text in outcomes:
         cv2.rectangle(legend, (x, 6), (x + 14, 18), color, -1)
         cv2.putText(legend, text, (x + 20, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-        x += 100
+        x += 40 + cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)[0][0]
     picture = np.concatenate([legend, mosaic], axis=0)
     ok, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
     if not ok:
