@@ -20,6 +20,17 @@ def _seeded():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def one_thread_in_repo(monkeypatch):
+    """The repository as working directory (configs name relative paths) and one torch thread
+    (tiny tensors run fastest on one); both restored afterwards."""
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _add_empty_test_image(root: str) -> None:
     """Append a test image with no ground truth (evaluation must count it)."""
     path = os.path.join(root, "annotations.json")

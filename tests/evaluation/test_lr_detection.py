@@ -27,13 +27,7 @@ DETECTOR_OPTS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_in_repo(monkeypatch):
-    monkeypatch.chdir(REPO)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_in_repo")
 
 
 @pytest.fixture

@@ -396,3 +396,36 @@ def test_heads_accept_featsr_pooler_types_and_reject_non_roialign(layout):
     heads = build_model(cfg).eval().roi_heads
     with pytest.raises(ValueError, match="POOLER_TYPE"), torch.no_grad():
         heads(None, features, proposals)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_heads_with_no_proposals(tiny_tt100k, layout):
+    """An image without proposals gets no detections beside one with proposals; in training, a
+    batch with no proposals and no ground truth gives finite losses (every loss key present)."""
+    cfg = tiny_featsr_cfg(layout)
+    model = build_model(cfg).eval()
+    heads = model.roi_heads
+    features = model.backbone(torch.randn(2, 3, 128, 128))
+    empty = Instances((128, 128))
+    empty.proposal_boxes = Boxes(torch.zeros(0, 4))
+    empty.objectness_logits = torch.zeros(0)
+    with torch.no_grad():
+        out, _ = heads(None, features, [empty, _proposals()[0]])
+    assert len(out) == 2 and len(out[0]) == 0 and len(out[1]) > 0
+
+    heads.train()
+    lr_features = model.backbone(torch.randn(2, 3, 64, 64))
+    targets = [Instances((128, 128), gt_boxes=Boxes(torch.zeros(0, 4))) for _ in range(2)]
+    for t in targets:
+        t.gt_classes = torch.zeros(0, dtype=torch.int64)
+    with EventStorage():
+        _, losses = heads(
+            None,
+            features,
+            [empty, empty],
+            targets,
+            lr_features=lr_features,
+            sr_targets=model.backbone.extract_targets(torch.randn(2, 3, 128, 128)),
+        )
+    assert {"loss_cls", "loss_cls_small", "loss_sr_content", "loss_discriminator"} <= set(losses)
+    assert all(math.isfinite(v.item()) for v in losses.values())

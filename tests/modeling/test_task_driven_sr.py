@@ -49,14 +49,7 @@ TINY_DBPN = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_in_repo(monkeypatch):
-    """Config paths are relative to the repository; tiny tensors run fastest on one thread."""
-    monkeypatch.chdir(REPO)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_in_repo")
 
 
 def tiny_cfg(tiny_tt100k, output_dir, *opts, detector_opts=()):
