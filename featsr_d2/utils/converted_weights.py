@@ -2,6 +2,7 @@
 are converted into a cache on first use (``featsr://...``, ``realesrgan://...``): nothing is
 downloaded."""
 
+import abc
 import os
 from collections.abc import Collection
 
@@ -15,7 +16,7 @@ def cache_dir() -> str:
     return os.path.expanduser(os.environ.get("FEATSR_CACHE") or "~/.cache/featsr_d2")
 
 
-class ConvertedWeightsPathHandler(PathHandler):
+class ConvertedWeightsPathHandler(PathHandler, abc.ABC):
     """Resolves ``PREFIX + name`` (``name`` in ``NAMES``) to a converted checkpoint in
     :func:`cache_dir`, converting on first use (``force=True`` converts again). Read-only.
 
@@ -28,11 +29,13 @@ class ConvertedWeightsPathHandler(PathHandler):
     NAMES: Collection[str] = ()
     WHAT: str = "weights"
 
+    @abc.abstractmethod
     def _cache_file(self, name: str) -> str:
-        raise NotImplementedError(f"{type(self).__name__} must implement _cache_file")
+        """The file name in :func:`cache_dir` of the converted ``name``."""
 
+    @abc.abstractmethod
     def _convert(self, name: str, out: str) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must implement _convert")
+        """Convert ``name`` and write the checkpoint to ``out`` atomically."""
 
     def _get_supported_prefixes(self) -> list[str]:
         return [self.PREFIX]
