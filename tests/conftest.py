@@ -21,14 +21,20 @@ def _seeded():
 
 
 @pytest.fixture
-def one_thread_in_repo(monkeypatch):
-    """The repository as working directory (configs name relative paths) and one torch thread
-    (tiny tensors run fastest on one); both restored afterwards."""
-    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+def one_thread():
+    """One torch thread, restored afterwards: tiny tensors run fastest on one, and it is immune to
+    an oversubscribed CPU (two threads spinning on two busy cores made tests ten times slower)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread_in_repo(one_thread, monkeypatch):
+    """:func:`one_thread`, with the repository as working directory (configs name relative
+    paths)."""
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _add_empty_test_image(root: str) -> None:

@@ -24,7 +24,6 @@ run sees exactly the batches an uninterrupted one would.
 from __future__ import annotations
 
 import glob
-import importlib.util
 import logging
 import os
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ import torch
 from detectron2.config import configurable
 
 from featsr_d2.data.degradations import Degradation, build_sr_degradation
+from featsr_d2.utils.packages import package_dir
 
 __all__ = [
     "SRPatchSampler",
@@ -58,24 +58,13 @@ _SKIMAGE_TRAIN = (
 )  # fmt: skip
 
 
-def _package_dir(name: str) -> str | None:
-    """The directory of an installed package, found without importing it."""
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return list(spec.submodule_search_locations)[0]
-
-
 def bundled_photos(split: str) -> list[str]:
     """Paths of the bundled photographs of ``split`` ("train" or "test") present here."""
     if split not in ("train", "test"):
         raise ValueError(f"bundled photo split must be 'train' or 'test', got {split!r}")
     paths = []
-    skimage_dir = _package_dir("skimage")
-    sklearn_dir = _package_dir("sklearn")
+    skimage_dir = package_dir("skimage")
+    sklearn_dir = package_dir("sklearn")
     if split == "train":
         if skimage_dir:
             paths += [os.path.join(skimage_dir, "data", f) for f in _SKIMAGE_TRAIN]

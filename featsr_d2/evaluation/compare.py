@@ -5,7 +5,6 @@ variants over seeds). Every number is computed from saved detections with the of
 :mod:`featsr_d2.evaluation.tt100k`.
 """
 
-import os
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -14,8 +13,14 @@ import numpy as np
 
 from featsr_d2.data.tt100k_categories import SIZE_BINS
 from featsr_d2.evaluation.tt100k import TABLE_BINS, evaluate_tt100k, match_detections
-from featsr_d2.evaluation.visualize import FN_COLOR, FP_COLOR, TP_COLOR, draw_matches, tile
-from featsr_d2.utils.file_io import atomic_write
+from featsr_d2.evaluation.visualize import (
+    FN_COLOR,
+    FP_COLOR,
+    TP_COLOR,
+    draw_matches,
+    tile,
+    write_png,
+)
 
 __all__ = [
     "compare_models",
@@ -24,6 +29,11 @@ __all__ = [
     "small_object_differences",
     "save_comparison_png",
 ]
+
+
+def _per_model(fn, gt_annos, results, img_ids, **kwargs) -> dict:
+    ids = list(img_ids) if img_ids is not None else None
+    return {name: fn(gt_annos, res, img_ids=ids, **kwargs) for name, res in results.items()}
 
 
 def compare_models(
@@ -36,11 +46,8 @@ def compare_models(
     types="type45",
 ) -> dict[Hashable, dict[str, dict[str, float]]]:
     """The TT100K metrics of each model's results on the same images, in the order given."""
-    ids = list(img_ids) if img_ids is not None else None
-    return {
-        name: evaluate_tt100k(gt_annos, res, img_ids=ids, min_score=min_score, iou=iou, types=types)
-        for name, res in results.items()
-    }
+    kwargs = {"min_score": min_score, "iou": iou, "types": types}
+    return _per_model(evaluate_tt100k, gt_annos, results, img_ids, **kwargs)
 
 
 def _label(name: Hashable) -> str:
@@ -198,12 +205,7 @@ def save_comparison_png(
         cv2.rectangle(legend, (x, 6), (x + 14, 18), color, -1)
         cv2.putText(legend, text, (x + 20, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
         x += 40 + cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)[0][0]
-    picture = np.concatenate([legend, mosaic], axis=0)
-    ok, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode the picture for {path}")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write(path, lambda f: f.write(png.tobytes()), binary=True)
+    write_png(path, np.concatenate([legend, mosaic], axis=0))
 
 
 def match_all(
@@ -215,11 +217,7 @@ def match_all(
     iou: float = 0.5,
     types="type45",
 ):
-    """:func:`match_detections` for each model's results."""
-    ids = list(img_ids) if img_ids is not None else None
-    return {
-        name: match_detections(
-            gt_annos, res, img_ids=ids, min_score=min_score, iou=iou, types=types
-        )
-        for name, res in results.items()
-    }
+    """:func:`match_detections` for each model's results (the argument order of
+    :func:`compare_models`)."""
+    kwargs = {"min_score": min_score, "iou": iou, "types": types}
+    return _per_model(match_detections, gt_annos, results, img_ids, **kwargs)

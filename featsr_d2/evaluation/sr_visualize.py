@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from featsr_d2.utils.file_io import atomic_write
+from featsr_d2.evaluation.visualize import write_png  # re-exported: the SR tools write with it
 
 __all__ = ["side_by_side", "write_png"]
 
@@ -33,11 +33,3 @@ def side_by_side(panels: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
         tiles.append(tile)
         tiles.append(np.full((height + _LABEL_HEIGHT, _GAP, 3), 255, np.uint8))
     return np.concatenate(tiles[:-1], axis=1)
-
-
-def write_png(path: str, rgb: np.ndarray) -> None:
-    """Write an RGB uint8 image as PNG, atomically."""
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
-    if not ok:
-        raise RuntimeError(f"OpenCV failed to encode {path}")
-    atomic_write(path, lambda f: f.write(buf.tobytes()), binary=True)

@@ -20,6 +20,15 @@ FP_COLOR = (230, 0, 0)
 FN_COLOR = (0, 90, 255)
 
 
+def write_png(path: str, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 image as PNG, atomically, creating its folder."""
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode the picture for {path}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: f.write(png.tobytes()), binary=True)
+
+
 def _draw_box(canvas: np.ndarray, box, scale: float, color, label: str) -> None:
     x0, y0, x1, y1 = (int(round(v * scale)) for v in box)
     cv2.rectangle(canvas, (x0, y0), (x1, y1), color, 2)
@@ -93,9 +102,5 @@ def save_matches_png(
         drawn.append(draw_matches(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), matches[img_id]))
     mosaic = tile(drawn)
     picture = np.concatenate([_legend(mosaic.shape[1], title), mosaic], axis=0)
-    ok, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode the picture for {path}")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write(path, lambda f: f.write(png.tobytes()), binary=True)
+    write_png(path, picture)
     return ids

@@ -8,27 +8,12 @@ import random
 import numpy as np
 import pytest
 import torch
-from detectron2.engine import HookBase
 from test_training import REPO, tiny_cfg
+from train_hooks import StopAfter
 
 from featsr_d2.engine import FeatSRTrainer
 
 N = 4  # iterations; the crash comes right after the checkpoint of iteration N/2 - 1
-
-
-class _Crash(Exception):
-    pass
-
-
-class _CrashAfter(HookBase):
-    """Dies after the hooks before it (the checkpointer among them) have run at ``iteration``."""
-
-    def __init__(self, iteration: int):
-        self.iteration = iteration
-
-    def after_step(self):
-        if self.trainer.iter == self.iteration:
-            raise _Crash
 
 
 def _train(cfg, *, resume: bool, crash_at: int | None = None, seed: int = 0):
@@ -37,12 +22,12 @@ def _train(cfg, *, resume: bool, crash_at: int | None = None, seed: int = 0):
     random.seed(seed)
     trainer = FeatSRTrainer(cfg)
     if crash_at is not None:
-        trainer.register_hooks([_CrashAfter(crash_at)])
+        trainer.register_hooks([StopAfter(crash_at)])
     trainer.resume_or_load(resume=resume)
     if crash_at is None:
         trainer.train()
     else:
-        with pytest.raises(_Crash):
+        with pytest.raises(KeyboardInterrupt):
             trainer.train()
     return trainer
 

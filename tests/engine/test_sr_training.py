@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 from detectron2.engine import default_argument_parser
-from detectron2.engine.train_loop import HookBase
 from detectron2.utils.events import EventStorage
+from train_hooks import StopAfter
 
 from featsr_d2.data.sr_dataset import SRPatchSampler, read_rgb
 from featsr_d2.engine.sr_trainer import (
@@ -30,14 +30,7 @@ SR_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "sr", "**", "*.yaml"
 SKIMAGE_DATA = os.path.join(os.path.dirname(__import__("skimage").__file__), "data")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one thread is faster, and immune to an oversubscribed CPU (two
-    threads spinning on two busy cores made these tests ten times slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # A tiny D-DBPN and a tiny CAJNN, for the iterations that must be fast.
@@ -151,22 +144,11 @@ def test_losses_and_cosine_restarts(hr_folder, tmp_path):
     assert math.isclose(lrs[2], 1e-7 + (2e-4 - 1e-7) * 0.5) and lrs[3] < lrs[2] < lrs[1]
 
 
-class Interrupt(HookBase):
-    """Dies before iteration ``at``, like a killed job."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def before_step(self):
-        if self.trainer.iter == self.at:
-            raise KeyboardInterrupt
-
-
 def _train(cfg, stop_at=None):
     torch.manual_seed(0)  # the same initialization for every run
     trainer = SRTrainer(cfg)
     if stop_at is not None:
-        trainer.register_hooks([Interrupt(stop_at)])
+        trainer.register_hooks([StopAfter(stop_at - 1)])  # killed before iteration stop_at
     trainer.resume_or_load(resume=True)
     trainer.train()
     return trainer

@@ -37,14 +37,7 @@ from featsr_d2.modeling.sr.self_ensemble import dihedral, dihedral_inverse
 SKIMAGE_DATA = os.path.join(os.path.dirname(__import__("skimage").__file__), "data")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one thread is faster, and immune to an oversubscribed CPU (two
-    threads spinning on two busy cores made these tests ten times slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sr_cfg(**opts):

@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from detectron2.data import DatasetCatalog, DatasetMapper
-from detectron2.engine import HookBase
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from torch.nn.modules.batchnorm import _NormBase
+from train_hooks import StopAfter
 
 from featsr_d2.data.degradations import build_sr_degradation
 from featsr_d2.data.lr_mapper import LRDetectionDatasetMapper, lr_size, make_lr_image
@@ -286,17 +286,6 @@ def test_detector_weights_load_strictly(tiny_tt100k, tmp_path):
         TaskDrivenSR(sr_network=model.sr, detector=model.detector, alpha=0.0, beta=0.0)
 
 
-class _StopAfter(HookBase):
-    """Raises after the hooks before it (the checkpointer among them) ran at ``iteration``."""
-
-    def __init__(self, iteration):
-        self.iteration = iteration
-
-    def after_step(self):
-        if self.trainer.iter == self.iteration:
-            raise KeyboardInterrupt
-
-
 def test_resume_is_exact(tiny_tt100k, tmp_path):
     """4 iterations straight, and 2 + a crash + 2 more in a fresh trainer (other global
     generators), give bit-identical SR weights and Adam states: the data stream, the degradations
@@ -313,7 +302,7 @@ def test_resume_is_exact(tiny_tt100k, tmp_path):
         )  # fmt: skip
         trainer = TDSRTrainer(cfg)
         if stop_at is not None:
-            trainer.register_hooks([_StopAfter(stop_at)])
+            trainer.register_hooks([StopAfter(stop_at)])
         trainer.resume_or_load(resume=resume)
         if stop_at is None:
             trainer.train()

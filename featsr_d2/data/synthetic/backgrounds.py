@@ -10,13 +10,14 @@ mate-backgrounds (``/usr/share/backgrounds``) and opencv-doc's example photos.
 from __future__ import annotations
 
 import glob
-import importlib.util
 import logging
 import os
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
+
+from featsr_d2.utils.packages import package_dir
 
 __all__ = [
     "BackgroundSampler",
@@ -43,24 +44,13 @@ _SYSTEM_GLOBS = (
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
-def _package_dir(name: str) -> str | None:
-    """The directory of an installed package, found without importing it."""
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return list(spec.submodule_search_locations)[0]
-
-
 def find_photo_paths() -> list[str]:
     """Paths of the background photographs available on this machine, in a fixed order."""
     paths: list[str] = []
-    skimage_dir = _package_dir("skimage")
+    skimage_dir = package_dir("skimage")
     if skimage_dir is not None:
         paths += [os.path.join(skimage_dir, "data", f) for f in _SKIMAGE_PHOTOS]
-    sklearn_dir = _package_dir("sklearn")
+    sklearn_dir = package_dir("sklearn")
     if sklearn_dir is not None:
         paths += [os.path.join(sklearn_dir, "datasets", "images", f) for f in _SKLEARN_PHOTOS]
     for pattern in _SYSTEM_GLOBS:

