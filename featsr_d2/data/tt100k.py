@@ -14,14 +14,23 @@ The official release (and :mod:`featsr_d2.data.synthetic`) lays a dataset out as
 Bad input never reaches training as a crash: every problem is reported as a
 :class:`TT100KFormatError` naming the file, the record and the fix, or, with
 ``on_bad_record="skip"``, counted, logged and skipped. A bad object skips that object; a bad image
-(unknown id, missing or unreadable file) skips the image. Boxes may overhang the image border by up
-to ``BORDER_TOLERANCE`` pixels (annotation rounding) and are clipped; further out they are bad.
+(unknown or duplicated id, missing or unreadable file, ``objects`` not a list) skips the image.
+Boxes may overhang the image border by up to ``BORDER_TOLERANCE`` pixels (annotation rounding) and
+are clipped (``tt100k_bbox`` keeps the box as annotated); further out they are bad.
+
+:func:`parse_object` is the one validator of an object: the evaluation protocol
+(:mod:`featsr_d2.evaluation.tt100k`) uses it too, and the training-time evaluator scores the
+ground truth this loader returned, so that loading and evaluation never disagree about a record.
 """
 
 import json
 import logging
+import math
 import os
 from collections import Counter
+from collections.abc import Mapping
+from numbers import Real
+from typing import Any
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
@@ -75,21 +84,44 @@ class _BadRecords:
         )
 
 
-def read_annotations(json_file: str) -> dict:
-    """Read and check the top level of a TT100K ``annotations.json``."""
+def read_json(path: str, what: str = "annotation file", missing_hint: str = "") -> Any:
+    """Parse a JSON file, turning every way it can be unreadable into a :class:`TT100KFormatError`
+    that names the file and the fix (missing, not UTF-8, not JSON, a number too long to convert,
+    nesting too deep)."""
     try:
-        with open(json_file) as f:
-            annos = json.load(f)
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
+        raise TT100KFormatError(f"{path}: {what} not found. {missing_hint}".rstrip()) from None
+    except OSError as e:
+        raise TT100KFormatError(f"{path}: {what} cannot be read ({e.strerror or e}).") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
         raise TT100KFormatError(
-            f"{json_file}: annotation file not found. Point the dataset at the folder holding "
-            "annotations.json (for the builtin names: $DETECTRON2_DATASETS/tt100k)."
+            f"{path}: not UTF-8 text (byte {e.start}, line {line}). Re-export the {what} as UTF-8."
         ) from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise TT100KFormatError(
-            f"{json_file}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}). "
-            "Re-download or re-export the annotation file."
+            f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}). "
+            f"Re-download or re-export the {what}."
         ) from None
+    except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4300 digits
+        raise TT100KFormatError(
+            f"{path}: the JSON holds a value Python cannot read ({e}). Fix the {what}."
+        ) from None
+
+
+def read_annotations(json_file: str) -> dict:
+    """Read and check the top level of a TT100K ``annotations.json``."""
+    hint = (
+        "Point the dataset at the folder holding annotations.json (for the builtin names: "
+        "$DETECTRON2_DATASETS/tt100k)."
+    )
+    annos = read_json(json_file, "annotation file", hint)
     if not isinstance(annos, dict) or not isinstance(annos.get("imgs"), dict):
         raise TT100KFormatError(
             f"{json_file}: expected an object with an 'imgs' mapping of image id to record "
@@ -104,13 +136,33 @@ def read_annotations(json_file: str) -> dict:
 def read_ids(ids_file: str) -> list[tuple[int, str]]:
     """The ``(line number, image id)`` pairs of a split file, blank lines skipped."""
     try:
-        with open(ids_file) as f:
-            lines = f.read().splitlines()
+        with open(ids_file, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         raise TT100KFormatError(
             f"{ids_file}: split file not found. A TT100K root holds train/ids.txt and test/ids.txt."
         ) from None
+    except OSError as e:
+        raise TT100KFormatError(
+            f"{ids_file}: split file cannot be read ({e.strerror or e})."
+        ) from None
+    try:
+        lines = data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise TT100KFormatError(
+            f"{ids_file}:{line}: not UTF-8 text (byte {e.start}). A split file holds one image "
+            "id per line; re-export it as UTF-8."
+        ) from None
     return [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
+
+
+def image_id_value(img_id: str) -> int | str:
+    """The ``image_id`` of a dataset dict: an int when ``img_id`` is its canonical decimal form
+    (so that ``str(image_id) == img_id`` always holds; "007" stays a string), else the string."""
+    if img_id.isascii() and img_id.isdigit() and len(img_id) <= 18 and str(int(img_id)) == img_id:
+        return int(img_id)
+    return img_id
 
 
 def class_names(class_set: str, types: list[str]) -> list[str]:
@@ -127,9 +179,63 @@ def _image_size(path: str) -> tuple[int, int]:
         return im.size
 
 
-def _parse_box(obj: dict) -> tuple[float, float, float, float]:
-    box = obj["bbox"]
-    return tuple(float(box[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+BOX_KEYS = ("xmin", "ymin", "xmax", "ymax")
+
+
+def is_finite_number(value: Any) -> bool:
+    """A real, finite number that is not a bool (JSON's ``true`` or ``"268.91"`` are not)."""
+    if type(value) is float or type(value) is int:  # fast path for parsed JSON
+        return math.isfinite(value)
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_object(
+    obj: Any, where: str, *, require_score: bool = False
+) -> tuple[str, list[float], float]:
+    """The one validator of a TT100K object (ground truth or detection), shared by the loader and
+    the evaluation protocol: returns ``(category, [xmin, ymin, xmax, ymax], score)``, the score
+    NaN when not required.
+
+    Raises:
+        TT100KFormatError: naming ``where`` and what is wrong.
+    """
+    if not (type(obj) is dict or isinstance(obj, Mapping)):
+        raise TT100KFormatError(f"{where}: expected an object, got {type(obj).__name__}")
+    category = obj.get("category")
+    if not isinstance(category, str):
+        if "category" not in obj:
+            raise TT100KFormatError(f"{where}: missing key 'category'")
+        raise TT100KFormatError(
+            f"{where}: 'category' must be a string, got {type(category).__name__}"
+        )
+    bbox = obj.get("bbox")
+    if not (type(bbox) is dict or isinstance(bbox, Mapping)):
+        problem = "missing key 'bbox'" if "bbox" not in obj else "'bbox' must be an object"
+        raise TT100KFormatError(f"{where}: {problem}")
+    box = []
+    for key in BOX_KEYS:
+        if key not in bbox:
+            raise TT100KFormatError(f"{where}: bbox is missing key {key!r}")
+        if not is_finite_number(bbox[key]):
+            raise TT100KFormatError(
+                f"{where}: bbox[{key!r}] must be a finite number, got {_short(bbox[key])}"
+            )
+        box.append(float(bbox[key]))
+    score = math.nan
+    if require_score:
+        if "score" not in obj:
+            raise TT100KFormatError(f"{where}: detection has no 'score'")
+        if not is_finite_number(obj["score"]):
+            raise TT100KFormatError(
+                f"{where}: 'score' must be a finite number, got {_short(obj['score'])}"
+            )
+        score = float(obj["score"])
+    return category, box, score
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def load_tt100k_json(
@@ -160,8 +266,17 @@ def load_tt100k_json(
     class_id = {name: i for i, name in enumerate(classes)}
 
     dataset_dicts = []
+    first_line: dict[str, int] = {}
     for line_no, img_id in read_ids(ids_file):
         where = f"{ids_file}:{line_no}: image id {img_id}"
+        if img_id in first_line:
+            bad(
+                "duplicate image id",
+                f"{where} is already listed on line {first_line[img_id]} (it would be trained on "
+                "and evaluated twice).",
+            )
+            continue
+        first_line[img_id] = line_no
         rec = annos["imgs"].get(img_id)
         if rec is None:
             bad("unknown image id", f"{where} is not in {json_file} 'imgs'.")
@@ -169,24 +284,31 @@ def load_tt100k_json(
         if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
             bad("malformed image record", f"{json_file}: imgs[{img_id!r}] has no 'path' string.")
             continue
+        objects = rec.get("objects", [])
+        if not isinstance(objects, list):
+            bad(
+                "malformed image record",
+                f"{json_file}: imgs[{img_id!r}]: 'objects' must be a list, got "
+                f"{type(objects).__name__}.",
+            )
+            continue
         file_name = os.path.join(image_root, rec["path"])
         try:
             width, height = _image_size(file_name)
         except FileNotFoundError:
             bad("missing image", f"{where}: image file {file_name} does not exist.")
             continue
-        except OSError as e:
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
             bad("unreadable image", f"{where}: image file {file_name} cannot be read ({e}).")
             continue
 
         objs = []
-        for k, obj in enumerate(rec.get("objects", [])):
+        for k, obj in enumerate(objects):
             rec_where = f"{json_file}: imgs[{img_id!r}].objects[{k}]"
             try:
-                category = obj["category"]
-                x0, y0, x1, y1 = _parse_box(obj)
-            except (KeyError, TypeError, ValueError) as e:
-                bad("malformed object", f"{rec_where} lacks a category or a numeric bbox ({e!r}).")
+                category, (x0, y0, x1, y1), _ = parse_object(obj, rec_where)
+            except TT100KFormatError as e:
+                bad("malformed object", str(e))
                 continue
             if category not in known_types and category not in class_id:
                 bad(
@@ -209,14 +331,20 @@ def load_tt100k_json(
                 continue
             box = [max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))]
             objs.append(
-                {"bbox": box, "bbox_mode": BoxMode.XYXY_ABS, "category_id": class_id[category]}
+                {
+                    "bbox": box,
+                    "bbox_mode": BoxMode.XYXY_ABS,
+                    "category_id": class_id[category],
+                    # The box as annotated (before clipping): what the official protocol scores.
+                    "tt100k_bbox": [x0, y0, x1, y1],
+                }
             )
         dataset_dicts.append(
             {
                 "file_name": file_name,
                 "height": height,
                 "width": width,
-                "image_id": int(img_id) if img_id.isdigit() else img_id,
+                "image_id": image_id_value(img_id),
                 "annotations": objs,
             }
         )

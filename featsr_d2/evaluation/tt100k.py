@@ -68,19 +68,17 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Real
 from typing import Any
 
 import numpy as np
 
-from featsr_d2.data.tt100k import TT100KFormatError
+from featsr_d2.data.tt100k import TT100KFormatError, parse_object, read_ids, read_json
 from featsr_d2.data.tt100k_categories import CLASS_SETS, SIZE_BINS, TYPE45
 from featsr_d2.utils.file_io import atomic_write, atomic_write_json
 
@@ -89,6 +87,7 @@ __all__ = [
     "TABLE_BINS",
     "TT100KFormatError",
     "accuracy_recall_curve",
+    "check_results",
     "evaluate_tt100k",
     "format_table",
     "load_annotations",
@@ -119,16 +118,6 @@ PathLike = str | os.PathLike
 # --------------------------------------------------------------------------------------------------
 
 
-def _is_number(value: Any) -> bool:
-    if type(value) is float or type(value) is int:  # fast path for parsed JSON
-        return math.isfinite(value)
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_mapping(value: Any) -> bool:
-    return type(value) is dict or isinstance(value, Mapping)  # fast path for parsed JSON
-
-
 def _imgs(annos: Any, source: str) -> Mapping[str, Any]:
     if not isinstance(annos, Mapping):
         raise TT100KFormatError(f"{source}: expected a JSON object, got {type(annos).__name__}")
@@ -151,36 +140,6 @@ def _objects(record: Any, where: str) -> list[Any]:
     return objects
 
 
-def _parse_object(obj: Any, where: str, require_score: bool) -> tuple[str, list[float], float]:
-    """Returns (category, [xmin, ymin, xmax, ymax], score); score is NaN when not required."""
-    if not _is_mapping(obj):
-        raise TT100KFormatError(f"{where}: expected an object, got {type(obj).__name__}")
-    category = obj.get("category")
-    if not isinstance(category, str):
-        if "category" not in obj:
-            raise TT100KFormatError(f"{where}: missing key 'category'")
-        raise TT100KFormatError(f"{where}: 'category' must be a string")
-    bbox = obj.get("bbox")
-    if not _is_mapping(bbox):
-        problem = "missing key 'bbox'" if "bbox" not in obj else "'bbox' must be an object"
-        raise TT100KFormatError(f"{where}: {problem}")
-    box = []
-    for key in _BOX_KEYS:
-        if key not in bbox:
-            raise TT100KFormatError(f"{where}: bbox is missing key {key!r}")
-        if not _is_number(bbox[key]):
-            raise TT100KFormatError(f"{where}: bbox[{key!r}] must be a finite number")
-        box.append(float(bbox[key]))
-    score = math.nan
-    if require_score:
-        if "score" not in obj:
-            raise TT100KFormatError(f"{where}: detection has no 'score'")
-        if not _is_number(obj["score"]):
-            raise TT100KFormatError(f"{where}: 'score' must be a finite number")
-        score = float(obj["score"])
-    return category, box, score
-
-
 def validate_annotations(annos: Any, *, source: str = "<annotations>", require_score: bool) -> None:
     """Checks every record of a ground-truth (``require_score=False``) or results mapping.
 
@@ -190,27 +149,23 @@ def validate_annotations(annos: Any, *, source: str = "<annotations>", require_s
     for img_id, record in _imgs(annos, source).items():
         where = f"{source}: imgs[{img_id!r}]"
         for k, obj in enumerate(_objects(record, where)):
-            _parse_object(obj, f"{where}.objects[{k}]", require_score)
+            parse_object(obj, f"{where}.objects[{k}]", require_score=require_score)
 
 
-def _load_json(path: PathLike) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise TT100KFormatError(f"{path}: malformed JSON: {e}") from e
+def _load_json(path: PathLike, what: str) -> Any:
+    return read_json(os.fspath(path), what)
 
 
 def load_annotations(path: PathLike) -> dict[str, Any]:
     """Loads and validates a TT100K ground-truth ``annotations.json``."""
-    annos = _load_json(path)
+    annos = _load_json(path, "annotation file")
     validate_annotations(annos, source=str(path), require_score=False)
     return annos
 
 
 def load_results(path: PathLike) -> dict[str, Any]:
     """Loads and validates a TT100K results file (every object must have a ``score``)."""
-    annos = _load_json(path)
+    annos = _load_json(path, "results file")
     validate_annotations(annos, source=str(path), require_score=True)
     return annos
 
@@ -223,17 +178,13 @@ def load_ids(path: PathLike, gt_annos: Mapping[str, Any] | None = None) -> list[
     """
     ids: list[str] = []
     lines: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            img_id = line.strip()
-            if not img_id:
-                continue
-            if img_id in lines:
-                raise TT100KFormatError(
-                    f"{path}:{lineno}: image id {img_id!r} already listed on line {lines[img_id]}"
-                )
-            lines[img_id] = lineno
-            ids.append(img_id)
+    for lineno, img_id in read_ids(os.fspath(path)):
+        if img_id in lines:
+            raise TT100KFormatError(
+                f"{path}:{lineno}: image id {img_id!r} already listed on line {lines[img_id]}"
+            )
+        lines[img_id] = lineno
+        ids.append(img_id)
     if gt_annos is not None:
         imgs = _imgs(gt_annos, "<ground truth>")
         missing = [i for i in ids if i not in imgs]
@@ -285,7 +236,7 @@ class _Objects:
 def _check_record(record: Any, where: str, require_score: bool) -> None:
     """Validates one image record object by object, raising on the first problem."""
     for k, obj in enumerate(_objects(record, where)):
-        _parse_object(obj, f"{where}.objects[{k}]", require_score)
+        parse_object(obj, f"{where}.objects[{k}]", require_score=require_score)
 
 
 # Number types taken without the detailed check (finiteness is checked in bulk afterwards).
@@ -374,10 +325,6 @@ def _prepare(
     """Flattens the evaluated images into arrays, dropping objects outside the class set."""
     ids = _normalise_ids(gt_annos, img_ids)
     result_imgs = _imgs(result_annos, "<results>")
-    gt_imgs = _imgs(gt_annos, "<ground truth>")
-    stray = sum(1 for i in result_imgs if str(i) not in gt_imgs)
-    if stray:
-        logger.warning("%d result image id(s) are not in the ground truth; ignored", stray)
     # Result ids are JSON keys (strings); accept int keys from in-memory mappings too.
     result_annos = {"imgs": {str(k): v for k, v in result_imgs.items()}}
 
@@ -397,6 +344,75 @@ def _prepare(
         return _Objects(img[keep], cls[keep], boxes[keep], scores[keep])
 
     return classes, build(g_img, g_cats, g_boxes, g_scores), build(d_img, d_cats, d_boxes, d_scores)
+
+
+def check_results(
+    gt_annos: Mapping[str, Any],
+    result_annos: Mapping[str, Any],
+    *,
+    img_ids: Iterable[str | int] | None = None,
+    iou: float = 0.5,
+    types: Types = "type45",
+) -> list[str]:
+    """What would make :func:`evaluate_tt100k`'s numbers silently meaningless, as sentences with
+    counts (empty when nothing is wrong): result images outside the evaluated split (all of them:
+    a results file of another split), detections of categories outside the class set, detections
+    with inverted or empty boxes (they can never match), and evaluated images without any ground
+    truth in the class set (recall and accuracy are then 1 by convention). ``iou`` is unused; it is
+    accepted so that the evaluation's keyword arguments can be passed as they are."""
+    del iou
+    ids = _normalise_ids(gt_annos, img_ids)
+    evaluated = set(ids)
+    result_imgs = {str(k): v for k, v in _imgs(result_annos, "<results>").items()}
+    class_set = resolve_class_set(types)
+    allowed = None if class_set is None else set(class_set)
+    problems = []
+    outside = [i for i in result_imgs if i not in evaluated]
+    if result_imgs and len(outside) == len(result_imgs):
+        problems.append(
+            f"none of the {len(result_imgs)} result images is among the {len(ids)} evaluated "
+            f"ones (e.g. {outside[0]!r}): is the results file for another split?"
+        )
+    elif outside:
+        problems.append(
+            f"{len(outside)} of {len(result_imgs)} result images are not in the evaluated split "
+            "and are ignored"
+        )
+    other_classes: dict[str, int] = {}
+    inverted = 0
+    for img_id in ids:
+        record = result_imgs.get(img_id)
+        if record is None:
+            continue
+        for k, obj in enumerate(_objects(record, f"<results>: imgs[{img_id!r}]")):
+            category, box, _ = parse_object(obj, f"<results>: imgs[{img_id!r}].objects[{k}]")
+            if allowed is not None and category not in allowed:
+                other_classes[category] = other_classes.get(category, 0) + 1
+            elif not (box[2] > box[0] and box[3] > box[1]):
+                inverted += 1
+    if other_classes:
+        names = ", ".join(sorted(other_classes)[:5])
+        problems.append(
+            f"{sum(other_classes.values())} detections in {len(other_classes)} categories outside "
+            f"the class set {types if isinstance(types, str) else 'given'} are ignored ({names})"
+        )
+    if inverted:
+        problems.append(
+            f"{inverted} detections have an inverted or empty box (xmax <= xmin or ymax <= ymin) "
+            "and can never match: are the boxes in (xmin, ymin, xmax, ymax) order?"
+        )
+    gt_imgs = _imgs(gt_annos, "<ground truth>")
+    num_gt = 0
+    for img_id in ids:
+        for obj in _objects(gt_imgs[img_id], f"<ground truth>: imgs[{img_id!r}]"):
+            category = obj.get("category") if isinstance(obj, Mapping) else None
+            num_gt += allowed is None or category in allowed
+    if num_gt == 0:
+        problems.append(
+            f"the {len(ids)} evaluated images hold no ground truth in the class set: recall is 1 "
+            "by convention and the numbers say nothing about the detector"
+        )
+    return problems
 
 
 def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -787,6 +803,26 @@ def save_curve_png(
 # --------------------------------------------------------------------------------------------------
 
 
+def finite_float(text: str) -> float:
+    """An argparse type: a finite float (``nan`` and ``inf`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """An argparse type for an IoU threshold: a float in ``[0, 1)`` (a match needs IoU strictly
+    above it, so 1 or more would match nothing)."""
+    value = finite_float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1): no pair could ever match")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m featsr_d2.evaluation.tt100k",
@@ -796,9 +832,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--gt", required=True, help="ground truth annotations.json")
     parser.add_argument("--results", required=True, help="results file, same format plus 'score'")
     parser.add_argument("--ids", help="split file, one image id per line (default: all gt images)")
-    parser.add_argument("--iou", type=float, default=0.5, help="IoU threshold (strict)")
     parser.add_argument(
-        "--minscore", type=float, default=0.0, help="score threshold, in the results' scale"
+        "--iou", type=unit_interval, default=0.5, help="IoU threshold (strict), in [0, 1)"
+    )
+    parser.add_argument(
+        "--minscore", type=finite_float, default=0.0, help="score threshold, in the results' scale"
     )
     parser.add_argument("--types", choices=CLASS_SETS, default="type45", help="class set")
     parser.add_argument("--json", help="write the rates (fractions) to this JSON file")
@@ -814,19 +852,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         gt = load_annotations(args.gt)
         results = load_results(args.results)
         ids = load_ids(args.ids, gt) if args.ids else None
+        kwargs = {"img_ids": ids, "iou": args.iou, "types": args.types}
+        problems = check_results(gt, results, **kwargs)
     except (OSError, TT100KFormatError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    kwargs = {"img_ids": ids, "iou": args.iou, "types": args.types}
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
     metrics = evaluate_tt100k(gt, results, min_score=args.minscore, **kwargs)
     print(format_table(metrics, args.name or os.path.splitext(os.path.basename(args.results))[0]))
-    if args.json:
-        write_json_atomic(summarize(metrics), args.json)
-    if args.curve:
-        curve = accuracy_recall_curve(gt, results, **kwargs)
-        label = f"score >= {args.minscore:g}"
-        save_curve_png(curve, args.curve, operating_point=metrics, operating_label=label)
+    for option, path, write in (
+        ("--json", args.json, lambda: write_json_atomic(summarize(metrics), args.json)),
+        ("--curve", args.curve, lambda: _write_curve(gt, results, metrics, args, kwargs)),
+    ):
+        if not path:
+            continue
+        try:
+            write()
+        except OSError as e:
+            print(f"error: {option} {path}: cannot write ({e.strerror or e})", file=sys.stderr)
+            return 2
     return 0
+
+
+def _write_curve(gt, results, metrics, args, kwargs) -> None:
+    curve = accuracy_recall_curve(gt, results, **kwargs)
+    label = f"score >= {args.minscore:g}"
+    save_curve_png(curve, args.curve, operating_point=metrics, operating_label=label)
 
 
 if __name__ == "__main__":

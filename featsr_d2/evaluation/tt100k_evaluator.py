@@ -2,17 +2,22 @@
 
 The evaluator collects each image's detections in TT100K's result format (categories by name, boxes
 ``xmin/ymin/xmax/ymax`` in original-image pixels, Detectron2's scores in ``[0, 1]``), gathers them
-across processes, and scores them with :func:`featsr_d2.evaluation.tt100k.evaluate_tt100k` against
-the dataset's ``annotations.json``, restricted to the image ids of the registered dataset.
+across processes, and scores them with :func:`featsr_d2.evaluation.tt100k.evaluate_tt100k`.
+
+The ground truth is the registered dataset as loaded (``DatasetCatalog.get(dataset_name)``): its
+images are the evaluated ids, and its ``annotations`` are the objects, with the box as annotated
+(``tt100k_bbox``, before the loader's clipping) where the dicts carry it. So evaluation sees exactly
+what the loader accepted under ``DATASETS.TT100K.ON_BAD_RECORD``: a record the loader skipped is
+neither validated again nor counted as a miss, and records of images outside the split are never
+read. A dataset that lists an image twice is refused (its detections would count twice).
 
 Dataset metadata it reads (``MetadataCatalog.get(dataset_name)``):
 
-* ``json_file``: the TT100K ``annotations.json`` holding the ground truth;
 * ``thing_classes``: contiguous class id -> TT100K category name;
 * ``evaluator_type``: ``"tt100k"`` when set.
 
-Each dataset dict (``DatasetCatalog.get(dataset_name)``) and each model input carries ``image_id``,
-the TT100K image id (an int or a string; compared as a string).
+Each dataset dict carries ``image_id`` (an int or a string; compared as a string), ``file_name``
+and ``annotations`` (Detectron2's format); each model input carries ``image_id``.
 
 Files written into ``output_dir`` (atomically): ``tt100k_results.json``, the detections as a TT100K
 results file (``python -m featsr_d2.evaluation.tt100k --results`` evaluates it again), and, with
@@ -33,15 +38,16 @@ from typing import Any
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
+from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
 from featsr_d2.evaluation.tt100k import (
     TABLE_BINS,
     Types,
     accuracy_recall_curve,
+    check_results,
     evaluate_tt100k,
     format_table,
-    load_annotations,
     match_detections,
     resolve_class_set,
     save_curve_png,
@@ -77,8 +83,8 @@ class TT100KEvaluator(DatasetEvaluator):
     ) -> None:
         """
         Args:
-            dataset_name: a registered dataset whose metadata has ``json_file`` and
-                ``thing_classes``.
+            dataset_name: a registered dataset whose metadata has ``thing_classes`` and whose
+                dicts carry ``annotations`` (e.g. :func:`register_tt100k_instances`).
             output_dir: where the results file and the curve go; None writes nothing.
             iou: a match needs IoU strictly above this.
             min_score: detections scoring below this are ignored (Detectron2's ``[0, 1]`` scale).
@@ -94,26 +100,54 @@ class TT100KEvaluator(DatasetEvaluator):
             raise ValueError(
                 f"dataset {dataset_name!r} has evaluator_type {evaluator_type!r}, not 'tt100k'"
             )
-        json_file = meta.get("json_file")
+        # Loaded first: a class set "all" dataset learns its thing_classes when it is loaded.
+        dicts = DatasetCatalog.get(dataset_name) if dataset_name in DatasetCatalog else None
         thing_classes = meta.get("thing_classes")
-        if json_file is None or thing_classes is None:
+        if thing_classes is None or dicts is None:
             raise ValueError(
-                f"dataset {dataset_name!r} needs 'json_file' and 'thing_classes' in its metadata"
+                f"dataset {dataset_name!r} needs to be registered, with 'thing_classes' in its "
+                "metadata"
             )
         resolve_class_set(types)  # fail early on an unknown class set
         self._dataset_name = dataset_name
         self._output_dir = output_dir
-        self._json_file = str(json_file)
         self._classes: list[str] = list(thing_classes)
         self._iou = iou
         self._min_score = min_score
         self._types = types
         self._save_plots = save_plots
         self._num_vis_images = num_vis_images
-        self._image_root = str(meta.get("image_root", os.path.dirname(self._json_file)))
         self._distributed = distributed
         self._cpu_device = torch.device("cpu")
         self._predictions: dict[str, list[dict[str, Any]]] = {}
+        self._gt_annos = self._ground_truth(dicts)  # before inference: a bad dataset fails early
+
+    def _ground_truth(self, dicts: list[dict[str, Any]]) -> dict[str, Any]:
+        """The loaded dataset in TT100K's annotation format (see the module docstring)."""
+        name = self._dataset_name
+        imgs: dict[str, Any] = {}
+        for d in dicts:
+            img_id = str(d["image_id"])
+            if img_id in imgs:
+                raise ValueError(
+                    f"dataset {name!r} lists image id {img_id!r} twice ({d.get('file_name')}): its "
+                    "detections would be counted twice. Remove the duplicate from the split file."
+                )
+            if "annotations" not in d:
+                raise ValueError(
+                    f"dataset {name!r}: the dict of image {img_id!r} has no 'annotations'; the "
+                    "TT100K evaluator scores the loaded ground truth (register the dataset with "
+                    "featsr_d2.data.register_tt100k_instances)"
+                )
+            objects = []
+            for ann in d["annotations"]:
+                box = ann.get("tt100k_bbox")
+                if box is None:
+                    box = BoxMode.convert(list(ann["bbox"]), ann["bbox_mode"], BoxMode.XYXY_ABS)
+                category = self._classes[ann["category_id"]]
+                objects.append({"category": category, "bbox": dict(zip(_BOX_KEYS, box))})
+            imgs[img_id] = {"path": d.get("file_name", ""), "objects": objects}
+        return {"imgs": imgs}
 
     def reset(self) -> None:
         self._predictions = {}
@@ -133,6 +167,12 @@ class TT100KEvaluator(DatasetEvaluator):
             scores = instances.scores.tolist()
             classes = instances.pred_classes.tolist()
             for box, score, cls in zip(boxes, scores, classes):
+                if not 0 <= cls < len(self._classes):
+                    raise ValueError(
+                        f"the model predicted class {cls}, but {self._dataset_name!r} has "
+                        f"{len(self._classes)} classes: MODEL.*.NUM_CLASSES does not match the "
+                        "dataset's thing_classes"
+                    )
                 objects.append(
                     {
                         "category": self._classes[cls],
@@ -163,9 +203,8 @@ class TT100KEvaluator(DatasetEvaluator):
             logger.warning("[TT100KEvaluator] Did not receive valid predictions.")
             return {}
 
-        img_ids = list(
-            dict.fromkeys(str(d["image_id"]) for d in DatasetCatalog.get(self._dataset_name))
-        )
+        gt_annos = self._gt_annos
+        img_ids = list(gt_annos["imgs"])
         unseen = sum(1 for i in img_ids if i not in predictions)
         if unseen:
             logger.warning(
@@ -179,8 +218,9 @@ class TT100KEvaluator(DatasetEvaluator):
             os.makedirs(self._output_dir, exist_ok=True)
             write_json_atomic(results_annos, os.path.join(self._output_dir, "tt100k_results.json"))
 
-        gt_annos = load_annotations(self._json_file)
         kwargs = {"img_ids": img_ids, "iou": self._iou, "types": self._types}
+        for problem in check_results(gt_annos, results_annos, **kwargs):
+            logger.warning("[TT100KEvaluator] %s: %s", self._dataset_name, problem)
         metrics = evaluate_tt100k(gt_annos, results_annos, min_score=self._min_score, **kwargs)
         logger.info(
             "TT100K evaluation on %s (%d images, IoU > %g, score >= %g, classes: %s):\n%s",
@@ -202,9 +242,7 @@ class TT100KEvaluator(DatasetEvaluator):
             )
         if self._output_dir and self._save_plots and self._num_vis_images > 0:
             matches = match_detections(gt_annos, results_annos, min_score=self._min_score, **kwargs)
-            files = {
-                i: os.path.join(self._image_root, gt_annos["imgs"][i]["path"]) for i in matches
-            }
+            files = {i: gt_annos["imgs"][i]["path"] for i in matches}
             save_matches_png(
                 os.path.join(self._output_dir, "tt100k_detections.png"),
                 matches,

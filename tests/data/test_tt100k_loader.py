@@ -226,3 +226,84 @@ def test_builtin_names_resolve_under_detectron2_datasets():
         assert meta.json_file == os.path.join(root, folder, "annotations.json")
         assert meta.ids_file == os.path.join(root, folder, name.rsplit("_", 1)[1], "ids.txt")
     assert MetadataCatalog.get("tt100k_2016_all_test").class_set == "all"
+
+
+# Values the evaluation protocol refuses must not pass the loader either (one validator): a bool or
+# a string coordinate, NaN, a category that is a list, "objects": null.
+STRICT_CASES = {
+    "bool coordinate": ({"category": "i2", "bbox": _box(True, 1, 20, 20)}, "bbox['xmin']"),
+    "string coordinate": ({"category": "i2", "bbox": _box(1, "268.91", 20, 20)}, "bbox['ymin']"),
+    "nan coordinate": ({"category": "i2", "bbox": _box(1, 1, float("nan"), 20)}, "bbox['xmax']"),
+    "list category": ({"category": ["i2"], "bbox": _box(1, 1, 20, 20)}, "'category' must be"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRICT_CASES))
+def test_one_validator_refuses_what_evaluation_refuses(tmp_path, case, caplog):
+    obj, fragment = STRICT_CASES[case]
+    imgs = {"1": _rec(1, [obj, {"category": "pl40", "bbox": _box(2, 2, 9, 9)}])}
+    json_file, ids_file = write_tt100k(str(tmp_path), imgs, train_ids=[1])
+    with pytest.raises(TT100KFormatError, match=r"imgs\['1'\]\.objects\[0\]") as e:
+        load_tt100k_json(json_file, ids_file, str(tmp_path))
+    assert fragment in str(e.value) and "ON_BAD_RECORD" in str(e.value)
+    with caplog.at_level(logging.WARNING, logger="featsr_d2.data.tt100k"):
+        (d,) = load_tt100k_json(json_file, ids_file, str(tmp_path), on_bad_record="skip")
+    assert [a["category_id"] for a in d["annotations"]] == [TYPE45.index("pl40")]
+    assert "1 malformed object" in caplog.text
+
+
+def test_objects_not_a_list_is_a_bad_image_record(tmp_path, caplog):
+    imgs = {"1": {"path": "train/1.jpg", "id": 1, "objects": None}, "2": _rec(2, [])}
+    json_file, ids_file = write_tt100k(str(tmp_path), imgs, train_ids=[1, 2])
+    with pytest.raises(TT100KFormatError, match=r"imgs\['1'\]: 'objects' must be a list"):
+        load_tt100k_json(json_file, ids_file, str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="featsr_d2.data.tt100k"):
+        dicts = load_tt100k_json(json_file, ids_file, str(tmp_path), on_bad_record="skip")
+    assert [d["image_id"] for d in dicts] == [2]
+    assert "1 malformed image record" in caplog.text
+
+
+def test_duplicate_id_in_split_file(tmp_path, caplog):
+    imgs = {"1": _rec(1, [{"category": "i2", "bbox": _box(1, 1, 20, 20)}]), "2": _rec(2, [])}
+    json_file, ids_file = write_tt100k(str(tmp_path), imgs, train_ids=[1, 2, 1])
+    with pytest.raises(
+        TT100KFormatError, match=r"ids\.txt:3: image id 1 is already listed on line 1"
+    ):
+        load_tt100k_json(json_file, ids_file, str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="featsr_d2.data.tt100k"):
+        dicts = load_tt100k_json(json_file, ids_file, str(tmp_path), on_bad_record="skip")
+    assert [d["image_id"] for d in dicts] == [1, 2]
+    assert "1 duplicate image id" in caplog.text
+
+
+def test_unreadable_text_names_the_file(tmp_path):
+    json_file, ids_file = write_tt100k(str(tmp_path), {"1": _rec(1, [])}, train_ids=[1])
+    with open(ids_file, "wb") as f:
+        f.write(b"1\n\xff\xfe2\n")
+    with pytest.raises(TT100KFormatError, match=r"ids\.txt:2: not UTF-8"):
+        load_tt100k_json(json_file, ids_file, str(tmp_path))
+    write_tt100k(str(tmp_path), {"1": _rec(1, [])}, train_ids=[1])
+    with open(json_file, "rb") as f:
+        good = f.read()
+    with open(json_file, "wb") as f:
+        f.write(good.replace(b'"types"', b'"t\xe9pes"'))
+    with pytest.raises(
+        TT100KFormatError, match=r"annotations\.json: not UTF-8 text \(byte \d+, line 1\)"
+    ):
+        load_tt100k_json(json_file, ids_file, str(tmp_path))
+    with open(json_file, "w") as f:
+        f.write('{"types": [], "imgs": {}, "n": ' + "7" * 5000 + "}")
+    with pytest.raises(
+        TT100KFormatError, match=r"annotations\.json: the JSON holds a value .*digits"
+    ):
+        load_tt100k_json(json_file, ids_file, str(tmp_path))
+
+
+def test_image_id_round_trips_as_a_string(tmp_path):
+    long_id = "9" * 5000
+    imgs = {"007": _rec("007", []), long_id: _rec(1, []), "12": _rec(12, [])}
+    imgs[long_id]["path"] = "train/long.jpg"
+    json_file, ids_file = write_tt100k(str(tmp_path), imgs, train_ids=["007", long_id, 12])
+    dicts = load_tt100k_json(json_file, ids_file, str(tmp_path))
+    assert [str(d["image_id"]) for d in dicts] == ["007", long_id, "12"]
+    assert dicts[2]["image_id"] == 12

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, BoxMode, Instances
 
 from featsr_d2.evaluation import TT100KEvaluator, evaluate_tt100k
 from featsr_d2.evaluation.tt100k import load_results
@@ -64,6 +64,25 @@ def _instances(boxes: list[list[float]], scores: list[float], classes: list[int]
     return inst
 
 
+def _dataset_dict(root: Path, img_id: int) -> dict:
+    """The Detectron2 dict of a GT image, as the loader (class set "all") returns it."""
+    annotations = [
+        {
+            "bbox": [obj["bbox"][k] for k in ("xmin", "ymin", "xmax", "ymax")],
+            "bbox_mode": BoxMode.XYXY_ABS,
+            "category_id": CLASSES.index(obj["category"]),
+        }
+        for obj in GT["imgs"][str(img_id)]["objects"]
+    ]
+    return {
+        "file_name": str(root / "test" / f"{img_id}.jpg"),
+        "image_id": img_id,
+        "height": 2048,
+        "width": 2048,
+        "annotations": annotations,
+    }
+
+
 @pytest.fixture
 def dataset(tmp_path: Path) -> Iterator[str]:
     json_file = tmp_path / "annotations.json"
@@ -72,14 +91,9 @@ def dataset(tmp_path: Path) -> Iterator[str]:
     for i in (10, 11, 12):  # grey images for the detection pictures
         cv2.imwrite(str(tmp_path / "test" / f"{i}.jpg"), np.full((640, 640, 3), 128, np.uint8))
     name = f"featsr_test_tt100k_{uuid.uuid4().hex[:8]}"
-    dicts = [
-        {"file_name": f"test/{i}.jpg", "image_id": i, "height": 2048, "width": 2048}
-        for i in (10, 11, 12)
-    ]
+    dicts = [_dataset_dict(tmp_path, i) for i in (10, 11, 12)]
     DatasetCatalog.register(name, lambda: dicts)
-    MetadataCatalog.get(name).set(
-        json_file=str(json_file), thing_classes=CLASSES, evaluator_type="tt100k"
-    )
+    MetadataCatalog.get(name).set(thing_classes=CLASSES, evaluator_type="tt100k")
     yield name
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
@@ -166,7 +180,7 @@ def test_evaluator_without_predictions_and_bad_metadata(dataset):
         )
         with pytest.raises(ValueError, match="evaluator_type 'coco'"):
             TT100KEvaluator(coco)
-        with pytest.raises(ValueError, match="json_file"):
+        with pytest.raises(ValueError, match="thing_classes"):
             TT100KEvaluator(missing)
     finally:
         MetadataCatalog.remove(coco)

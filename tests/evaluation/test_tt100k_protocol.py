@@ -463,7 +463,7 @@ def test_save_curve_png(tmp_path):
 def test_loading_errors_name_the_file_and_record(tmp_path):
     bad_json = tmp_path / "bad.json"
     bad_json.write_text('{"imgs": {')
-    with pytest.raises(TT100KFormatError, match=r"bad\.json: malformed JSON"):
+    with pytest.raises(TT100KFormatError, match=r"bad\.json: not valid JSON"):
         load_annotations(bad_json)
 
     no_imgs = tmp_path / "no_imgs.json"
