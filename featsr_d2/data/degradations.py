@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from featsr_d2.modeling.sr.bicubic import imresize_np
+from featsr_d2.modeling.sr.imresize import imresize_np, round_to_uint8
 
 __all__ = [
     "BicubicDownscale",
@@ -69,6 +69,12 @@ def _as_range(value: float | Sequence[float], name: str) -> tuple[float, float]:
     if low < 0 or high < low:
         raise ValueError(f"{name} must satisfy 0 <= low <= high, got {value}")
     return low, high
+
+
+def _draw(value_range: tuple[float, float], rng: np.random.Generator) -> float:
+    """The fixed value of a (low, low) range, or a uniform draw from (low, high)."""
+    low, high = value_range
+    return float(rng.uniform(low, high)) if high > low else low
 
 
 def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
@@ -114,8 +120,7 @@ class GaussianBlur(Degradation):
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         _check_image(image)
-        low, high = self.sigma
-        sigma = float(rng.uniform(low, high)) if high > low else low
+        sigma = _draw(self.sigma, rng)
         if sigma <= 0:
             return image.copy()
         k = 2 * math.ceil(3 * sigma) + 1
@@ -123,7 +128,7 @@ class GaussianBlur(Degradation):
             image.astype(np.float32), (k, k), sigmaX=sigma, sigmaY=sigma,
             borderType=cv2.BORDER_REFLECT,
         )  # fmt: skip
-        return np.floor(np.clip(out, 0, 255) + 0.5).astype(np.uint8)
+        return round_to_uint8(out)
 
 
 class GaussianNoise(Degradation):
@@ -135,10 +140,9 @@ class GaussianNoise(Degradation):
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         _check_image(image)
-        low, high = self.sigma
-        sigma = float(rng.uniform(low, high)) if high > low else low
+        sigma = _draw(self.sigma, rng)
         noisy = image.astype(np.float64) + rng.normal(0.0, sigma, size=image.shape)
-        return np.floor(np.clip(noisy, 0, 255) + 0.5).astype(np.uint8)
+        return round_to_uint8(noisy)
 
 
 def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:

@@ -35,6 +35,7 @@ from detectron2.data import DatasetMapper
 from detectron2.data import transforms as T
 
 from featsr_d2.data.degradations import Degradation, build_sr_degradation
+from featsr_d2.modeling.sr.imresize import round_to_uint8
 
 __all__ = [
     "LRDetectionDatasetMapper",
@@ -92,7 +93,7 @@ def hr_to_rgb(image: torch.Tensor | np.ndarray, input_format: str) -> np.ndarray
     if input_format == "BGR":
         array = array[..., ::-1]
     if array.dtype != np.uint8:
-        array = np.floor(np.clip(array, 0, 255) + 0.5).astype(np.uint8)
+        array = round_to_uint8(array)
     return np.ascontiguousarray(array)
 
 

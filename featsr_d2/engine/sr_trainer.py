@@ -51,7 +51,7 @@ from featsr_d2.engine.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.evaluation.sr_metrics import psnr
 from featsr_d2.evaluation.sr_visualize import side_by_side, write_png
 from featsr_d2.modeling.sr import get_sr_cfg
-from featsr_d2.modeling.sr.bicubic import imresize
+from featsr_d2.modeling.sr.imresize import imresize
 from featsr_d2.modeling.sr.losses import build_sr_loss, charbonnier_loss
 from featsr_d2.modeling.sr.registry import build_sr_network
 

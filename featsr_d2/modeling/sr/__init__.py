@@ -8,15 +8,17 @@ Every network maps RGB images in [0, 1] of shape (N, 3, h, w) to (N, 3, s*h, s*w
 """
 
 from featsr_d2.modeling.sr import ncnn_import  # noqa: F401  (registers the realesrgan:// scheme)
-from featsr_d2.modeling.sr.bicubic import Bicubic, imresize, imresize_np
+from featsr_d2.modeling.sr.bicubic import Bicubic
 from featsr_d2.modeling.sr.cajnn import CAJNN
 from featsr_d2.modeling.sr.config import add_sr_config, get_sr_cfg
 from featsr_d2.modeling.sr.dbpn import DBPN
+from featsr_d2.modeling.sr.imresize import imresize, imresize_np
 from featsr_d2.modeling.sr.registry import (
     SR_NETWORK_REGISTRY,
     SRNetwork,
     build_sr_network,
     load_sr_weights,
+    read_sr_state_dict,
 )
 from featsr_d2.modeling.sr.rrdbnet import RRDB, RRDBNet
 from featsr_d2.modeling.sr.self_ensemble import self_ensemble_x8
@@ -35,5 +37,6 @@ __all__ = [
     "imresize",
     "imresize_np",
     "load_sr_weights",
+    "read_sr_state_dict",
     "self_ensemble_x8",
 ]

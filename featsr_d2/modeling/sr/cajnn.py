@@ -26,7 +26,29 @@ documented:
   ESRGAN's 3x3 convolution after the trunk is left out (with it the model would have 14.9M);
 - bilinear upsampling of eq. 5 uses ``align_corners=False``;
 - initialization: ESRGAN's (Kaiming-normal scaled by 0.1 in the RRDBs; 0.1-scaled on the last
-  enhancement convolution, so that training starts near the bilinear upsampling of eq. 5).
+  enhancement convolution, so that training starts near the bilinear upsampling of eq. 5). With
+  ``MODEL.SR.RESIDUAL`` that convolution starts at zero: the untrained network is exactly eq. 5's
+  bilinear skip (kept: residual mode does not replace it by bicubic).
+
+Warm start (``MODEL.SR.WARM_START``, :meth:`CAJNN.warm_start_`; our departure from the paper's 1M
+iterations on DIV2K + Flickr2K, which this machine cannot afford): CAJNN's trunk has the shapes of
+ESRGAN's, so a trained RRDBNet (the Real-ESRGAN x4plus weights shipped in ncnn format,
+``realesrgan://x4plus``, 23 blocks) initializes what matches in shape *and* role:
+
+- ``conv_first`` from ``conv_first`` (3 -> 64, the layer that feeds the trunk);
+- trunk block i from ``body.i`` for the first ``min(20, 23)`` blocks;
+- ``enhance1`` from ``conv_hr`` (the 64 -> 64 convolution + LeakyReLU on HR features before the
+  last layer);
+- the ASPP is set to pass its input through unchanged, so the trunk sees the features it was
+  trained on: the dilation-1 branch is the identity, the dilation-3 branch minus the identity, the
+  merge ``(a - b) / 1.2`` of them (LeakyReLU(0.2): ``lrelu(f) - lrelu(-f) = 1.2 f``) and zero on
+  the dilation-4 branch, which keeps its random weights and so its gradient.
+
+Not loaded: ``conv_body`` (CAJNN has no convolution after the trunk), the upsampling convolutions
+(RRDBNet: nearest x2 + 64 -> 64, CAJNN: 64 -> 256 + PixelShuffle; the shapes differ) and
+``conv_last``, which makes the whole image where ``enhance2`` makes a residual over the bilinear
+skip (it keeps its own initialization, zero in residual mode). Everything loaded and skipped is
+logged.
 
 Training as in the paper (``configs/sr/cajnn_x4_jpeg.yaml``): 4x bicubic downscaling then JPEG with
 a random quality in [10, 100]; 128x128 HR patches (32x32 LR), batch 36, flips and 90-degree
@@ -37,7 +59,9 @@ config uses Charbonnier (``MODEL.SR.LOSS``).
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +71,9 @@ from torch import nn
 from featsr_d2.modeling.sr.registry import SR_NETWORK_REGISTRY, SRNetwork
 from featsr_d2.modeling.sr.rrdbnet import RRDB, init_conv_
 
-__all__ = ["ASPP", "CAJNN", "SubPixelUpsampler"]
+__all__ = ["ASPP", "CAJNN", "SubPixelUpsampler", "rrdbnet_warm_start_map"]
+
+logger = logging.getLogger(__name__)
 
 
 class ASPP(nn.Module):
@@ -64,6 +90,57 @@ class ASPP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.merge(torch.cat([self.lrelu(b(x)) for b in self.branches], 1))
+
+    @torch.no_grad()
+    def identity_(self) -> None:
+        """Make the module the identity: branch 0 = x, branch 1 = -x (their centre taps),
+        merge = (lrelu(x) - lrelu(-x)) / 1.2 = x for LeakyReLU(0.2); the other branches keep
+        their weights and get a zero merge weight."""
+        if len(self.branches) < 2:
+            raise ValueError("an identity ASPP needs at least two branches")
+        c = self.merge.out_channels
+        eye = torch.eye(c, dtype=self.merge.weight.dtype, device=self.merge.weight.device)
+        for branch, sign in zip(self.branches[:2], (1.0, -1.0)):
+            branch.weight.zero_()
+            branch.bias.zero_()
+            branch.weight[:, :, 1, 1] = sign * eye
+        slope = self.lrelu.negative_slope
+        self.merge.weight.zero_()
+        self.merge.bias.zero_()
+        self.merge.weight[:, :c, 0, 0] = eye / (1.0 + slope)
+        self.merge.weight[:, c : 2 * c, 0, 0] = -eye / (1.0 + slope)
+
+
+def rrdbnet_warm_start_map(
+    target_shapes: Mapping[str, torch.Size], source_shapes: Mapping[str, torch.Size]
+) -> tuple[dict[str, str], list[str]]:
+    """Which CAJNN tensors load from which RRDBNet tensors (see the module docstring).
+
+    Args:
+        target_shapes: CAJNN's state-dict key -> shape.
+        source_shapes: the RRDBNet's state-dict key -> shape.
+
+    Returns:
+        (CAJNN key -> RRDBNet key for every tensor that loads, notes on what did not).
+    """
+    groups = [("conv_first", "conv_first"), ("enhance1", "conv_hr")]
+    trunk = sorted({int(k.split(".")[1]) for k in target_shapes if k.startswith("trunk.")})
+    groups += [(f"trunk.{i}", f"body.{i}") for i in trunk]
+    mapping: dict[str, str] = {}
+    notes = []
+    for dst, src in groups:
+        keys = [k for k in target_shapes if k.startswith(dst + ".")]
+        pairs = {k: src + k[len(dst) :] for k in keys}
+        missing = [s for s in pairs.values() if s not in source_shapes]
+        if missing:
+            notes.append(f"{dst}: the source has no {src}")
+            continue
+        bad = [k for k, s in pairs.items() if tuple(target_shapes[k]) != tuple(source_shapes[s])]
+        if bad:
+            notes.append(f"{dst}: shapes differ from {src} ({bad[0]})")
+            continue
+        mapping.update(pairs)
+    return mapping, notes
 
 
 class SubPixelUpsampler(nn.Sequential):
@@ -92,6 +169,7 @@ class CAJNN(SRNetwork):
     """CAJNN; see the module docstring for what follows the paper and what was chosen."""
 
     supported_scales = (2, 3, 4, 8)
+    has_own_skip = True  # eq. 5's bilinear upsampling of the input
 
     @configurable
     def __init__(
@@ -103,6 +181,7 @@ class CAJNN(SRNetwork):
         growth: int = 32,
         dilations: tuple[int, ...] = (1, 3, 4),
         self_ensemble: bool = False,
+        residual: bool = False,
     ):
         """
         Args:
@@ -112,8 +191,10 @@ class CAJNN(SRNetwork):
             growth: growth channels of the RRDBs' dense blocks.
             dilations: dilation rates of the ASPP branches.
             self_ensemble: x8 self-ensemble in eval mode.
+            residual: zero the last enhancement convolution, so that the untrained network is
+                exactly its bilinear skip (eq. 5), which it keeps in either mode.
         """
-        super().__init__(scale=scale, self_ensemble=self_ensemble)
+        super().__init__(scale=scale, self_ensemble=self_ensemble, residual=residual)
         self.conv_first = nn.Conv2d(3, num_feat, 3, 1, 1)
         self.aspp = ASPP(num_feat, tuple(dilations))
         self.trunk = nn.Sequential(*(RRDB(num_feat, growth) for _ in range(num_blocks)))
@@ -122,6 +203,14 @@ class CAJNN(SRNetwork):
         self.enhance2 = nn.Conv2d(num_feat, 3, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
         init_conv_(self.enhance2, 0.1)
+        self.zero_output_layer_()
+
+    def output_layer(self) -> nn.Module:
+        return self.enhance2
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        """Eq. 5's bilinear upsampling of the input (``align_corners=False``)."""
+        return F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
 
     @classmethod
     def from_config(cls, cfg):
@@ -133,9 +222,45 @@ class CAJNN(SRNetwork):
             "dilations": tuple(cfg.MODEL.SR.CAJNN.DILATIONS),
         }
 
+    @torch.no_grad()
+    def warm_start_(
+        self, state: Mapping[str, torch.Tensor], source: str = "state dict"
+    ) -> list[str]:
+        """Initialize what matches from an RRDBNet state dict (see the module docstring) and set
+        the ASPP to the identity; log what loaded and what did not.
+
+        Returns:
+            the keys of this network that were loaded.
+
+        Raises:
+            ValueError: nothing of the trunk loads (not an RRDBNet of this width).
+        """
+        own = self.state_dict()
+        mapping, notes = rrdbnet_warm_start_map(
+            {k: v.shape for k, v in own.items()}, {k: v.shape for k, v in state.items()}
+        )
+        blocks = sorted({int(k.split(".")[1]) for k in mapping if k.startswith("trunk.")})
+        if not blocks:
+            raise ValueError(
+                f"CAJNN warm start from {source}: no trunk block matches ({'; '.join(notes[:3])}); "
+                "MODEL.SR.WARM_START must name an RRDBNet of the same width and growth, "
+                "e.g. realesrgan://x4plus"
+            )
+        for dst, src in mapping.items():
+            own[dst].copy_(state[src].to(own[dst].dtype))
+        self.aspp.identity_()
+        others = sorted({k.rsplit(".", 1)[0] for k in mapping if not k.startswith("trunk.")})
+        logger.info(
+            "CAJNN warm start from %s: loaded %d tensors (%d parameters): %d trunk blocks "
+            "(from body.%d-%d), %s; ASPP set to the identity; not loaded: %s",
+            source, len(mapping), sum(own[k].numel() for k in mapping), len(blocks), blocks[0],
+            blocks[-1], ", ".join(others) or "nothing else",
+            "; ".join(notes + ["upsampler, enhance2 (no counterpart of that shape and role)"]),
+        )  # fmt: skip
+        return sorted(mapping)
+
     def sr_forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = self.aspp(self.conv_first(x))
         feat = feat + self.trunk(feat)
         residual = self.enhance2(self.lrelu(self.enhance1(self.upsample(feat))))
-        base = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
-        return base + residual
+        return self.skip(x) + residual

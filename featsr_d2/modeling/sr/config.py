@@ -33,8 +33,12 @@ def add_sr_config(cfg):
     _C.MODEL.SR.SCALE = 4
     # Weights: "" (initialization), a .pth state dict or checkpoint, or realesrgan://x4plus.
     _C.MODEL.SR.WEIGHTS = ""
+    # Partial start when WEIGHTS is "": another network's weights (CAJNN: an RRDBNet, e.g. x4plus).
+    _C.MODEL.SR.WARM_START = ""
     # Average the 8 flips/rotations of the input at inference (EDSR's x8 self-ensemble).
     _C.MODEL.SR.SELF_ENSEMBLE = False
+    # Residual mode: output = bicubic(x) + network(x) (CAJNN: its bilinear skip), last layer zeroed.
+    _C.MODEL.SR.RESIDUAL = False
     # Training loss between output and ground truth: "L1", "MSE" or "Charbonnier".
     _C.MODEL.SR.LOSS = "L1"
     # Epsilon of the Charbonnier loss sqrt((x - y)^2 + eps^2), images in [0, 1].

@@ -18,9 +18,11 @@ one shared slope, except the reconstruction):
 - reconstruction: 3x3 convolution over the concatenation of all ``num_stages`` HR outputs -> 3.
 
 At 4x this has 10,426,358 parameters (the published D-DBPN's 10.4M); 2x: 5,953,526;
-8x: 23,205,878. Input and output are RGB in [0, 1] (no residual to an interpolated input, as in the
-authors' default). Weights are initialized Kaiming-normal with zero biases, as the authors' code
-does.
+8x: 23,205,878. Input and output are RGB in [0, 1]. By default there is no residual to an
+interpolated input, as in the authors' default; ``residual=True`` (``MODEL.SR.RESIDUAL``, the
+authors' ``--residual``) adds the MATLAB-bicubic upsampling of the input and zeroes the
+reconstruction convolution, so the untrained network is bicubic upsampling. Weights are initialized
+Kaiming-normal with zero biases, as the authors' code does.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class DBPN(SRNetwork):
         base_filter: int = 64,
         num_stages: int = 7,
         self_ensemble: bool = False,
+        residual: bool = False,
     ):
         """
         Args:
@@ -115,8 +118,9 @@ class DBPN(SRNetwork):
             base_filter: channels of the projection units.
             num_stages: up-projection units (D-DBPN: 7); there is one down-projection fewer.
             self_ensemble: x8 self-ensemble in eval mode.
+            residual: output = bicubic(x) + network(x), the reconstruction starting at zero.
         """
-        super().__init__(scale=scale, self_ensemble=self_ensemble)
+        super().__init__(scale=scale, self_ensemble=self_ensemble, residual=residual)
         if num_stages < 2:
             raise ValueError(f"num_stages must be at least 2, got {num_stages}")
         self.feat0 = _conv(3, feat, 3, 1, 1)
@@ -133,6 +137,10 @@ class DBPN(SRNetwork):
         )
         self.reconstruction = nn.Conv2d(num_stages * base_filter, 3, 3, 1, 1)
         init_conv_(self)
+        self.zero_output_layer_()
+
+    def output_layer(self) -> nn.Module:
+        return self.reconstruction
 
     @classmethod
     def from_config(cls, cfg):

@@ -12,6 +12,12 @@ Networks subclass :class:`SRNetwork`, implement ``sr_forward`` and register with
 its ``@configurable`` ``from_config`` and loads ``cfg.MODEL.SR.WEIGHTS`` when set. With
 ``MODEL.SR.SELF_ENSEMBLE`` the network averages the 8 flips and rotations of its input in eval
 mode (:mod:`featsr_d2.modeling.sr.self_ensemble`); training is unaffected.
+
+Residual mode (``MODEL.SR.RESIDUAL``, the D-DBPN authors' ``--residual``): the network's output is
+added to a fixed upsampling of its input, the MATLAB bicubic (:func:`imresize`) for every network
+except CAJNN, which keeps the bilinear skip its paper has (eq. 5); and the network's last layer
+(:meth:`SRNetwork.output_layer`) starts at zero, so that an untrained network *is* that upsampling
+and training starts no worse than it.
 """
 
 from __future__ import annotations
@@ -22,9 +28,16 @@ import torch
 from detectron2.utils.registry import Registry
 from torch import nn
 
+from featsr_d2.modeling.sr.imresize import imresize
 from featsr_d2.modeling.sr.self_ensemble import self_ensemble_x8
 
-__all__ = ["SR_NETWORK_REGISTRY", "SRNetwork", "build_sr_network", "load_sr_weights"]
+__all__ = [
+    "SR_NETWORK_REGISTRY",
+    "SRNetwork",
+    "build_sr_network",
+    "load_sr_weights",
+    "read_sr_state_dict",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +55,17 @@ class SRNetwork(nn.Module):
     Attributes:
         scale: the upscaling factor.
         self_ensemble: in eval mode, average the outputs of the 8 dihedral transforms of the input.
+        residual: add :meth:`skip` (bicubic upsampling) to ``sr_forward``'s output; a subclass
+            with parameters calls :meth:`zero_output_layer_` at the end of its ``__init__``.
     """
 
     #: Scales a subclass supports (None: any positive integer).
     supported_scales: tuple[int, ...] | None = None
+    #: Whether ``sr_forward`` already adds its own upsampled input (then residual mode only
+    #: zero-initializes the output layer).
+    has_own_skip: bool = False
 
-    def __init__(self, *, scale: int, self_ensemble: bool = False):
+    def __init__(self, *, scale: int, self_ensemble: bool = False, residual: bool = False):
         super().__init__()
         if self.supported_scales is not None and scale not in self.supported_scales:
             raise ValueError(
@@ -57,11 +75,42 @@ class SRNetwork(nn.Module):
             raise ValueError(f"scale must be a positive integer, got {scale}")
         self.scale = int(scale)
         self.self_ensemble = bool(self_ensemble)
+        self.residual = bool(residual)
 
     @staticmethod
     def common_args(cfg) -> dict:
         """The ``from_config`` arguments every network takes."""
-        return {"scale": cfg.MODEL.SR.SCALE, "self_ensemble": cfg.MODEL.SR.SELF_ENSEMBLE}
+        return {
+            "scale": cfg.MODEL.SR.SCALE,
+            "self_ensemble": cfg.MODEL.SR.SELF_ENSEMBLE,
+            "residual": cfg.MODEL.SR.RESIDUAL,
+        }
+
+    def output_layer(self) -> nn.Module | None:
+        """The layer that makes the output image (zeroed in residual mode); None without
+        parameters."""
+        return None
+
+    def zero_output_layer_(self) -> None:
+        """In residual mode, set the weight and bias of :meth:`output_layer` to zero so that the
+        untrained network equals its skip; a no-op otherwise. Subclasses call it last in
+        ``__init__``."""
+        layer = self.output_layer()
+        if not self.residual or layer is None:
+            return
+        with torch.no_grad():
+            for p in layer.parameters(recurse=False):
+                p.zero_()
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        """The fixed upsampling residual mode adds: MATLAB bicubic by ``scale``."""
+        return imresize(x, float(self.scale))
+
+    def _sr(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.sr_forward(x)
+        if self.residual and not self.has_own_skip:
+            out = out + self.skip(x)
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """
@@ -79,25 +128,21 @@ class SRNetwork(nn.Module):
             n, c, h, w = x.shape
             return x.new_zeros((0, c, h * self.scale, w * self.scale))
         if self.self_ensemble and not self.training:
-            return self_ensemble_x8(self.sr_forward, x)
-        return self.sr_forward(x)
+            return self_ensemble_x8(self._sr, x)
+        return self._sr(x)
 
     def sr_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The network itself, on a validated non-empty batch; every SR network defines it."""
         raise TypeError(f"{type(self).__name__} does not define sr_forward")
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale}, self_ensemble={self.self_ensemble}"
+        return f"scale={self.scale}, self_ensemble={self.self_ensemble}, residual={self.residual}"
 
 
-def load_sr_weights(model: nn.Module, path: str) -> None:
-    """Load ``path`` into ``model`` strictly: a state dict, a checkpoint with a ``"model"`` entry
+def read_sr_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """The SR network state dict in ``path``: a state dict, a checkpoint with a ``"model"`` entry
     (what :class:`featsr_d2.engine.sr_trainer.SRTrainer` writes), the SR stage (``sr.*``) of a
-    ``TaskDrivenSR`` checkpoint, or a ``realesrgan://`` name.
-
-    Raises:
-        RuntimeError: keys or shapes do not match the network exactly.
-    """
+    ``TaskDrivenSR`` checkpoint, or a ``realesrgan://`` name."""
     from detectron2.utils.file_io import PathManager
 
     from featsr_d2.modeling.sr import ncnn_import  # noqa: F401  (registers realesrgan://)
@@ -105,17 +150,37 @@ def load_sr_weights(model: nn.Module, path: str) -> None:
     with PathManager.open(path, "rb") as f:
         data = torch.load(f, map_location="cpu", weights_only=True)
     state = data["model"] if isinstance(data, dict) and "model" in data else data
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds no state dict (a {type(state).__name__})")
     if any(k.startswith("detector.") for k in state):  # a TaskDrivenSR checkpoint: its SR stage
         state = {k[len("sr.") :]: v for k, v in state.items() if k.startswith("sr.")}
-    model.load_state_dict(state, strict=True)
+    return state
+
+
+def load_sr_weights(model: nn.Module, path: str) -> None:
+    """Load ``path`` (see :func:`read_sr_state_dict`) into ``model`` strictly.
+
+    Raises:
+        RuntimeError: keys or shapes do not match the network exactly.
+    """
+    model.load_state_dict(read_sr_state_dict(path), strict=True)
     logger.info("Loaded SR weights %s into %s", path, type(model).__name__)
 
 
 def build_sr_network(cfg) -> SRNetwork:
     """Build ``cfg.MODEL.SR.NAME`` on ``cfg.MODEL.DEVICE`` and load ``cfg.MODEL.SR.WEIGHTS``
-    when set."""
+    when set; otherwise, when ``cfg.MODEL.SR.WARM_START`` is set, initialize the parts of the
+    network that the network's ``warm_start_`` maps from those weights (CAJNN: from an
+    RRDBNet)."""
     name = cfg.MODEL.SR.NAME
     model = SR_NETWORK_REGISTRY.get(name)(cfg)
     if cfg.MODEL.SR.WEIGHTS:
         load_sr_weights(model, cfg.MODEL.SR.WEIGHTS)
+    elif cfg.MODEL.SR.WARM_START:
+        if not hasattr(model, "warm_start_"):
+            raise ValueError(
+                f"MODEL.SR.WARM_START is set but {name} has no warm start (CAJNN has one); "
+                "clear the key or use MODEL.SR.WEIGHTS for weights of the same network"
+            )
+        model.warm_start_(read_sr_state_dict(cfg.MODEL.SR.WARM_START), cfg.MODEL.SR.WARM_START)
     return model.to(torch.device(cfg.MODEL.DEVICE))

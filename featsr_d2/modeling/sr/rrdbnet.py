@@ -94,6 +94,7 @@ class RRDBNet(SRNetwork):
         num_blocks: int = 23,
         growth: int = 32,
         self_ensemble: bool = False,
+        residual: bool = False,
     ):
         """
         Args:
@@ -102,8 +103,10 @@ class RRDBNet(SRNetwork):
             num_blocks: number of RRDBs.
             growth: growth channels of the dense blocks.
             self_ensemble: x8 self-ensemble in eval mode.
+            residual: output = bicubic(x) + network(x), ``conv_last`` starting at zero (the
+                published weights make the whole image: load them without residual mode).
         """
-        super().__init__(scale=scale, self_ensemble=self_ensemble)
+        super().__init__(scale=scale, self_ensemble=self_ensemble, residual=residual)
         self.unshuffle = {4: 1, 2: 2, 1: 4}[scale]
         in_ch = 3 * self.unshuffle**2
         self.conv_first = nn.Conv2d(in_ch, num_feat, 3, 1, 1)
@@ -114,6 +117,10 @@ class RRDBNet(SRNetwork):
         self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_last = nn.Conv2d(num_feat, 3, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
+        self.zero_output_layer_()
+
+    def output_layer(self) -> nn.Module:
+        return self.conv_last
 
     @classmethod
     def from_config(cls, cfg):
