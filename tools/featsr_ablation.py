@@ -50,8 +50,7 @@ def results_file(output_dir: str, dataset: str) -> str:
 def run_commands(args, stage1_weights: str) -> tuple[dict[tuple[str, int], tuple], int]:
     """The train_net command and output folder of every (variant, seed), and the number of
     stage-2 iterations."""
-    stage2 = get_featsr_cfg()
-    stage2.merge_from_file(STAGE2_CONFIG)
+    stage2 = get_featsr_cfg(STAGE2_CONFIG)
     if args.iters:  # the stage-2 schedule scaled to --iters iterations
         factor = args.iters / stage2.SOLVER.MAX_ITER
         stage2.SOLVER.MAX_ITER = args.iters
@@ -145,8 +144,7 @@ def main(argv=None):
     parser.add_argument("--table-only", action="store_true", help="tabulate finished runs only")
     args = parser.parse_args(argv)
 
-    stage1 = get_featsr_cfg()
-    stage1.merge_from_file(STAGE1_CONFIG)
+    stage1 = get_featsr_cfg(STAGE1_CONFIG)
     dataset = stage1.DATASETS.TEST[0]
     runs, iters = run_commands(args, args.stage1_weights)
     if not args.table_only:

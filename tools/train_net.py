@@ -14,13 +14,12 @@ total over the processes, as on GPUs.
 """
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 import featsr_d2  # noqa: F401  (registers datasets, backbones and heads)
-from featsr_d2.engine import setup, trainer_class
+from featsr_d2.engine import AtomicDetectionCheckpointer, argument_parser, setup, trainer_class
 
 
 def main(args):
@@ -28,9 +27,10 @@ def main(args):
     trainer_cls = trainer_class(cfg)  # TDSRTrainer for TaskDrivenSR configs, else FeatSRTrainer
     if args.eval_only:
         model = trainer_cls.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        # Refuses weights that leave parameters missing or mis-shaped (another architecture's).
+        AtomicDetectionCheckpointer(
+            model, save_dir=cfg.OUTPUT_DIR, require_all_weights=True
+        ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = trainer_cls.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
@@ -41,7 +41,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     print("Command Line Args:", args)
     if args.num_gpus > 1 and not torch.cuda.is_available():
         print(

@@ -1,15 +1,102 @@
-"""A DetectionCheckpointer whose checkpoints and ``last_checkpoint`` tag are written atomically."""
+"""featsr_d2's checkpointer: Detectron2's, with atomic writes and careful reads.
 
+- Writes: checkpoints and the ``last_checkpoint`` tag are written atomically; a save that dies
+  part-way leaves the previous files, and the temporary files of killed saves are removed when the
+  next run's checkpointer starts (:func:`featsr_d2.utils.file_io.remove_stale_temporaries`).
+- ``.pkl`` weights are refused unless the process opted in (:func:`allow_pickle_weights`, the
+  tools' ``--allow-pickle-weights``): Detectron2 reads them with ``pickle.load``, which runs any
+  code the file holds. ``.pth`` files are read by ``torch.load`` with its default
+  ``weights_only=True``, which constructs tensors and plain containers only.
+- A file that is not a checkpoint (empty, truncated, text, another format) raises
+  :class:`WeightsFileError` naming the file, instead of a bare ``EOFError`` or unpickling error.
+- ``require_all_weights=True`` (evaluation): no weights, or weights that leave model parameters
+  missing or of another shape (a checkpoint of another architecture), raise
+  :class:`WeightsFileError` with the counts and a few of the keys, instead of evaluating a partly
+  random model.
+"""
+
+import logging
 import os
+from urllib.parse import urlparse
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from featsr_d2.utils.file_io import atomic_write, atomic_write_text
+from featsr_d2.utils.converted_weights import cache_dir
+from featsr_d2.utils.file_io import atomic_write, atomic_write_text, remove_stale_temporaries
+
+__all__ = [
+    "ALLOW_PICKLE_FLAG",
+    "AtomicDetectionCheckpointer",
+    "WeightsFileError",
+    "allow_pickle_weights",
+    "pickle_weights_allowed",
+]
+
+logger = logging.getLogger(__name__)
+
+# The command-line flag of the tools that opts in to .pkl weights (engine.setup adds it).
+ALLOW_PICKLE_FLAG = "--allow-pickle-weights"
+_PICKLE_ALLOWED = False
+
+
+def allow_pickle_weights(allowed: bool = True) -> None:
+    """Let this process's checkpointers read ``.pkl`` weights (pickle runs the code a file holds:
+    only for files from a source you trust, such as Detectron2's model zoo). Set by the tools'
+    ``--allow-pickle-weights``; deliberately not a config key: a config may come from others."""
+    global _PICKLE_ALLOWED
+    _PICKLE_ALLOWED = bool(allowed)
+
+
+def pickle_weights_allowed() -> bool:
+    return _PICKLE_ALLOWED
+
+
+class WeightsFileError(ValueError):
+    """A weights file that cannot be used: refused, unreadable, or not holding the model's
+    weights."""
+
+
+def _is_pickle(path: str) -> bool:
+    return urlparse(path).path.endswith(".pkl") or path.endswith(".pkl")
+
+
+def _refuse_pickle(path: str) -> None:
+    raise WeightsFileError(
+        f"Refusing to load {path}: .pkl weights are Python pickles, and reading one runs any code "
+        "it holds. If you trust where it comes from (Detectron2's model zoo, e.g. "
+        f"detectron2://ImageNetPretrained/MSRA/R-50.pkl), add {ALLOW_PICKLE_FLAG} to the command "
+        "line (in Python: featsr_d2.engine.allow_pickle_weights()). Otherwise use a .pth "
+        "checkpoint, which torch reads without running code."
+    )
+
+
+def _cache_hint(filename: str) -> str:
+    cache = os.path.abspath(cache_dir())
+    if os.path.abspath(filename).startswith(cache + os.sep):
+        return (
+            f" It is featsr_d2's converted-weights cache: delete it (rm {filename}) and the next "
+            "run converts it again."
+        )
+    return ""
 
 
 class AtomicDetectionCheckpointer(DetectionCheckpointer):
-    """Same files as :class:`DetectionCheckpointer`; a crash mid-save leaves the previous ones."""
+    """Same files as :class:`DetectionCheckpointer`; a crash mid-save leaves the previous ones.
+    See the module docstring for what it refuses when reading."""
+
+    def __init__(self, model, save_dir: str = "", *, require_all_weights: bool = False, **kwargs):
+        """
+        Args:
+            require_all_weights: raise unless every model parameter and buffer is loaded with its
+                shape (evaluation of a given checkpoint).
+            model, save_dir, kwargs: as for :class:`DetectionCheckpointer`.
+        """
+        super().__init__(model, save_dir, **kwargs)
+        self.require_all_weights = require_all_weights
+        self._loading = ""
+        if self.save_dir and self.save_to_disk:
+            remove_stale_temporaries(self.save_dir)
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -25,3 +112,66 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
+
+    def load(self, path: str, *args, **kwargs):
+        if not path and self.require_all_weights:
+            raise WeightsFileError(
+                "No weights to evaluate: set MODEL.WEIGHTS to a checkpoint of this config's model "
+                "(or --resume with a checkpoint in OUTPUT_DIR)."
+            )
+        if path and _is_pickle(path) and not _PICKLE_ALLOWED:
+            _refuse_pickle(path)  # before Detectron2 fetches it
+        self._loading = path
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            self._loading = ""
+            self._parsed_url_during_load = None  # Detectron2 leaves it set when a load raises
+
+    def _load_file(self, filename: str):
+        if filename.endswith(".pkl") and not _PICKLE_ALLOWED:
+            _refuse_pickle(filename)
+        if os.path.isfile(filename) and os.path.getsize(filename) == 0:
+            raise WeightsFileError(f"{filename}: the weights file is empty.{_cache_hint(filename)}")
+        try:
+            loaded = super()._load_file(filename)
+        except Exception as e:  # torch.load's readers raise anything on garbage (EOFError, ...)
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise WeightsFileError(
+                f"{filename}: not a readable checkpoint ({type(e).__name__}: {reason[:300]}). "
+                "Is it truncated (a killed copy or download), or a file of another kind?"
+                + _cache_hint(filename)
+            ) from e
+        model = loaded.get("model") if isinstance(loaded, dict) else None
+        if not isinstance(model, dict):
+            raise WeightsFileError(
+                f"{filename}: holds no state dict of weights (got {type(loaded).__name__})."
+            )
+        return loaded
+
+    def _log_incompatible_keys(self, incompatible) -> None:
+        super()._log_incompatible_keys(incompatible)
+        if not self.require_all_weights:
+            return
+        wrong = list(incompatible.incorrect_shapes)
+        wrong_keys = {k for k, _, _ in wrong}
+        missing = [k for k in incompatible.missing_keys if k not in wrong_keys]
+        if not missing and not wrong:
+            return
+        total = len(self.model.state_dict())
+        parts = []
+        if missing:
+            parts.append(
+                f"{len(missing)} of the model's {total} weights are missing ({missing[:5]})"
+            )
+        if wrong:
+            shapes = ", ".join(
+                f"{k}: {tuple(c)} in the file, {tuple(m)} in the model" for k, c, m in wrong[:3]
+            )
+            parts.append(f"{len(wrong)} have another shape ({shapes})")
+        raise WeightsFileError(
+            f"Refusing to evaluate with {self._loading or 'these weights'}: "
+            + "; ".join(parts)
+            + ". It is not a checkpoint of this config's architecture (or of its number of "
+            "classes); evaluating it would score a partly random model."
+        )

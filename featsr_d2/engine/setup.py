@@ -1,26 +1,51 @@
-"""Config set-up shared by the tools: Detectron2 defaults, featsr_d2 keys, file, overrides."""
+"""Config set-up shared by the tools: Detectron2 defaults, featsr_d2 keys, file, overrides.
+
+The file is read with safe YAML (:func:`featsr_d2.config_files.merge_config_file`) and every key
+featsr_d2 adds is checked against its allowed range
+(:func:`featsr_d2.config_validation.validate_config`) before anything is built.
+"""
 
 from detectron2.config import get_cfg
-from detectron2.engine import default_setup
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from featsr_d2.config import add_featsr_config
+from featsr_d2.config_files import merge_config_file
+from featsr_d2.config_validation import validate_config
 from featsr_d2.data import set_bad_record_policy
+from featsr_d2.engine.checkpoint import ALLOW_PICKLE_FLAG, allow_pickle_weights
 
 
 def get_featsr_cfg(config_file: str | None = None, opts: list[str] | None = None):
-    """A config with featsr_d2's keys, merged from ``config_file`` and ``opts``; not frozen."""
+    """A config with featsr_d2's keys, merged from ``config_file`` (safe YAML) and ``opts``, its
+    featsr_d2 keys validated; not frozen."""
     cfg = get_cfg()
     add_featsr_config(cfg)
     if config_file:
-        cfg.merge_from_file(config_file)
+        merge_config_file(cfg, config_file)
     cfg.merge_from_list(list(opts or []))
+    validate_config(cfg)
     return cfg
 
 
+def argument_parser(epilog: str | None = None):
+    """Detectron2's ``default_argument_parser`` plus featsr_d2's ``--allow-pickle-weights``."""
+    parser = default_argument_parser(epilog)
+    parser.add_argument(
+        ALLOW_PICKLE_FLAG,
+        action="store_true",
+        help="allow .pkl weights (e.g. Detectron2's model zoo detectron2://...R-50.pkl). They are "
+        "read with pickle, which RUNS ANY CODE the file holds: use only files from a source you "
+        "trust. Without it .pkl weights are refused; .pth files never need it",
+    )
+    return parser
+
+
 def setup(args):
-    """The config for a tool run from Detectron2's ``default_argument_parser`` arguments."""
+    """The config for a tool run from :func:`argument_parser`'s (or Detectron2's
+    ``default_argument_parser``'s) arguments."""
+    allow_pickle_weights(getattr(args, "allow_pickle_weights", False))
     cfg = get_featsr_cfg(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)

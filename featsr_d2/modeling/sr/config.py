@@ -15,6 +15,8 @@
 
 from detectron2.config import CfgNode as CN
 
+from featsr_d2.config_files import merge_config_file
+
 __all__ = ["add_sr_config", "get_sr_cfg"]
 
 
@@ -131,6 +133,6 @@ def get_sr_cfg(config_file: str | None = None, opts: list[str] | None = None):
     cfg = get_featsr_cfg()
     add_sr_config(cfg)
     if config_file:
-        cfg.merge_from_file(config_file)
+        merge_config_file(cfg, config_file)  # safe YAML only
     cfg.merge_from_list(list(opts or []))
     return cfg

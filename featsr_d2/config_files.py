@@ -1,0 +1,39 @@
+"""Reading config files: the one way featsr_d2 merges a YAML file into a config.
+
+Detectron2's ``CfgNode.merge_from_file`` falls back to ``yaml.unsafe_load`` by default, so a tag
+such as ``!!python/object/apply:os.system`` in a config (or in one of its ``_BASE_`` files) runs
+code. :func:`merge_config_file` reads with safe YAML only and refuses such a file, naming it and
+the line. Every config featsr_d2 reads (``--config-file``, ``MODEL.TDSR.DETECTOR_CONFIG``, the
+tools' ``--model`` and ``--row`` configs) goes through it.
+"""
+
+import yaml
+from detectron2.utils.file_io import PathManager
+
+__all__ = ["UnsafeConfigError", "merge_config_file"]
+
+
+class UnsafeConfigError(ValueError):
+    """A config file that safe YAML cannot read because it asks to construct Python objects."""
+
+
+def merge_config_file(cfg, path: str) -> None:
+    """``cfg.merge_from_file(path)`` with safe YAML: plain values only, ``_BASE_`` files too.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        UnsafeConfigError: a file of the chain holds a Python tag (it would run code).
+        yaml.YAMLError: the file is not valid YAML (the message names file, line and column).
+    """
+    if not PathManager.isfile(path):
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        cfg.merge_from_file(path, allow_unsafe=False)
+    except yaml.constructor.ConstructorError as e:
+        mark = e.problem_mark
+        where = f"{mark.name}, line {mark.line + 1}" if mark is not None else path
+        raise UnsafeConfigError(
+            f"Refusing to read the config {where}: {e.problem}. Such a YAML tag constructs Python "
+            "objects, which can run any code; featsr_d2 reads configs as plain YAML only. Replace "
+            "the tagged value with a plain one (a config holds numbers, strings and lists)."
+        ) from None
