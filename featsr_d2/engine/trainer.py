@@ -173,8 +173,8 @@ class FeatSRTrainer(DefaultTrainer):
         betas (0.5, 0.999) as usual for GAN discriminators: the paper gives no optimizer), or None
         for a model without a discriminator."""
         discriminator = discriminator_of(model)
-        if discriminator is None:
-            return None
+        if discriminator is None or not any(p.requires_grad for p in discriminator.parameters()):
+            return None  # no discriminator, or a frozen one (stage 3, SUPERVISION detection_only)
         return torch.optim.Adam(
             discriminator.parameters(), lr=cfg.MODEL.FEATSR.DISCRIMINATOR_LR, betas=(0.5, 0.999)
         )

@@ -60,8 +60,9 @@ def _worker(root: str, train_name: str, test_name: str, output_dir: str, supervi
     )
 
 
-# "none": no loss reaches the discriminator, which the heads freeze (no unused parameters in DDP).
-@pytest.mark.parametrize("supervision", ["extractor", "none"])
+# "detection_only": no loss reaches the discriminator, which the heads freeze (no unused
+# parameters in DDP). Stage 2 freezes the large predictor too.
+@pytest.mark.parametrize("supervision", ["extractor", "detection_only"])
 def test_featsr_stage2_ddp_two_cpu_processes(supervision, tiny_tt100k, tmp_path):
     train_name, test_name, root = tiny_tt100k
     launch(
@@ -90,8 +91,14 @@ def test_featsr_stage2_ddp_two_cpu_processes(supervision, tiny_tt100k, tmp_path)
     frozen = [k for k in first["start"] if k not in trained]
     assert any(k.startswith("backbone.") for k in frozen)
     assert any(k.startswith("proposal_generator.") for k in frozen)
-    frozen_modules = ("backbone.", "proposal_generator.")
-    if supervision == "none":
+    frozen_modules = (
+        "backbone.",
+        "proposal_generator.",
+        "roi_heads.box_head.",
+        "roi_heads.box_predictor.",
+    )
+    assert any(k.startswith("roi_heads.box_predictor.") for k in frozen)
+    if supervision == "detection_only":
         frozen_modules += ("roi_heads.discriminator.",)
         assert any(k.startswith("roi_heads.discriminator.") for k in frozen)
     assert all(k.startswith(frozen_modules) for k in frozen), frozen
@@ -109,7 +116,7 @@ def test_featsr_stage2_ddp_two_cpu_processes(supervision, tiny_tt100k, tmp_path)
     for module in (
         "roi_heads.generator.",
         "roi_heads.small_predictor.",
-        "roi_heads.box_predictor.",
+        "roi_heads.small_box_head.",
     ):
         assert changed(module), f"{module} did not change"
     if supervision == "extractor":

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torchvision
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
@@ -152,10 +153,11 @@ def test_heads_equal_the_base_head_at_initialization_and_route_small_proposals(l
         small = torch.sqrt(proposals[0].proposal_boxes.area()) < heads.small_size
         assert small.any() and (~small).any()
         heads.small_predictor.cls_score.bias.add_(torch.linspace(0, 3, heads.num_classes + 1))
-        large_pred, small_pred = heads._predict(features, [proposals[0].proposal_boxes], [small])
-        base_large, base_small = base_heads._predict(
-            features, [proposals[0].proposal_boxes], [small]
-        )
+        boxes = proposals[0].proposal_boxes
+        large_pred = heads._predict_large(features, [boxes[~small]])
+        small_pred = heads._predict_small(features, [boxes[small]])
+        base_large = base_heads._predict_large(features, [boxes[~small]])
+        base_small = base_heads._predict_small(features, [boxes[small]])
         assert torch.allclose(large_pred[0], base_large[0])  # large RoIs: untouched
         assert not torch.allclose(small_pred[0], base_small[0])  # small RoIs: the small predictor
 
@@ -205,8 +207,19 @@ def _batch(cfg, train_name, with_empty=True):
     return batch
 
 
-@pytest.mark.parametrize("supervision", ["extractor", "naive", "none"])
-def test_training_losses(tiny_tt100k, supervision):
+SMALL_LOSSES = {"loss_cls_small", "loss_box_reg_small"}
+SR_LOSSES = {"loss_sr_content", "loss_sr_adversarial", "loss_discriminator"}
+
+
+def _has_grad(module) -> bool:
+    return any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+@pytest.mark.parametrize("supervision", ["extractor", "naive", "none", "detection_only"])
+def test_stage2_training_losses(tiny_tt100k, supervision):
+    """Stage 2 trains G, D and the small predictor only; Table 4's "SR without supervision"
+    (``none``) drops exactly the content loss and still trains D; ``detection_only`` makes no
+    SR pairs and freezes D."""
     train_name, _, _ = tiny_tt100k
     cfg = tiny_featsr_cfg(
         **{"MODEL.FEATSR.SUPERVISION": supervision, "MODEL.FEATSR.SMALL_SIZE": 48}
@@ -214,24 +227,49 @@ def test_training_losses(tiny_tt100k, supervision):
     model = build_model(cfg).train()
     with EventStorage():
         losses = model(_batch(cfg, train_name))
-    expected = {"loss_cls", "loss_box_reg", "loss_cls_small", "loss_box_reg_small"}
-    if supervision != "none":
-        expected |= {"loss_sr_content", "loss_sr_adversarial", "loss_discriminator"}
+    expected = {
+        "extractor": SMALL_LOSSES | SR_LOSSES,
+        "naive": SMALL_LOSSES | SR_LOSSES,
+        "none": SMALL_LOSSES | SR_LOSSES - {"loss_sr_content"},
+        "detection_only": SMALL_LOSSES,
+    }[supervision]
     assert set(losses) == expected
     assert all(math.isfinite(v.item()) for v in losses.values())
     sum(losses.values()).backward()
     heads = model.roi_heads
     assert all(p.grad is None for p in model.backbone.parameters())  # frozen in stage 2
     assert all(p.grad is None for p in model.proposal_generator.parameters())
-    assert any(
-        p.grad is not None and p.grad.abs().sum() > 0 for p in heads.small_predictor.parameters()
-    )
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in heads.generator.parameters())
-    d_grads = [p.grad for p in heads.discriminator.parameters()]
-    if supervision == "none":
-        assert all(g is None for g in d_grads)
+    for name in heads._REPLICAS:  # the large predictor: frozen in stage 2
+        large = getattr(heads, name.rstrip("."))
+        assert all(not p.requires_grad and p.grad is None for p in large.parameters())
+        assert not large.training
+    assert _has_grad(heads.small_predictor) and _has_grad(heads.generator)
+    if supervision == "detection_only":
+        assert all(p.grad is None for p in heads.discriminator.parameters())
     else:
-        assert any(g is not None and g.abs().sum() > 0 for g in d_grads)
+        assert _has_grad(heads.discriminator)
+
+
+def test_stage3_trains_only_the_predictors_and_the_large_one_on_large_proposals(tiny_tt100k):
+    train_name, _, _ = tiny_tt100k
+    cfg = tiny_featsr_cfg(**{"MODEL.FEATSR.STAGE": 3, "MODEL.FEATSR.SMALL_SIZE": 48})
+    model = build_model(cfg).train()
+    heads = model.roi_heads
+    seen = []
+    large_losses = heads.box_predictor.losses
+    heads.box_predictor.losses = lambda pred, props: seen.extend(props) or large_losses(pred, props)
+    with EventStorage() as storage:
+        losses = model(_batch(cfg, train_name))
+    assert set(losses) == {"loss_cls", "loss_box_reg"} | SMALL_LOSSES
+    sides = torch.cat([p.proposal_boxes.area().sqrt() for p in seen])
+    assert sides.numel() > 0 and bool((sides >= heads.small_size).all())  # large proposals only
+    # The two predictors log under distinct event keys.
+    logged = storage.latest()
+    assert {"fast_rcnn/cls_accuracy", "small/fast_rcnn/cls_accuracy"} <= set(logged)
+    sum(losses.values()).backward()
+    trained = {n.split(".")[1] for n, p in model.named_parameters() if p.grad is not None}
+    assert trained == set(name.rstrip(".") for kv in heads._REPLICAS.items() for name in kv)
+    assert not heads.generator.training and not heads.discriminator.training
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
@@ -286,11 +324,9 @@ def test_stage2_training_freezes_base_and_checkpoints_both_optimizers(tiny_tt100
     trainer = FeatSRTrainer(cfg)
     trainer.resume_or_load(resume=False)
     model = trainer.model
-    frozen = {
-        k: v.clone()
-        for k, v in model.named_parameters()
-        if k.startswith(("backbone.", "proposal_generator."))
-    }
+    frozen_prefixes = ("backbone.", "proposal_generator.", "roi_heads.res5.", "roi_heads.box_p")
+    frozen = {k: v.clone() for k, v in model.named_parameters() if k.startswith(frozen_prefixes)}
+    assert any(k.startswith("roi_heads.box_predictor.") for k in frozen)
     trained = {
         k: v.clone()
         for k, v in model.named_parameters()
@@ -326,8 +362,9 @@ def test_stage2_training_freezes_base_and_checkpoints_both_optimizers(tiny_tt100
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_heads_pool_base_and_sub_in_one_call_equal_to_detectron2_poolers(layout, monkeypatch):
     """FeatSR's pooling (featsr_d2's multi-map, multi-level RoIAlign) equals Detectron2's ROIPooler
-    on the base map and on the sub map (C4: res3; FPN: the next finer level), and the base and sub
-    RoI features of a set of proposals come from one call."""
+    on the base map and on the sub map (C4: res3; FPN: the bottom-up stage before each level's),
+    and the base and sub RoI features of a set of proposals come from one call (C4), or one
+    call plus one per sub layer when their widths differ (FPN)."""
     from detectron2.modeling.poolers import (
         ROIPooler,
         assign_boxes_to_levels,
@@ -351,15 +388,19 @@ def test_heads_pool_base_and_sub_in_one_call_equal_to_detectron2_poolers(layout,
         lambda maps, *a, **k: calls.append(1) or op(maps, *a, **k),
     )
     with torch.no_grad():
-        base, sub = heads._pool([heads._base_maps(features), heads._sub_maps(features)], boxes)
-    assert len(calls) == 1
+        base, sub, _ = heads._pool_generator_inputs(features, boxes)
     res = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
     if layout == "C4":
+        assert len(calls) == 1
         ref_base, ref_sub = (
             ROIPooler(res, (scale,), 0, "ROIAlignV2")([features[name]], boxes)
             for name, scale in (("res4", 1 / 16), ("res3", 1 / 8))
         )
     else:
+        # Sub layers of P2..P5: the bottom-up stage2, stage2, stage3, stage4 (24, 24, 32, 96
+        # channels), pooled by one call each and projected to the base width by G.
+        assert heads.sub_features == ["stage2", "stage2", "stage3", "stage4"]
+        assert len(calls) == 1 + 3
         maps = [features[f] for f in heads.box_in_features]
         ref_base = heads.box_pooler(maps, boxes)
         p = heads.box_pooler
@@ -368,9 +409,15 @@ def test_heads_pool_base_and_sub_in_one_call_equal_to_detectron2_poolers(layout,
         )
         ref_sub = torch.zeros_like(ref_base)
         rois = convert_boxes_to_pooler_format(boxes)
-        for k, level in enumerate(levels.tolist()):
-            src = max(level - 1, 0)  # the next finer level; the finest reads itself
-            ref_sub[k] = p.level_poolers[src](maps[src], rois[k : k + 1])[0]
+        with torch.no_grad():
+            for k, level in enumerate(levels.tolist()):
+                name = heads.sub_features[level]
+                stride = model.backbone.output_shape()[name].stride
+                pooled = torchvision.ops.roi_align(
+                    features[name], rois[k : k + 1], res, 1 / stride, 0, aligned=True
+                )
+                index = heads._sub_sources.index(name)
+                ref_sub[k] = heads.generator.project_sub(index, pooled)[0]
         assert levels.unique().numel() > 1  # the boxes span several levels
     torch.testing.assert_close(base, ref_base, rtol=0, atol=1e-6)
     torch.testing.assert_close(sub, ref_sub, rtol=0, atol=1e-6)
@@ -427,5 +474,5 @@ def test_heads_with_no_proposals(tiny_tt100k, layout):
             lr_features=lr_features,
             sr_targets=model.backbone.extract_targets(torch.randn(2, 3, 128, 128)),
         )
-    assert {"loss_cls", "loss_cls_small", "loss_sr_content", "loss_discriminator"} <= set(losses)
+    assert {"loss_cls_small", "loss_sr_content", "loss_discriminator"} <= set(losses)
     assert all(math.isfinite(v.item()) for v in losses.values())

@@ -60,7 +60,7 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from torch import nn
 
-from featsr_d2.modeling.backbone.target_extractor import FeatSRFPN, atrous_conv
+from featsr_d2.modeling.backbone.target_extractor import FeatSRFPN, atrous_conv, featsr_passthrough
 
 __all__ = [
     "MobileNetV2Backbone",
@@ -442,4 +442,5 @@ def FeatSRMobileNetV2FPN(cfg, input_shape: ShapeSpec) -> FeatSRFPN:
         norm=cfg.MODEL.FPN.NORM,
         top_block=LastLevelMaxPool(),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+        passthrough=featsr_passthrough(cfg),
     )

@@ -23,6 +23,8 @@ MobileNetV2 has it natively. The builders ``FeatSRResNetBackbone`` and ``FeatSRR
 build them from the usual ``MODEL.RESNETS`` / ``MODEL.FPN`` keys.
 """
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
@@ -32,6 +34,7 @@ from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, BottleneckBlock
 from torch import nn
 
+from featsr_d2.config import featsr_sub_features
 from featsr_d2.layers.dilated_conv_maxpool import dilated_conv_maxpool2d, norm_to_affine
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "FeatSRResNetFPNBackbone",
     "atrous_conv",
     "atrous_max_pool",
+    "featsr_passthrough",
 ]
 
 
@@ -148,7 +152,47 @@ class FeatSRResNet(ResNet):
 class FeatSRFPN(FPN):
     """Detectron2's FPN with FeatSR's SR target extractor; its bottom-up network must have
     ``extract_targets`` too. The lateral 1x1 convolutions are unchanged, the 3x3 output convolutions
-    are dilated, and the p6 max pool (kernel 1, stride 2) gets a 2x2 window."""
+    are dilated, and the p6 max pool (kernel 1, stride 2) gets a 2x2 window.
+
+    ``passthrough`` names bottom-up features (e.g. "res2") that :meth:`forward` returns beside the
+    pyramid, unchanged and without extra computation: the FeatSR heads' sub layers. They are in
+    :meth:`output_shape` too; the targets are the pyramid's only.
+    """
+
+    def __init__(self, *args, passthrough: Sequence[str] = (), **kwargs):
+        """
+        Args:
+            passthrough: bottom-up features to return beside the pyramid levels.
+            args, kwargs: the arguments of Detectron2's :class:`FPN`.
+        """
+        super().__init__(*args, **kwargs)
+        available = self.bottom_up.output_shape()
+        missing = [f for f in passthrough if f not in available]
+        if missing:
+            raise ValueError(
+                f"FeatSR sub layers {missing} are not outputs of the bottom-up network (it has "
+                f"{sorted(available)}): add them to its OUT_FEATURES (MODEL.RESNETS / MODEL.MNV2; "
+                "featsr_d2.enable_featsr does)"
+            )
+        self.passthrough = tuple(passthrough)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self.passthrough:
+            return super().forward(x)
+        captured = {}
+        handle = self.bottom_up.register_forward_hook(lambda _m, _i, out: captured.update(out))
+        try:
+            results = super().forward(x)
+        finally:
+            handle.remove()
+        results.update({f: captured[f] for f in self.passthrough})
+        return results
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        shapes = super().output_shape()
+        bottom_up = self.bottom_up.output_shape()
+        shapes.update({f: bottom_up[f] for f in self.passthrough})
+        return shapes
 
     def extract_targets(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         bottom_up = self.bottom_up.extract_targets(x)
@@ -173,6 +217,14 @@ class FeatSRFPN(FPN):
                 top_in = results[self._out_features.index(source)]
             results.append(atrous_max_pool(top_in, 1, 2, 0))
         return dict(zip(self._out_features, results))
+
+
+def featsr_passthrough(cfg) -> list[str]:
+    """The bottom-up features a FeatSR model's FPN returns beside its pyramid (the heads' sub
+    layers); none for another meta-architecture (a stage-1 detector on a FeatSR backbone)."""
+    if cfg.MODEL.META_ARCHITECTURE != "FeatSRRCNN":
+        return []
+    return list(dict.fromkeys(featsr_sub_features(cfg)))
 
 
 def _as_featsr_resnet(resnet: ResNet, freeze_at: int, fused_targets: bool) -> FeatSRResNet:
@@ -209,4 +261,5 @@ def FeatSRResNetFPNBackbone(cfg, input_shape: ShapeSpec) -> FeatSRFPN:
         norm=cfg.MODEL.FPN.NORM,
         top_block=LastLevelMaxPool(),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+        passthrough=featsr_passthrough(cfg),
     )

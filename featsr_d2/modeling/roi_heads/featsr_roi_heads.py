@@ -3,10 +3,10 @@
 Beside the base detector's head (the *large predictor*: ``res5`` / ``box_head``, and
 ``box_predictor``) sit
 
-- the SR feature generator G, reading the base-layer RoI feature and the sub-layer one pooled to
-  the same size. C4: base ``res4``, sub ``MODEL.FEATSR.SUB_FEATURE`` (e.g. ``res3``). FPN: base the
-  RoI's assigned level P_k, sub the next finer level P_(k-1); a RoI on the finest level has no finer
-  level and reads P_k twice (our choice: the paper describes the C4-style backbone only);
+- the SR feature generator G, reading the base-layer RoI feature and the sub (former) layer's RoI
+  feature pooled at the same box to the same size. The sub layer of each base level is a
+  bottom-up feature (:func:`featsr_d2.config.featsr_sub_features`): C4 base ``res4``, sub
+  ``res3``; FPN level P_k, sub the bottom-up stage C_(k-1) at twice its resolution (P2: C2);
 - the *small predictor* (``small_res5`` / ``small_box_head``, and ``small_predictor``), a replica of
   the large one; when a checkpoint without it is loaded (the stage-1 base detector) it is
   initialized from the large one;
@@ -16,27 +16,37 @@ Routing: a proposal whose sqrt(area) on the input image is below ``MODEL.FEATSR.
 small. Small proposals go through G and the small predictor, large ones through the large
 predictor; their predictions are merged before the per-class NMS.
 
-Training losses (stage 2):
+The paper's phases (section 4.3, ``MODEL.FEATSR.STAGE``; stage 1 is the base detector, backbone
+and RPN are frozen in both of these):
 
-- ``loss_cls`` / ``loss_box_reg``: the large predictor on large proposals (fine-tuning);
-- ``loss_cls_small`` / ``loss_box_reg_small``: the small predictor on G(F^1.0) of small proposals;
-  they train the small predictor and G (times ``DETECTION_WEIGHT``);
-- ``loss_sr_content`` (eq. 4) and ``loss_sr_adversarial`` (eq. 5): G on pairs (F^0.5, T^1.0) of the
-  sampled proposals whose 0.5x box is small and whose 1.0x box is at least ``TARGET_MIN_SIZE``;
-  the adversarial loss sees D through detached parameters, so it trains G only;
-- ``loss_discriminator`` (eq. 6): D on T^1.0 against detached S^0.5, so it trains D only.
+- stage 2 trains G, D and the small predictor; the large predictor is frozen and not run:
+  ``loss_cls_small`` / ``loss_box_reg_small`` (the small predictor on G(F^1.0) of small
+  proposals, times ``DETECTION_WEIGHT``; they train the small predictor and G),
+  ``loss_sr_content`` (eq. 4) and ``loss_sr_adversarial`` (eq. 5) on pairs (F^0.5, T^1.0) of the
+  sampled proposals whose 0.5x box is small and whose 1.0x box is at least ``TARGET_MIN_SIZE``
+  (the adversarial loss sees D through detached parameters, so it trains G only), and
+  ``loss_discriminator`` (eq. 6: D on T^1.0 against detached S^0.5, so it trains D only). One
+  backward pass gives every module the gradient of its own objective; the trainer steps D with
+  its own optimizer (``featsr_d2.engine.trainer``): G and D are trained in alternation within
+  each iteration, as the paper trains them alternately;
+- stage 3 fine-tunes both predictors with G and D frozen: the small one on G's features of small
+  proposals (``loss_*_small``), the large one on large proposals only (``loss_cls`` /
+  ``loss_box_reg``).
 
-One backward pass of the sum therefore gives every module the gradient of its own objective; the
-trainer steps D with its own optimizer (``featsr_d2.engine.trainer``). Targets come from the SR
-target extractor (``SUPERVISION: extractor``), from the plain backbone on the 1.0x image (``naive``,
-Table 4's naive supervision), or are not used (``none``: no pairs, G learns from the small
-predictor's losses only; Table 4's SR without supervision).
+Targets (``SUPERVISION``) come from the SR target extractor (``extractor``), from the plain
+backbone on the 1.0x image (``naive``, Table 4's naive supervision), or are used by D only
+(``none``: Table 4's SR without supervision, the model without the content loss).
+``detection_only`` makes no pairs at all: G learns from the small predictor's losses only and D
+is frozen.
 
 Pooling runs on featsr_d2's RoIAlign (:func:`~featsr_d2.layers.multimap_roi_align`): the base and
 sub RoI features of a set of proposals come from one call, and so do the pairs' F^0.5 (base and
-sub) and T^1.0, with every RoI pooled from its own pyramid level and no per-level masking. The
+sub) and T^1.0, with every RoI pooled from its own pyramid level and no per-level masking (when
+the sub layers differ in width, each sub layer is pooled by its own call and projected by G). The
 box pooler's type sets the alignment and sampling ("ROIAlign", "ROIAlignV2", or featsr_d2's
 "FeatSRROIAlign(V2)", which the heads also accept); the result equals Detectron2's poolers.
+
+The small predictor's events (accuracy, foreground fraction) are logged under ``small/``.
 """
 
 import copy
@@ -48,8 +58,11 @@ from detectron2.modeling import ROI_HEADS_REGISTRY
 from detectron2.modeling.poolers import assign_boxes_to_levels
 from detectron2.modeling.roi_heads import Res5ROIHeads, StandardROIHeads
 from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import get_event_storage
+from torch import nn
 from torch.func import functional_call
 
+from featsr_d2.config import FEATSR_STAGES, featsr_sub_features
 from featsr_d2.layers import multimap_roi_align
 from featsr_d2.modeling.poolers import FeatSRPoolersMixin
 from featsr_d2.modeling.roi_heads.sr_feature_discriminator import (
@@ -62,22 +75,39 @@ from featsr_d2.modeling.roi_heads.sr_feature_generator import SRFeatureGenerator
 
 __all__ = ["FeatSRRes5ROIHeads", "FeatSRStandardROIHeads", "SUPERVISIONS"]
 
-SUPERVISIONS = ("extractor", "naive", "none")
+SUPERVISIONS = ("extractor", "naive", "none", "detection_only")
 
 
 def _sqrt_area(boxes: Boxes) -> torch.Tensor:
     return boxes.area().clamp(min=0).sqrt()
 
 
-def _featsr_from_config(cfg, base_channels: int, sub_channels: int, resolution: int) -> dict:
+def _featsr_from_config(cfg, input_shape: dict[str, ShapeSpec], base_channels: int) -> dict:
+    """The FeatSR arguments shared by both layouts: G, D, the sub layers and the settings."""
     f = cfg.MODEL.FEATSR
+    subs = featsr_sub_features(cfg)
+    missing = [s for s in dict.fromkeys(subs) if s not in input_shape]
+    if missing:
+        raise ValueError(
+            f"FeatSR's sub layers {missing} are not backbone outputs (it has "
+            f"{sorted(input_shape)}): add them to the bottom-up network's OUT_FEATURES "
+            "(MODEL.RESNETS / MODEL.MNV2), or set MODEL.FEATSR.SUB_FEATURES; "
+            "featsr_d2.enable_featsr does the former"
+        )
+    sources = list(dict.fromkeys(subs))
+    resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
     return {
         "generator": SRFeatureGenerator(
-            cfg, base_channels=base_channels, sub_channels=sub_channels
+            cfg,
+            base_channels=base_channels,
+            sub_channels=[input_shape[s].channels for s in sources],
         ),
         "discriminator": SRFeatureDiscriminator(
             cfg, input_shape=(base_channels, resolution, resolution)
         ),
+        "sub_features": subs,
+        "sub_scales": [1.0 / input_shape[s].stride for s in subs],
+        "stage": f.STAGE,
         "small_size": f.SMALL_SIZE,
         "target_min_size": f.TARGET_MIN_SIZE,
         "supervision": f.SUPERVISION,
@@ -89,12 +119,12 @@ def _featsr_from_config(cfg, base_channels: int, sub_channels: int, resolution: 
 
 class _FeatSRHeads:
     """Routing, losses and inference shared by the C4 and FPN heads. A subclass provides
-    ``_base_maps(features)`` and ``_sub_maps(features)`` (the maps, one per pyramid level, and
-    their spatial scales, that the base and sub RoI features of a RoI on level k come from; one
-    level for C4), ``_box_pooler`` (the base detector's pooler, whose alignment and sampling the
-    heads use), ``_large_head(x)`` and ``_small_head(x)`` (what stands between a RoI feature and
-    the large / small predictor), ``_levels(boxes)`` on a pyramid, and ``_REPLICAS``: the large
-    predictor's parts and their replicas in the small predictor."""
+    ``_base_maps(features)`` (the maps, one per pyramid level, and their spatial scales, that the
+    base RoI feature of a RoI on level k comes from; one level for C4), ``_box_pooler`` (the base
+    detector's pooler, whose alignment and sampling the heads use), ``_large_head(x)`` and
+    ``_small_head(x)`` (what stands between a RoI feature and the large / small predictor),
+    ``_levels(boxes)`` on a pyramid, and ``_REPLICAS``: the large predictor's parts and their
+    replicas in the small predictor."""
 
     _REPLICAS: dict[str, str] = {}
 
@@ -103,6 +133,9 @@ class _FeatSRHeads:
         *,
         generator: SRFeatureGenerator,
         discriminator: SRFeatureDiscriminator,
+        sub_features: list[str],
+        sub_scales: list[float],
+        stage: int,
         small_size: float,
         target_min_size: float,
         supervision: str,
@@ -114,36 +147,58 @@ class _FeatSRHeads:
             raise ValueError(
                 f"MODEL.FEATSR.SUPERVISION must be one of {SUPERVISIONS}, got {supervision!r}"
             )
+        if stage not in FEATSR_STAGES:
+            raise ValueError(f"MODEL.FEATSR.STAGE must be one of {FEATSR_STAGES}, got {stage!r}")
         self.generator = generator
         self.discriminator = discriminator
-        if supervision == "none":
-            # No pairs, so no loss reaches D: frozen, it stays out of DDP's gradient reduction.
-            self.discriminator.requires_grad_(False)
         for large, small in self._REPLICAS.items():
             setattr(self, small.rstrip("."), copy.deepcopy(getattr(self, large.rstrip("."))))
+        self.sub_features = list(sub_features)
+        self.sub_scales = list(sub_scales)
+        self._sub_sources = list(dict.fromkeys(sub_features))
+        self.stage = stage
         self.small_size = small_size
         self.target_min_size = target_min_size
         self.supervision = supervision
         self.content_weight = content_weight
         self.adversarial_weight = adversarial_weight
         self.detection_weight = detection_weight
+        for module in self.frozen_modules():
+            module.requires_grad_(False)
         self._register_load_state_dict_pre_hook(self._init_small_predictor_from_large)
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """The parts of the heads this phase does not train (kept in eval mode by the
+        meta-architecture): the large predictor in stage 2; G and D in stage 3; D when no loss
+        reaches it (``detection_only``), which also keeps it out of DDP's gradient reduction."""
+        large = [getattr(self, name.rstrip(".")) for name in self._REPLICAS]
+        if self.stage == 2:
+            return large + ([self.discriminator] if self.supervision == "detection_only" else [])
+        return [self.generator, self.discriminator]
+
+    @property
+    def needs_lr_features(self) -> bool:
+        """Whether training needs the backbone's features of the 0.5x images (SR pairs)."""
+        return self.stage == 2 and self.supervision != "detection_only"
+
+    @property
+    def needs_sr_targets(self) -> bool:
+        """Whether training needs the SR target extractor's features of the 1.0x images."""
+        return self.needs_lr_features and self.supervision in ("extractor", "none")
 
     def _levels(self, boxes: list[Boxes]) -> torch.Tensor | None:
         """Pyramid level index of each box; None for a single-level layout."""
         return None
 
-    def _pool(self, maps, boxes: list[Boxes], levels=None) -> list[torch.Tensor]:
+    def _pool(self, maps, boxes: list[Boxes], levels) -> list[torch.Tensor]:
         """Pools ``boxes`` from each ``(maps, scales)`` entry of ``maps`` in one RoIAlign call;
-        a RoI on level k reads level k of every entry (``levels``: from :meth:`_levels` if None)."""
+        a RoI on level k reads level k of every entry (``levels``: None for one level)."""
         first = self._box_pooler.level_poolers[0]
         if not (hasattr(first, "aligned") and hasattr(first, "sampling_ratio")):
             raise ValueError(
                 "FeatSR heads pool with RoIAlign: set MODEL.ROI_BOX_HEAD.POOLER_TYPE to ROIAlign, "
                 f"ROIAlignV2, FeatSRROIAlign or FeatSRROIAlignV2 (the box pooler is {first})"
             )
-        if levels is None:
-            levels = self._levels(boxes)
         return multimap_roi_align(
             [m for m, _ in maps],
             [b.tensor for b in boxes],
@@ -153,6 +208,44 @@ class _FeatSRHeads:
             first.aligned,
             levels=levels,
         )
+
+    def _pool_generator_inputs(self, features, boxes: list[Boxes], extra=()):
+        """G's base and sub RoI features of ``boxes`` on ``features`` (sub at G's input width),
+        and the RoI features of each ``(maps, scales)`` entry of ``extra`` (a RoI on level k
+        reads level k)."""
+        levels = self._levels(boxes)
+        sub_spec = ([features[f] for f in self.sub_features], self.sub_scales)
+        if self.generator.sub_projections is None:
+            base, sub, *rest = self._pool(
+                [self._base_maps(features), sub_spec, *extra], boxes, levels
+            )
+            return base, sub, rest
+        base, *rest = self._pool([self._base_maps(features), *extra], boxes, levels)
+        return base, self._pool_sub_by_layer(features, boxes, levels), rest
+
+    def _pool_sub_by_layer(self, features, boxes: list[Boxes], levels) -> torch.Tensor:
+        """Sub RoI features when the sub layers differ in width: each layer pools its own RoIs
+        (those on the levels it serves) and G projects them to its input width. Every layer
+        runs, with no RoI if need be, so that each projection gets a gradient."""
+        counts = [len(b) for b in boxes]
+        device = boxes[0].tensor.device if boxes else torch.device("cpu")
+        if levels is None:
+            levels = torch.zeros(sum(counts), dtype=torch.long, device=device)
+        layer_of_level = torch.as_tensor(
+            [self._sub_sources.index(f) for f in self.sub_features], device=device
+        )
+        layer = layer_of_level[levels]
+        parts = []
+        for index, name in enumerate(self._sub_sources):
+            scale = self.sub_scales[self.sub_features.index(name)]
+            masks = (layer == index).split(counts)
+            layer_boxes = [Boxes(b.tensor[m]) for b, m in zip(boxes, masks)]
+            (pooled,) = self._pool([([features[name]], [scale])], layer_boxes, None)
+            parts.append((torch.cat(masks), self.generator.project_sub(index, pooled)))
+        out = parts[0][1].new_zeros((layer.numel(), *parts[0][1].shape[1:]))
+        for mask, pooled in parts:
+            out[mask] = pooled
+        return out
 
     def _init_small_predictor_from_large(self, state_dict, prefix, *args):
         """Loading a checkpoint without the small predictor (the stage-1 base detector) copies the
@@ -168,15 +261,15 @@ class _FeatSRHeads:
     def _small_masks(self, boxes: list[Boxes]) -> list[torch.Tensor]:
         return [_sqrt_area(b) < self.small_size for b in boxes]
 
-    def _predict(self, features, boxes: list[Boxes], masks: list[torch.Tensor]):
-        """(large predictions, small predictions) for the large / small proposals of ``boxes``."""
-        large_boxes = [b[~m] for b, m in zip(boxes, masks)]
-        small_boxes = [b[m] for b, m in zip(boxes, masks)]
-        (large,) = self._pool([self._base_maps(features)], large_boxes)
-        base, sub = self._pool([self._base_maps(features), self._sub_maps(features)], small_boxes)
-        large = self._large_head(large)
-        small = self._small_head(self.generator(base, sub))
-        return self.box_predictor(large), self.small_predictor(small)
+    def _predict_large(self, features, boxes: list[Boxes]):
+        (x,) = self._pool([self._base_maps(features)], boxes, self._levels(boxes))
+        return self.box_predictor(self._large_head(x))
+
+    def _predict_small(self, features, boxes: list[Boxes]):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.stage == 2):
+            base, sub, _ = self._pool_generator_inputs(features, boxes)
+            x = self.generator(base, sub)
+        return self.small_predictor(self._small_head(x))
 
     def forward(
         self, images, features, proposals, targets=None, *, lr_features=None, sr_targets=None
@@ -184,34 +277,41 @@ class _FeatSRHeads:
         """
         Args:
             images, features, proposals, targets: as :meth:`ROIHeads.forward`.
-            lr_features: in training, the backbone's features of the 0.5x images.
-            sr_targets: in training, the SR target extractor's features of the 1.0x images.
+            lr_features: in stage-2 training, the backbone's features of the 0.5x images.
+            sr_targets: in stage-2 training, the SR target extractor's features of the 1.0x
+                images (``needs_sr_targets``).
         """
         del images
         if not self.training:
             return self._inference(features, proposals), {}
         proposals = self.label_and_sample_proposals(proposals, targets)
-        boxes = [p.proposal_boxes for p in proposals]
-        masks = self._small_masks(boxes)
-        large_pred, small_pred = self._predict(features, boxes, masks)
-        losses = self.box_predictor.losses(large_pred, [p[~m] for p, m in zip(proposals, masks)])
-        small_losses = self.small_predictor.losses(
-            small_pred, [p[m] for p, m in zip(proposals, masks)]
-        )
+        masks = self._small_masks([p.proposal_boxes for p in proposals])
+        small = [p[m] for p, m in zip(proposals, masks)]
+        losses = {}
+        if self.stage == 3:  # the large predictor, on large proposals only
+            large = [p[~m] for p, m in zip(proposals, masks)]
+            predictions = self._predict_large(features, [p.proposal_boxes for p in large])
+            losses.update(self.box_predictor.losses(predictions, large))
+        predictions = self._predict_small(features, [p.proposal_boxes for p in small])
+        with get_event_storage().name_scope("small"):
+            small_losses = self.small_predictor.losses(predictions, small)
         losses.update({f"{k}_small": v * self.detection_weight for k, v in small_losses.items()})
-        if self.supervision != "none":
-            if lr_features is None or (self.supervision == "extractor" and sr_targets is None):
+        if self.needs_lr_features:
+            if lr_features is None or (self.needs_sr_targets and sr_targets is None):
                 raise ValueError(
-                    "FeatSR training needs lr_features and sr_targets (FeatSRRCNN makes them)"
+                    "FeatSR stage-2 training needs lr_features and sr_targets (FeatSRRCNN makes "
+                    "them)"
                 )
-            target_maps = sr_targets if self.supervision == "extractor" else features
+            target_maps = features if self.supervision == "naive" else sr_targets
+            boxes = [p.proposal_boxes for p in proposals]
             losses.update(self._sr_pair_losses(boxes, lr_features, target_maps))
         return [], losses
 
     def _sr_pair_losses(
         self, boxes: list[Boxes], lr_features, target_maps
     ) -> dict[str, torch.Tensor]:
-        """Losses of eqs. 4-6 on the (F^0.5, T^1.0) pairs of the sampled proposals."""
+        """Losses of eqs. 4-6 on the (F^0.5, T^1.0) pairs of the sampled proposals (eq. 4 not
+        with ``SUPERVISION none``)."""
         lr_boxes = []
         for b in boxes:
             side = _sqrt_area(b)
@@ -221,8 +321,8 @@ class _FeatSRHeads:
         # the 0.5x box at twice the scale, which is the same RoIAlign (exact: powers of two).
         maps, scales = self._base_maps(target_maps)
         target_spec = (maps, [2.0 * s for s in scales])
-        lr_base, lr_sub, target = self._pool(
-            [self._base_maps(lr_features), self._sub_maps(lr_features), target_spec], lr_boxes
+        lr_base, lr_sub, (target,) = self._pool_generator_inputs(
+            lr_features, lr_boxes, extra=[target_spec]
         )
         sr = self.generator(lr_base, lr_sub)
         target = target.detach()  # a fixed target: no gradient reaches the target maps
@@ -230,19 +330,24 @@ class _FeatSRHeads:
         adversarial = generator_adversarial_loss(
             functional_call(self.discriminator, frozen_d, (sr,))
         )
-        return {
-            "loss_sr_content": self.content_weight * content_loss(sr, target),
+        losses = {
             "loss_sr_adversarial": self.adversarial_weight * adversarial,
             "loss_discriminator": discriminator_loss(
                 self.discriminator(target), self.discriminator(sr.detach())
             ),
         }
+        if self.supervision != "none":
+            losses["loss_sr_content"] = self.content_weight * content_loss(sr, target)
+        return losses
 
     def _inference(self, features, proposals: list[Instances]) -> list[Instances]:
         boxes = [p.proposal_boxes for p in proposals]
         masks = self._small_masks(boxes)
-        (large_scores, large_deltas), (small_scores, small_deltas) = self._predict(
-            features, boxes, masks
+        large_scores, large_deltas = self._predict_large(
+            features, [b[~m] for b, m in zip(boxes, masks)]
+        )
+        small_scores, small_deltas = self._predict_small(
+            features, [b[m] for b, m in zip(boxes, masks)]
         )
         mask = cat(masks) if masks else torch.zeros(0, dtype=torch.bool)
         scores = large_scores.new_empty((mask.numel(), large_scores.shape[1]))
@@ -260,36 +365,24 @@ class FeatSRRes5ROIHeads(FeatSRPoolersMixin, _FeatSRHeads, Res5ROIHeads):
     _REPLICAS = {"res5.": "small_res5.", "box_predictor.": "small_predictor."}
 
     @configurable
-    def __init__(self, *, sub_feature: str, sub_scale: float, featsr: dict, **kwargs):
+    def __init__(self, *, featsr: dict, **kwargs):
         """
         Args:
-            sub_feature: the backbone feature of the sub (former) layer.
-            sub_scale: its spatial scale (1 / stride); it is pooled to the base RoI feature's size.
-            featsr: generator, discriminator, small_size, target_min_size, supervision and the
-                loss weights (see :func:`_featsr_from_config`).
+            featsr: generator, discriminator, sub_features, sub_scales, stage, small_size,
+                target_min_size, supervision and the loss weights (see
+                :func:`_featsr_from_config`).
             kwargs: the arguments of :class:`Res5ROIHeads`.
         """
         super().__init__(**kwargs)
         if self.mask_on:
             raise ValueError("FeatSR heads predict boxes only: set MODEL.MASK_ON False")
-        self.sub_feature = sub_feature
-        self.sub_scale = sub_scale
         self._init_featsr(**featsr)
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
         ret = super().from_config(cfg, input_shape)
-        sub = cfg.MODEL.FEATSR.SUB_FEATURE
-        if sub not in input_shape:
-            raise ValueError(
-                f"MODEL.FEATSR.SUB_FEATURE {sub!r} is not a backbone output; add it to "
-                f"MODEL.RESNETS.OUT_FEATURES (has {sorted(input_shape)})"
-            )
-        resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
-        ret["sub_feature"] = sub
-        ret["sub_scale"] = 1.0 / input_shape[sub].stride
         base = input_shape[ret["in_features"][0]].channels
-        ret["featsr"] = _featsr_from_config(cfg, base, input_shape[sub].channels, resolution)
+        ret["featsr"] = _featsr_from_config(cfg, input_shape, base)
         return ret
 
     @property
@@ -298,9 +391,6 @@ class FeatSRRes5ROIHeads(FeatSRPoolersMixin, _FeatSRHeads, Res5ROIHeads):
 
     def _base_maps(self, features):
         return [features[self.in_features[0]]], [self.pooler.level_poolers[0].spatial_scale]
-
-    def _sub_maps(self, features):
-        return [features[self.sub_feature]], [self.sub_scale]
 
     def _large_head(self, x):
         return self.res5(x).mean(dim=(2, 3))
@@ -311,7 +401,7 @@ class FeatSRRes5ROIHeads(FeatSRPoolersMixin, _FeatSRHeads, Res5ROIHeads):
 
 @ROI_HEADS_REGISTRY.register()
 class FeatSRStandardROIHeads(FeatSRPoolersMixin, _FeatSRHeads, StandardROIHeads):
-    """StandardROIHeads (FPN) with FeatSR's generator, discriminator and small predictor."""
+    """StandardROIHeads (FPN, DC5) with FeatSR's generator, discriminator and small predictor."""
 
     _REPLICAS = {"box_head.": "small_box_head.", "box_predictor.": "small_predictor."}
 
@@ -331,12 +421,13 @@ class FeatSRStandardROIHeads(FeatSRPoolersMixin, _FeatSRHeads, StandardROIHeads)
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
         ret = super().from_config(cfg, input_shape)
         channels = input_shape[cfg.MODEL.ROI_HEADS.IN_FEATURES[0]].channels
-        resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
-        ret["featsr"] = _featsr_from_config(cfg, channels, channels, resolution)
+        ret["featsr"] = _featsr_from_config(cfg, input_shape, channels)
         return ret
 
     def _levels(self, boxes):
         p = self.box_pooler
+        if len(p.level_poolers) == 1:
+            return None
         return assign_boxes_to_levels(
             boxes, p.min_level, p.max_level, p.canonical_box_size, p.canonical_level
         )
@@ -348,11 +439,6 @@ class FeatSRStandardROIHeads(FeatSRPoolersMixin, _FeatSRHeads, StandardROIHeads)
     def _base_maps(self, features):
         scales = [p.spatial_scale for p in self.box_pooler.level_poolers]
         return [features[f] for f in self.box_in_features], scales
-
-    def _sub_maps(self, features):
-        """Level k reads P_(k-1); the finest level reads itself."""
-        maps, scales = self._base_maps(features)
-        return maps[:1] + maps[:-1], scales[:1] + scales[:-1]
 
     def _large_head(self, x):
         return self.box_head(x)

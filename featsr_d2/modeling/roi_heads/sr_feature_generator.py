@@ -10,7 +10,14 @@ a ReLU between the two, the first narrowing to ``HIDDEN_CHANNELS`` (256: a C4 ge
 input's full width, 1536 channels, would hold 170M parameters; configurable), and initialize the
 second convolution of each block to zero so that the generator starts as the identity on the base
 feature (training then starts from the base detector's behaviour).
+
+With an FPN, the sub layer of each pyramid level is its own bottom-up stage (e.g. res2, res3, res4
+for P3, P4, P5), and their widths differ. The generator then holds one 1x1 convolution per sub
+layer that maps its RoI features to the base width before the concatenation (our addition: the
+paper's C4 generator reads a single sub layer); with a single sub width there is none.
 """
+
+from collections.abc import Sequence
 
 import torch
 from detectron2.config import configurable
@@ -42,7 +49,7 @@ class SRFeatureGenerator(nn.Module):
         self,
         *,
         base_channels: int,
-        sub_channels: int,
+        sub_channels: int | Sequence[int],
         num_blocks: int = 4,
         hidden_channels: int = 0,
         kernel_size: int = 3,
@@ -50,7 +57,9 @@ class SRFeatureGenerator(nn.Module):
         """
         Args:
             base_channels: channels of the base-layer RoI feature (and of the output).
-            sub_channels: channels of the sub-layer RoI feature.
+            sub_channels: channels of the sub-layer RoI feature, or of each sub layer (one
+                width: no projection; several: each is projected to ``base_channels`` by
+                :meth:`project_sub` before the blocks).
             num_blocks: B, the number of residual blocks.
             hidden_channels: width of the first convolution of each block; 0 means the input's
                 width (base + sub channels).
@@ -61,10 +70,18 @@ class SRFeatureGenerator(nn.Module):
             raise ValueError(
                 f"need num_blocks >= 1 and an odd kernel, got {num_blocks}, {kernel_size}"
             )
-        width = base_channels + sub_channels
+        widths = [sub_channels] if isinstance(sub_channels, int) else list(sub_channels)
+        if not widths or min(widths) < 1 or base_channels < 1:
+            raise ValueError(f"need positive widths, got base {base_channels}, sub {widths}")
+        if len(set(widths)) > 1:
+            self.sub_projections = nn.ModuleList(nn.Conv2d(c, base_channels, 1) for c in widths)
+            self.sub_channels = base_channels
+        else:
+            self.sub_projections = None
+            self.sub_channels = widths[0]
+        width = base_channels + self.sub_channels
         hidden = hidden_channels or width
         self.base_channels = base_channels
-        self.sub_channels = sub_channels
         self.blocks = nn.Sequential(
             *(_ResidualBlock(width, hidden, kernel_size) for _ in range(num_blocks))
         )
@@ -80,11 +97,16 @@ class SRFeatureGenerator(nn.Module):
             "kernel_size": g.KERNEL_SIZE,
         }
 
+    def project_sub(self, index: int, sub: torch.Tensor) -> torch.Tensor:
+        """RoI features of sub layer ``index`` at the width :meth:`forward` takes."""
+        return sub if self.sub_projections is None else self.sub_projections[index](sub)
+
     def forward(self, base: torch.Tensor, sub: torch.Tensor) -> torch.Tensor:
         """
         Args:
             base: (N, base_channels, S, S) base-layer RoI features.
-            sub: (N, sub_channels, S, S) sub-layer RoI features pooled to the same size.
+            sub: (N, sub_channels, S, S) sub-layer RoI features pooled to the same size (after
+                :meth:`project_sub` when the sub layers' widths differ).
         Returns:
             (N, base_channels, S, S) super-resolved features.
         """
