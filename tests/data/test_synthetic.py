@@ -216,4 +216,42 @@ def test_cli_prints_summary(tmp_path, capsys):
     assert cli_main(args) == 0
     text = capsys.readouterr().out
     assert "2 train + 1 test images" in text and "small [0, 32)" in text and "pl40" in text
-    assert sorted(os.listdir(tmp_path / "cli")) == ["annotations.json", "test", "train"]
+    assert sorted(os.listdir(tmp_path / "cli")) == [gen.MARKER, "annotations.json", "test", "train"]
+
+
+def test_overwrite_deletes_only_what_the_generator_wrote(tmp_path, capsys):
+    # A real dataset (no marker): --overwrite refuses and deletes nothing.
+    real = tmp_path / "tt100k"
+    (real / "train").mkdir(parents=True)
+    (real / "train" / "10056.jpg").write_bytes(b"a real photograph")
+    (real / "annotations.json").write_text('{"imgs": {}}')
+    args = ["--out", str(real), "--num-train", "1", "--num-test", "1", "--no-progress"]
+    assert cli_main([*args, "--overwrite"]) == 2
+    assert "did not write" in capsys.readouterr().err
+    assert _files(real) == ["annotations.json", "train/10056.jpg"]
+    # A generated dataset: its own files are replaced, a file added by the user is kept.
+    out = tmp_path / "synth"
+    _generate(out, num_train=2, num_test=1)
+    assert (out / gen.MARKER).is_file()
+    (out / "train" / "mine.txt").write_text("keep me")
+    _generate(out, num_train=1, num_test=1, overwrite=True)
+    names = _files(out)
+    assert "train/mine.txt" in names
+    assert len([n for n in names if n.endswith(".jpg")]) == 2
+    ann = json.loads((out / "annotations.json").read_text())
+    assert sorted(ann["imgs"]) == sorted(n.split("/")[1][:-4] for n in names if n.endswith(".jpg"))
+    # A tampered marker naming files outside the folder is not obeyed.
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not yours")
+    marker = json.loads((out / gen.MARKER).read_text())
+    marker["files"].append("../outside.txt")
+    (out / gen.MARKER).write_text(json.dumps(marker))
+    _generate(out, num_train=1, num_test=1, overwrite=True)
+    assert outside.read_text() == "not yours"
+
+
+def test_out_naming_a_file_is_a_clear_error(tmp_path, capsys):
+    target = tmp_path / "a_file"
+    target.write_text("x")
+    assert cli_main(["--out", str(target), "--num-train", "1", "--num-test", "1"]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err

@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--overwrite", action="store_true",
-        help="replace annotations.json, train/ and test/ of a non-empty output directory",
+        help="in a non-empty output directory, delete the files an earlier run of this generator "
+        "wrote there (listed in its .featsr_synthetic.json) and write anew; anything else is "
+        "kept, and annotations.json, train/ or test/ without that list are refused",
     )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
         )
-    except (FileExistsError, ValueError) as e:
+    except (OSError, ValueError) as e:  # FileExistsError: a folder we may not overwrite
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_summary(summary))

@@ -22,7 +22,6 @@ import logging
 import math
 import multiprocessing
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from featsr_d2.data.synthetic.backgrounds import (
 )
 from featsr_d2.data.synthetic.signs import TEMPLATE_SIZE, get_template, is_drawable
 from featsr_d2.data.tt100k_categories import SIZE_BINS, TYPE45
+from featsr_d2.utils.file_io import atomic_write_json, atomic_write_text
 
 __all__ = [
     "SignPlacement",
@@ -429,16 +429,69 @@ def _worker_run(job: _Job) -> tuple[_Job, list[dict]]:
     return _render_job(_WORKER_SETTINGS, job)
 
 
-def _prepare_out_dir(out_dir: str, overwrite: bool) -> None:
+# Left in the output folder before anything else is written: what this generator wrote there, so
+# that --overwrite deletes exactly that and nothing a user put there (a real TT100K, notes).
+MARKER = ".featsr_synthetic.json"
+_MARKER_KIND = "featsr_d2 synthetic TT100K"
+_OURS = ("annotations.json", "train", "test")
+
+
+def _written_files(out_dir: str) -> list[str] | None:
+    """The relative paths this generator wrote into ``out_dir`` per its marker; None without a
+    (valid) marker."""
+    path = os.path.join(out_dir, MARKER)
+    try:
+        with open(path, encoding="utf-8") as f:
+            marker = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or marker.get("kind") != _MARKER_KIND:
+        return None
+    files = marker.get("files")
+    if not isinstance(files, list) or not all(isinstance(p, str) for p in files):
+        return None
+    return files
+
+
+def _remove_previous(out_dir: str) -> None:
+    """Delete what the marker lists (only paths inside ``out_dir``), then the emptied split
+    folders and the marker itself; annotations first, so that a half-removed dataset never looks
+    complete."""
+    files = _written_files(out_dir)
+    assert files is not None
+    root = os.path.realpath(out_dir)
+    ordered = sorted(files, key=lambda p: p != "annotations.json")
+    for rel in ordered:
+        target = os.path.realpath(os.path.join(root, rel))
+        if os.path.commonpath([root, target]) != root or target == root:
+            continue  # a marker naming a path outside the folder is not obeyed
+        if os.path.isfile(target) and not os.path.islink(os.path.join(root, rel)):
+            os.remove(target)
+    for split in ("train", "test"):
+        folder = os.path.join(out_dir, split)
+        if os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
+    os.remove(os.path.join(out_dir, MARKER))
+
+
+def _prepare_out_dir(out_dir: str, overwrite: bool, planned: list[str]) -> None:
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise FileExistsError(f"{out_dir} exists and is not a folder; give --out a folder")
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         if not overwrite:
             raise FileExistsError(f"{out_dir} is not empty (pass overwrite=True / --overwrite)")
-        # Remove what this generator writes (annotations first: never a complete-looking mix).
-        ann = os.path.join(out_dir, "annotations.json")
-        if os.path.exists(ann):
-            os.remove(ann)
-        for split in ("train", "test"):
-            shutil.rmtree(os.path.join(out_dir, split), ignore_errors=True)
+        present = [n for n in _OURS if os.path.lexists(os.path.join(out_dir, n))]
+        if _written_files(out_dir) is not None:
+            _remove_previous(out_dir)  # what remains is not ours, and is kept
+        elif present:
+            raise FileExistsError(
+                f"{out_dir} holds {', '.join(present)} that this generator did not write (no "
+                f"{MARKER} lists them): refusing to delete them, which could be a real dataset. "
+                "Choose another --out, or remove them yourself."
+            )
+    os.makedirs(out_dir, exist_ok=True)
+    marker = {"kind": _MARKER_KIND, "files": planned}
+    atomic_write_json(os.path.join(out_dir, MARKER), marker)  # before any file it lists
     for split in ("train", "test"):
         os.makedirs(os.path.join(out_dir, split), exist_ok=True)
 
@@ -468,8 +521,9 @@ def generate_synthetic_tt100k(
     """Write a synthetic dataset in the Tsinghua-Tencent 100K layout to `out_dir`.
 
     Args:
-        out_dir: output directory; created if missing, refused if not empty unless `overwrite`
-            (which replaces annotations.json, train/ and test/ and leaves anything else alone).
+        out_dir: output directory; created if missing, refused if not empty unless `overwrite`,
+            which deletes only the files an earlier run wrote there (listed in its ``MARKER``
+            file) and refuses a folder holding annotations.json, train/ or test/ without one.
         num_train, num_test: number of images per split.
         image_size: side of the square images, px (>= 64).
         seed: non-negative seed; the dataset (annotation bytes and image bytes) depends only on it,
@@ -498,11 +552,13 @@ def generate_synthetic_tt100k(
     workers = max(1, min(int(workers), max(1, total)))
 
     out_dir = os.path.abspath(out_dir)
-    _prepare_out_dir(out_dir, overwrite)
     settings = _Settings(out_dir, int(image_size), int(seed), names)
     jobs = [
         _Job("train" if i < num_train else "test", i, FIRST_ID + i) for i in range(total)
     ]  # fmt: skip
+    planned = [f"{job.split}/{job.image_id}.jpg" for job in jobs]
+    planned += ["train/ids.txt", "test/ids.txt", "annotations.json"]
+    _prepare_out_dir(out_dir, overwrite, planned)
 
     _warm_caches(names)
     results: dict[int, list[dict]] = {}
@@ -538,14 +594,11 @@ def generate_synthetic_tt100k(
         }
     for split in ("train", "test"):
         ids = [str(j.image_id) for j in jobs if j.split == split]
-        with open(os.path.join(out_dir, split, "ids.txt"), "w") as f:
-            f.write("".join(i + "\n" for i in ids))
+        atomic_write_text(os.path.join(out_dir, split, "ids.txt"), "".join(i + "\n" for i in ids))
     # Written last and atomically: a crashed run never leaves a complete-looking dataset.
-    ann_path = os.path.join(out_dir, "annotations.json")
-    tmp = ann_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"types": list(names), "imgs": imgs}, f)
-    os.replace(tmp, ann_path)
+    atomic_write_json(
+        os.path.join(out_dir, "annotations.json"), {"types": list(names), "imgs": imgs}
+    )
 
     per_class = dict.fromkeys(names, 0)
     per_size = {"small": 0, "medium": 0, "large": 0}
