@@ -14,13 +14,15 @@ python tools/eval_lr_detection.py --config $CFG \
 --config: a TaskDrivenSR config giving the dataset (DATASETS.TEST[0] unless --dataset), the frozen
 detector, the scale and the LR degradation (INPUT.SR; --jpeg-quality Q compresses the LR inputs at
 quality Q, the CAJNN paper's setting). --row LABEL=[CONFIG][@WEIGHTS] adds an SR row built from
-CONFIG (default: --config) with WEIGHTS as its SR weights (an SR checkpoint or a TDSR one). The
-trailing KEY VALUE overrides apply to every config.
+CONFIG (default: --config) with WEIGHTS as its SR weights (an SR checkpoint or a TDSR one).
+--compare A:B (repeatable) adds paired bootstrap intervals over the test images of A - B for PSNR,
+COCO AP and AP-S (featsr_d2/evaluation/paired_bootstrap.py) to table.md and results.json. The
+trailing KEY VALUE overrides apply to every config; MODEL.DEVICE falls back to cpu without CUDA.
+File names made from labels and image ids are sanitized (they cannot leave --output).
 """
 
 import argparse
 import os
-import re
 
 from detectron2.data import build_detection_test_loader
 from detectron2.modeling import build_model
@@ -33,11 +35,15 @@ from featsr_d2.evaluation.lr_detection import (
     LRDetectionRow,
     PaddedLRDetector,
     build_lr_detection_evaluator,
+    compare_rows,
     default_metrics,
     evaluate_lr_detection,
     first_images,
     format_lr_detection_table,
 )
+from featsr_d2.evaluation.paired_bootstrap import format_interval
+from featsr_d2.evaluation.sr_visualize import safe_file_stem
+from featsr_d2.modeling.sr.config import cpu_without_cuda
 from featsr_d2.utils.file_io import atomic_write_json, atomic_write_text
 
 
@@ -51,6 +57,14 @@ def parse_args(argv=None):
     parser.add_argument("--max-images", type=int, default=0, help="0: the whole dataset")
     parser.add_argument("--num-vis", type=int, default=4, help="side-by-side PNGs to write")
     parser.add_argument("--output", default="output/lr_detection", help="results folder")
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="A:B",
+        help="bootstrap intervals of row A minus row B",
+    )
+    parser.add_argument("--bootstrap-samples", type=int, default=2000)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return parser.parse_args(argv)
 
@@ -63,7 +77,13 @@ def main(argv=None):
     if args.jpeg_quality:
         opts += ["INPUT.SR.DEGRADATIONS", "['bicubic', 'jpeg']"]
         opts += ["INPUT.SR.JPEG_QUALITY", f"[{args.jpeg_quality}]"]
-    base = get_featsr_cfg(args.config, opts)
+    pairs = []
+    for spec in args.compare:
+        a, sep, b = spec.partition(":")
+        if not sep or not a or not b:
+            raise SystemExit(f"--compare takes A:B (two row labels), got {spec!r}")
+        pairs.append((a, b))
+    base = cpu_without_cuda(get_featsr_cfg(args.config, opts))
     if base.MODEL.META_ARCHITECTURE != "TaskDrivenSR":
         raise SystemExit(f"{args.config} is not a TaskDrivenSR config")
     dataset = args.dataset or base.DATASETS.TEST[0]
@@ -72,7 +92,9 @@ def main(argv=None):
     scale = base.MODEL.SR.SCALE
 
     bicubic = build_model(
-        get_featsr_cfg(args.config, [*opts, "MODEL.SR.NAME", "Bicubic", "MODEL.SR.WEIGHTS", ""])
+        cpu_without_cuda(
+            get_featsr_cfg(args.config, [*opts, "MODEL.SR.NAME", "Bicubic", "MODEL.SR.WEIGHTS", ""])
+        )
     )
     rows = {
         "HR": LRDetectionRow(bicubic.detector, "hr"),
@@ -84,19 +106,22 @@ def main(argv=None):
         if not sep or not label or label in rows:
             raise SystemExit(f"--row takes a new LABEL=[CONFIG][@WEIGHTS], got {spec!r}")
         config, _, weights = rest.partition("@")
-        cfg = get_featsr_cfg(config or args.config, opts)
+        cfg = cpu_without_cuda(get_featsr_cfg(config or args.config, opts))
         if weights:
             cfg.MODEL.SR.WEIGHTS = weights
         if cfg.MODEL.SR.SCALE != scale:
             raise SystemExit(f"row {label} upscales by {cfg.MODEL.SR.SCALE}, the table by {scale}")
         rows[label] = LRDetectionRow(build_model(cfg), "sr")
+    for a, b in pairs:
+        if a not in rows or b not in rows:
+            raise SystemExit(f"--compare {a}:{b}: rows are {list(rows)}")
 
     metrics = args.metrics or default_metrics(dataset)
     evaluators = {
         label: build_lr_detection_evaluator(
             base,
             dataset,
-            os.path.join(args.output, "inference", re.sub(r"\W+", "_", label)),
+            os.path.join(args.output, "inference", safe_file_stem(label)),
             metrics,
         )
         for label in rows
@@ -126,6 +151,18 @@ def main(argv=None):
         f"{results['settings']['psnr_channel']}, {results['settings']['crop_border']} px border\n\n"
     )
     table = format_lr_detection_table(results)
+    if pairs:
+        results["comparisons"] = compare_rows(
+            results, dataset, pairs, num_samples=args.bootstrap_samples
+        )
+        table += (
+            "\n\nPaired bootstrap over the images, A - B, estimate [95% interval] "
+            f"({args.bootstrap_samples} resamples):\n\n| A - B | PSNR (dB) | AP | AP-S |\n"
+            "| --- | --- | --- | --- |\n"
+        )
+        for key, c in results["comparisons"].items():
+            cells = [format_interval(c[m]) if m in c else "-" for m in ("PSNR", "AP", "APs")]
+            table += f"| {key} | " + " | ".join(cells) + " |\n"
     atomic_write_json(os.path.join(args.output, "results.json"), results, indent=1)
     atomic_write_text(os.path.join(args.output, "table.md"), header + table + "\n")
     print(header + table)

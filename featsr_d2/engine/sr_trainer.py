@@ -51,6 +51,7 @@ from featsr_d2.engine.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.evaluation.sr_metrics import psnr
 from featsr_d2.evaluation.sr_visualize import side_by_side, write_png
 from featsr_d2.modeling.sr import get_sr_cfg
+from featsr_d2.modeling.sr.config import cpu_without_cuda
 from featsr_d2.modeling.sr.imresize import imresize
 from featsr_d2.modeling.sr.losses import build_sr_loss, charbonnier_loss
 from featsr_d2.modeling.sr.registry import build_sr_network
@@ -278,8 +279,9 @@ class SRTrainer(TrainerBase):
 def setup_sr(args: argparse.Namespace):
     """The config of an SR tool run from Detectron2's ``default_argument_parser`` arguments:
     Detectron2's defaults, featsr_d2's and the SR keys, the file, the overrides; frozen. Also
-    Detectron2's ``default_setup`` (output folder, config dump, seeds, loggers)."""
-    cfg = get_sr_cfg(args.config_file, args.opts)
+    Detectron2's ``default_setup`` (output folder, config dump, seeds, loggers). ``MODEL.DEVICE``
+    falls back to cpu when it names CUDA and none is available."""
+    cfg = cpu_without_cuda(get_sr_cfg(args.config_file, args.opts))
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(

@@ -48,8 +48,9 @@ from torch import nn
 
 from featsr_d2.data.lr_mapper import hr_to_rgb
 from featsr_d2.data.sr_dataset import tensor_to_image
+from featsr_d2.evaluation.paired_bootstrap import CocoAP, paired_bootstrap
 from featsr_d2.evaluation.sr_metrics import psnr
-from featsr_d2.evaluation.sr_visualize import side_by_side, write_png
+from featsr_d2.evaluation.sr_visualize import safe_file_stem, side_by_side, write_png
 from featsr_d2.evaluation.visualize import draw_matches
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "VOCPerClassEvaluator",
     "build_lr_detection_evaluator",
     "coco_view",
+    "compare_rows",
     "default_metrics",
     "evaluate_lr_detection",
     "first_images",
@@ -239,6 +241,7 @@ class LRDetectionRow:
     model: nn.Module
     kind: str
     psnr: list[float] = field(default_factory=list)
+    detections: list[list[list[float]]] = field(default_factory=list)
 
     def __post_init__(self):
         if self.kind not in ("hr", "lr", "sr"):
@@ -335,17 +338,21 @@ def evaluate_lr_detection(
         evaluators: label -> a fresh evaluator of that row.
         input_format: the detector's ``INPUT.FORMAT`` of the inputs' ``"image"``.
         crop_border: border pixels ignored by PSNR (default: ``scale``).
-        vis_dir: write ``<image id>.png`` side by sides of the first ``num_vis`` images there,
+        vis_dir: write ``<image id>.png`` (:func:`safe_file_stem` of the id) side by sides of the
+            first ``num_vis`` images there,
             detections scoring at least ``vis_min_score`` drawn.
 
     Returns:
         ``{"rows": {label: {"psnr": mean dB or None, "metrics": evaluator results}},
-        "num_images": n, "settings": {...}}``.
+        "num_images": n, "settings": {...}, "per_image": {"image_ids": [...], label: {"psnr":
+        [dB per image] or None, "detections": per image [[x1, y1, x2, y2, class, score]...]}}}``
+        (boxes in original-image pixels; for :func:`compare_rows`).
     """
     crop_border = scale if crop_border is None else crop_border
     for row in rows.values():
         row.model.eval()
         row.psnr = []
+        row.detections = []
         if row.kind == "sr":
             row.model.return_sr_image = True
     for ev in evaluators.values():
@@ -353,12 +360,26 @@ def evaluate_lr_detection(
     classes = MetadataCatalog.get(dataset_name).thing_classes
     gt = _ground_truth(dataset_name) if vis_dir and num_vis > 0 else {}
     seen = 0
+    image_ids: list[str] = []
     for inputs in data_loader:
+        image_ids += [str(x["image_id"]) for x in inputs]
         hr = [hr_to_rgb(x["image"], input_format) for x in inputs]
         drawn: dict[int, list[tuple[str, np.ndarray]]] = defaultdict(list)
         for label, row in rows.items():
             outputs = row.model(inputs)
             evaluators[label].process(inputs, outputs)
+            for out in outputs:
+                inst = out["instances"].to("cpu")
+                row.detections.append(
+                    [
+                        [*(round(v, 2) for v in box), int(c), round(float(sc), 5)]
+                        for box, c, sc in zip(
+                            inst.pred_boxes.tensor.tolist(),
+                            inst.pred_classes.tolist(),
+                            inst.scores.tolist(),
+                        )
+                    ]
+                )
             for i, (x, out) in enumerate(zip(inputs, outputs)):
                 if row.kind == "sr":
                     image = tensor_to_image(out.pop("sr_image"))
@@ -385,7 +406,8 @@ def evaluate_lr_detection(
                     )
                     drawn[i].append((title, draw_matches(image, matches, min_side=320)))
         for i, panels in drawn.items():
-            write_png(os.path.join(vis_dir, f"{inputs[i]['image_id']}.png"), side_by_side(panels))
+            name = safe_file_stem(inputs[i]["image_id"]) + ".png"  # ids are data: no "../"
+            write_png(os.path.join(vis_dir, name), side_by_side(panels))
         seen += len(inputs)
         logger.info("LR detection: %d images", seen)
     results: dict[str, Any] = {"rows": OrderedDict(), "num_images": seen}
@@ -402,7 +424,68 @@ def evaluate_lr_detection(
         "crop_border": crop_border,
         "vis_min_score": vis_min_score,
     }
+    results["per_image"] = {"image_ids": image_ids}
+    for label, row in rows.items():
+        results["per_image"][label] = {
+            "psnr": list(row.psnr) if row.psnr else None,
+            "detections": row.detections,
+        }
     return results
+
+
+def compare_rows(
+    results: Mapping[str, Any],
+    dataset_name: str,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    num_samples: int = 2000,
+    seed: int = 0,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Paired bootstrap intervals over the test images of ``A - B`` for each (A, B) in ``pairs``:
+    mean PSNR (when both rows have one), COCO AP and AP-S (recomputed per resample with
+    :class:`featsr_d2.evaluation.paired_bootstrap.CocoAP`).
+
+    Returns:
+        ``{"A - B": {"PSNR": interval, "AP": interval, "APs": interval}}``, each interval as
+        :func:`featsr_d2.evaluation.paired_bootstrap.paired_bootstrap` returns it.
+    """
+    per_image = results["per_image"]
+    ids = per_image["image_ids"]
+    truth = _ground_truth(dataset_name)
+    missing = [i for i in ids if i not in truth]
+    if missing:
+        raise ValueError(f"images {missing[:3]} are not in {dataset_name}")
+    gt = [[(box, c) for box, c in truth[i]] for i in ids]
+    aps: dict[tuple[str, str], CocoAP] = {}
+
+    def ap(label: str, area: str) -> CocoAP:
+        if (label, area) not in aps:
+            dets = [[(d[:4], int(d[4]), d[5]) for d in image] for image in
+                    per_image[label]["detections"]]  # fmt: skip
+            aps[label, area] = CocoAP(gt, dets, area)
+        return aps[label, area]
+
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for a, b in pairs:
+        for label in (a, b):
+            if label not in per_image:
+                raise ValueError(f"no row {label!r} to compare; rows: {list(results['rows'])}")
+        key = f"{a} - {b}"
+        out[key] = {}
+        pa, pb = per_image[a]["psnr"], per_image[b]["psnr"]
+        if pa and pb:
+            diff = np.asarray(pa) - np.asarray(pb)
+            out[key]["PSNR"] = paired_bootstrap(
+                len(ids), lambda idx, d=diff: float(d[idx].mean()), num_samples=num_samples,
+                seed=seed,
+            )  # fmt: skip
+        for metric, area in (("AP", "all"), ("APs", "small")):
+            fa, fb = ap(a, area), ap(b, area)
+            out[key][metric] = paired_bootstrap(
+                len(ids), lambda idx, fa=fa, fb=fb: fa.on_indices(idx) - fb.on_indices(idx),
+                num_samples=num_samples, seed=seed,
+            )  # fmt: skip
+    return out
 
 
 def _plain(obj):

@@ -14,7 +14,11 @@ Conventions (those of the SR literature's MATLAB scripts and of BasicSR):
 
 The benchmark protocol (:func:`evaluate_sr`) follows CAJNN's: each ground-truth image is cropped to
 a multiple of the scale, downscaled with MATLAB's bicubic, then JPEG-compressed with each quality
-(0 = not compressed), super-resolved by every network and by bicubic upscaling, and measured.
+(0 = not compressed), super-resolved by every network and by bicubic upscaling, and measured. An
+image too small for the scale and the metrics is skipped, named and counted (``"skipped"``).
+:func:`compare_sr` gives paired bootstrap intervals over the images of one method minus another;
+:func:`tune_deblock_strengths` picks the "JPEG removal then bicubic" baseline's filter strength per
+quality on training images.
 """
 
 from __future__ import annotations
@@ -32,8 +36,13 @@ from torch import nn
 
 from featsr_d2.data.degradations import BicubicDownscale, jpeg_roundtrip, mod_crop
 from featsr_d2.data.sr_dataset import image_to_tensor, read_rgb, tensor_to_image
+from featsr_d2.evaluation.paired_bootstrap import paired_bootstrap
+from featsr_d2.evaluation.sr_visualize import safe_file_stem
+from featsr_d2.modeling.sr.deblock import nlm_deblock
+from featsr_d2.modeling.sr.imresize import imresize_np
 
 __all__ = [
+    "compare_sr",
     "evaluate_sr",
     "format_sr_table",
     "make_lr",
@@ -41,6 +50,7 @@ __all__ = [
     "rgb_to_y",
     "ssim",
     "super_resolve",
+    "tune_deblock_strengths",
 ]
 
 logger = logging.getLogger(__name__)
@@ -135,6 +145,31 @@ def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+_SSIM_WINDOW = 11
+
+
+def _center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    if size <= 0:
+        return image
+    h, w = image.shape[:2]
+    ch, cw = min(size, h), min(size, w)
+    return image[(h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw]
+
+
+def _too_small(shape: tuple[int, ...], scale: int, crop_border: int) -> str | None:
+    """Why an HR image of ``shape`` cannot be evaluated at ``scale`` (None if it can)."""
+    h, w = shape[:2]
+    if min(h, w) < scale:
+        return f"{w}x{h} px is smaller than the scale {scale}"
+    side = min(h // scale * scale, w // scale * scale) - 2 * crop_border
+    if side < _SSIM_WINDOW:
+        return (
+            f"{w}x{h} px leaves {max(side, 0)} px after the {crop_border} px border, less than "
+            f"SSIM's {_SSIM_WINDOW} px window"
+        )
+    return None
+
+
 def evaluate_sr(
     models: Mapping[str, nn.Module],
     image_paths: Sequence[str],
@@ -166,22 +201,30 @@ def evaluate_sr(
     """
     from featsr_d2.evaluation.sr_visualize import side_by_side, write_png
 
+    if scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
     crop_border = scale if crop_border is None else crop_border
     rows = []
     seconds: dict[str, list[float]] = {m: [] for m in models}
+    skipped: list[dict[str, str]] = []
+    evaluated: list[str] = []
     for path in image_paths:
-        gt_full = read_rgb(path)
-        if center_crop > 0:
-            h, w = gt_full.shape[:2]
-            ch, cw = min(center_crop, h), min(center_crop, w)
-            gt_full = gt_full[
-                (h - ch) // 2 : (h - ch) // 2 + ch, (w - cw) // 2 : (w - cw) // 2 + cw
-            ]
+        gt_full = _center_crop(read_rgb(path), center_crop)
+        reason = _too_small(gt_full.shape, scale, crop_border)
+        if reason:
+            logger.warning("skipping %s: %s", path, reason)
+            skipped.append({"image": path, "reason": reason})
+            continue
         name = os.path.splitext(os.path.basename(path))[0]
+        if name in evaluated:  # two files of one name in different folders
+            name = f"{name}_{len(evaluated)}"
+        evaluated.append(name)
         for quality in qualities:
             lr, gt = make_lr(gt_full, scale, quality)
             outputs = {}
             for label, model in models.items():
+                if hasattr(model, "set_jpeg_quality"):  # a baseline told the quality
+                    model.set_jpeg_quality(int(quality))
                 start = time.perf_counter()
                 sr = super_resolve(model, lr, device)
                 seconds[label].append(time.perf_counter() - start)
@@ -210,7 +253,17 @@ def evaluate_sr(
                 ]
                 panels = [(f"input q={quality}" if quality else "input", lr)]
                 panels += [(k, outputs[k]) for k in order] + [("ground truth", gt)]
-                write_png(os.path.join(vis_dir, f"{name}_q{quality}.png"), side_by_side(panels))
+                stem = safe_file_stem(f"{name}_q{quality}")
+                write_png(os.path.join(vis_dir, f"{stem}.png"), side_by_side(panels))
+    if skipped:
+        logger.warning(
+            "skipped %d of %d images: %s", len(skipped), len(image_paths),
+            ", ".join(os.path.basename(s["image"]) for s in skipped),
+        )  # fmt: skip
+    if not evaluated:
+        raise ValueError(
+            f"none of the {len(image_paths)} images is large enough to evaluate at scale {scale}"
+        )
     mean: dict[str, dict[int, dict[str, float]]] = {}
     for label in models:
         mean[label] = {}
@@ -230,10 +283,85 @@ def evaluate_sr(
             "qualities": [int(q) for q in qualities],
             "crop_border": crop_border,
             "channel": "Y" if y_channel else "RGB",
-            "images": [os.path.basename(p) for p in image_paths],
+            "images": evaluated,
             "center_crop": int(center_crop),
         },
+        "skipped": skipped,
     }
+
+
+def compare_sr(
+    results: dict,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    num_samples: int = 2000,
+    seed: int = 0,
+) -> dict[str, dict[int, dict[str, dict[str, float]]]]:
+    """Paired bootstrap intervals over the images of ``A - B`` mean PSNR and SSIM, per JPEG
+    quality, for each (A, B) in ``pairs`` of :func:`evaluate_sr`'s methods.
+
+    Returns:
+        ``{"A - B": {quality: {"psnr": interval, "ssim": interval}}}`` (intervals as
+        :func:`featsr_d2.evaluation.paired_bootstrap.paired_bootstrap` returns them).
+    """
+    images = results["settings"]["images"]
+    table = {(r["method"], r["quality"], r["image"]): r for r in results["per_image"]}
+    out: dict[str, dict[int, dict[str, dict[str, float]]]] = {}
+    for a, b in pairs:
+        for label in (a, b):
+            if label not in results["mean"]:
+                raise ValueError(f"no method {label!r}; methods: {list(results['mean'])}")
+        key = f"{a} - {b}"
+        out[key] = {}
+        for quality in results["settings"]["qualities"]:
+            out[key][quality] = {}
+            for metric in ("psnr", "ssim"):
+                diff = np.array(
+                    [table[a, quality, n][metric] - table[b, quality, n][metric] for n in images]
+                )
+                out[key][quality][metric] = paired_bootstrap(
+                    len(images), lambda idx, d=diff: float(d[idx].mean()),
+                    num_samples=num_samples, seed=seed,
+                )  # fmt: skip
+    return out
+
+
+def tune_deblock_strengths(
+    image_paths: Sequence[str],
+    *,
+    scale: int,
+    qualities: Sequence[int],
+    grid: Sequence[float] = (0, 2, 4, 6, 8, 10, 13, 16, 20, 25),
+    center_crop: int = 0,
+    y_channel: bool = True,
+) -> dict[int, float]:
+    """For each JPEG quality, the non-local-means strength of the grid that maximizes the mean
+    PSNR of deblocking + bicubic on ``image_paths`` (training images, not the test images);
+    quality 0 (uncompressed) gets 0."""
+    images = []
+    for path in image_paths:
+        hr = _center_crop(read_rgb(path), center_crop)
+        if _too_small(hr.shape, scale, scale) is None:
+            images.append(hr)
+    if not images:
+        raise ValueError("no tuning image is large enough")
+    best: dict[int, float] = {}
+    for quality in qualities:
+        if not quality:
+            best[int(quality)] = 0.0
+            continue
+        pairs = [make_lr(hr, scale, quality) for hr in images]
+        scores = []
+        for h in grid:
+            scores.append(np.mean([
+                psnr(imresize_np(nlm_deblock(lr, h), float(scale)), gt, crop_border=scale,
+                     y_channel=y_channel)
+                for lr, gt in pairs
+            ]))  # fmt: skip
+        best[int(quality)] = float(grid[int(np.argmax(scores))])
+        logger.info("deblocking strength for quality %d: h=%s (grid %s)", quality,
+                    best[int(quality)], list(grid))  # fmt: skip
+    return best
 
 
 def format_sr_table(results: dict) -> str:

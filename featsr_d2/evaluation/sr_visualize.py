@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Sequence
 
 import cv2
@@ -9,10 +11,22 @@ import numpy as np
 
 from featsr_d2.evaluation.visualize import write_png  # re-exported: the SR tools write with it
 
-__all__ = ["side_by_side", "write_png"]
+__all__ = ["safe_file_stem", "side_by_side", "write_png"]
 
 _LABEL_HEIGHT = 22
 _GAP = 4
+
+
+def safe_file_stem(name: object) -> str:
+    """A file name (without extension) made from data, such as an image id or a row label, that
+    cannot leave the folder it is joined to: only letters, digits, ``-``, ``_`` and ``.``, no
+    leading ``.``, at most 80 characters. When that changes the name, 8 hex digits of its SHA-1
+    are appended, so distinct names stay distinct (``../../x`` -> ``_.._x-<hash>``)."""
+    text = str(name)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", text).lstrip(".")[:80] or "_"
+    if stem != text:
+        stem += "-" + hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return stem
 
 
 def side_by_side(panels: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:

@@ -206,3 +206,59 @@ def test_voc_evaluator_reports_ap50_per_class(tmp_path):
     assert box["AP50-aeroplane"] == pytest.approx(100.0)
     assert box["AP50-bicycle"] == pytest.approx(0.0)
     assert box["AP50"] == pytest.approx(50.0)
+
+
+def test_table_tool_bootstrap_comparisons(tool_run, tiny_tt100k):
+    """--compare A:B: paired intervals over the images for PSNR, AP and AP-S, whose estimates
+    are the differences of the table's own figures (AP recomputed as pycocotools does)."""
+    opts, _, tmp = tool_run
+    results = _run_tool([
+        "--config", SYNTH, "--row", f"SR=@{tmp / 'sr.pth'}", "--compare", "SR:Bicubic",
+        "--compare", "HR:Bicubic", "--bootstrap-samples", "50", "--num-vis", "0",
+        "--max-images", "3",
+        "--output", str(tmp / "cmp"), *opts,
+    ])  # fmt: skip
+    rows, comparisons = results["rows"], results["comparisons"]
+    assert list(comparisons) == ["SR - Bicubic", "HR - Bicubic"]
+    sr = comparisons["SR - Bicubic"]
+    assert sr["PSNR"]["estimate"] == pytest.approx(rows["SR"]["psnr"] - rows["Bicubic"]["psnr"])
+    assert "PSNR" not in comparisons["HR - Bicubic"]  # HR has no PSNR
+    for key, metric in (("SR - Bicubic", "AP"), ("HR - Bicubic", "AP"), ("HR - Bicubic", "APs")):
+        a, b = key.split(" - ")
+        table_diff = rows[a]["metrics"]["bbox"][metric] - rows[b]["metrics"]["bbox"][metric]
+        c = comparisons[key][metric]
+        assert c["estimate"] == pytest.approx(table_diff, abs=0.05)
+        assert c["low"] <= c["high"] and c["num_items"] == results["num_images"]
+    assert "| SR - Bicubic |" in (tmp / "cmp" / "table.md").read_text()
+    with pytest.raises(SystemExit, match="rows are"):
+        _run_tool(["--config", SYNTH, "--compare", "TDSR:Bicubic", "--output", str(tmp), *opts])
+
+
+def test_image_ids_cannot_write_outside_the_output_folder(tmp_path):
+    """Issue 12 point 9: side-by-side PNGs are named from image ids; "../../x" stays inside."""
+    from detectron2.data import MetadataCatalog
+    from detectron2.evaluation import DatasetEvaluators
+
+    from featsr_d2.evaluation.lr_detection import LRDetectionRow, evaluate_lr_detection
+
+    name = "_test_hostile_ids"
+    ids = ["../../x", "/abs/y", "ok_1"]
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(name, lambda: [
+            {"image_id": i, "height": 32, "width": 32, "annotations": []} for i in ids
+        ])  # fmt: skip
+        MetadataCatalog.get(name).set(thing_classes=[f"c{k}" for k in range(5)])
+    batches = [[{"image_id": i, "height": 32, "width": 32,
+                 "image": torch.zeros(3, 32, 32, dtype=torch.uint8)}] for i in ids]  # fmt: skip
+    out = tmp_path / "a" / "b" / "out"
+    results = evaluate_lr_detection(
+        {"HR": LRDetectionRow(_FixedBoxDetector([2, 2, 20, 20]), "hr")},
+        batches,
+        {"HR": DatasetEvaluators([])},
+        dataset_name=name, scale=4, input_format="RGB", vis_dir=str(out / "vis"), num_vis=3,
+        vis_min_score=0.5,
+    )  # fmt: skip
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert len(written) == 3 and all(w.startswith("a/b/out/vis/") for w in written), written
+    assert "a/b/out/vis/ok_1.png" in written  # safe ids keep their names
+    assert results["per_image"]["image_ids"] == ids

@@ -13,11 +13,16 @@
 - ``TEST.SR``: the evaluation protocol and the sample images written while training.
 """
 
+import logging
+
+import torch
 from detectron2.config import CfgNode as CN
 
 from featsr_d2.config_files import merge_config_file
 
-__all__ = ["add_sr_config", "get_sr_cfg"]
+__all__ = ["add_sr_config", "cpu_without_cuda", "get_sr_cfg"]
+
+logger = logging.getLogger(__name__)
 
 
 def add_sr_config(cfg):
@@ -135,4 +140,18 @@ def get_sr_cfg(config_file: str | None = None, opts: list[str] | None = None):
     if config_file:
         merge_config_file(cfg, config_file)  # safe YAML only
     cfg.merge_from_list(list(opts or []))
+    return cfg
+
+
+def cpu_without_cuda(cfg):
+    """Set ``cfg.MODEL.DEVICE`` to "cpu" (saying so) when it names CUDA and no CUDA device is
+    available, so that the SR tools run on any machine by default; returns ``cfg``."""
+    if str(cfg.MODEL.DEVICE).startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE is %s but no CUDA device is available: using cpu",
+                       cfg.MODEL.DEVICE)  # fmt: skip
+        was_frozen = cfg.is_frozen()
+        cfg.defrost()
+        cfg.MODEL.DEVICE = "cpu"
+        if was_frozen:
+            cfg.freeze()
     return cfg
