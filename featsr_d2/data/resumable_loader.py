@@ -38,6 +38,7 @@ from detectron2.data import DatasetFromList, DatasetMapper, get_detection_datase
 from detectron2.utils import comm
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from featsr_d2.data.checked_mapper import CheckedMapper
 from featsr_d2.data.resumable_sampler import ResumableTrainingSampler, sample_seed
 from featsr_d2.data.rng_state import isolated_rng
 
@@ -188,7 +189,8 @@ class ResumableTrainLoader:
 
 def build_resumable_train_loader(cfg, mapper: Callable | None = None) -> ResumableTrainLoader:
     """The :class:`ResumableTrainLoader` for ``cfg.DATASETS.TRAIN`` (Detectron2's dataset options,
-    ``DatasetMapper(cfg, True)`` unless ``mapper`` is given). Its seed is ``cfg.SEED``, or one
+    ``DatasetMapper(cfg, True)`` unless ``mapper`` is given, wrapped in a :class:`CheckedMapper`
+    under ``DATASETS.TT100K.ON_BAD_RECORD``). Its seed is ``cfg.SEED``, or one
     seed drawn for all ranks when ``cfg.SEED`` is negative (the checkpoint keeps it)."""
     if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
         raise ValueError(
@@ -210,9 +212,11 @@ def build_resumable_train_loader(cfg, mapper: Callable | None = None) -> Resumab
             f"{world_size} processes"
         )
     seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+    mapper = DatasetMapper(cfg, True) if mapper is None else mapper
     return ResumableTrainLoader(
         dicts,
-        DatasetMapper(cfg, True) if mapper is None else mapper,
+        # An image that does not decode is named, or skipped and counted, per the policy.
+        CheckedMapper(mapper, cfg.DATASETS.TT100K.ON_BAD_RECORD),
         batch_size=cfg.SOLVER.IMS_PER_BATCH // world_size,
         seed=seed,
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
