@@ -1,19 +1,48 @@
 """``PathManager`` handlers for weights that ship inside installed packages in another format and
 are converted into a cache on first use (``featsr://...``, ``realesrgan://...``): nothing is
-downloaded."""
+downloaded.
+
+Each converted file has a ``.sha256`` file beside it, written after the conversion: a cached file
+that no longer matches it (corrupted, truncated by a killed copy, edited), or that has none
+(a conversion killed before its end, or a cache from before the check), is converted again,
+with a warning, instead of failing later inside ``torch.load``.
+"""
 
 import abc
+import hashlib
+import logging
 import os
 from collections.abc import Collection
 
 from detectron2.utils.file_io import PathHandler
 
-__all__ = ["ConvertedWeightsPathHandler", "cache_dir"]
+from featsr_d2.utils.file_io import atomic_write_text
+
+__all__ = ["ConvertedWeightsPathHandler", "cache_dir", "file_sha256"]
+
+logger = logging.getLogger(__name__)
 
 
 def cache_dir() -> str:
     """Where converted weights are written: ``$FEATSR_CACHE`` or ``~/.cache/featsr_d2``."""
     return os.path.expanduser(os.environ.get("FEATSR_CACHE") or "~/.cache/featsr_d2")
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _cache_intact(local: str) -> bool:
+    try:
+        with open(local + ".sha256", encoding="ascii") as f:
+            expected = f.read().strip()
+        return file_sha256(local) == expected
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 class ConvertedWeightsPathHandler(PathHandler, abc.ABC):
@@ -51,8 +80,18 @@ class ConvertedWeightsPathHandler(PathHandler, abc.ABC):
         self._check_kwargs(kwargs)
         name = self._name(path)
         local = os.path.join(cache_dir(), self._cache_file(name))
+        if not force and os.path.isfile(local) and not _cache_intact(local):
+            logger.warning(
+                "The cached %s %s does not match its checksum (%s.sha256; a killed or corrupted "
+                "write?): converting it again",
+                self.WHAT,
+                local,
+                local,
+            )
+            force = True
         if force or not os.path.isfile(local):
             self._convert(name, local)
+            atomic_write_text(local + ".sha256", file_sha256(local) + "\n")
         return local
 
     def _open(self, path: str, mode: str = "r", buffering: int = -1, **kwargs):

@@ -291,8 +291,9 @@ def test_featsr_uri_loads_imagenet_weights(fpn, featsr_cache):
     tv = _imagenet_torchvision()
     _assert_loaded(checkpointer, backbone, tv)
     # Converted once into the cache, atomically (no temporary file left), then reused.
-    (cached,) = [p for p in featsr_cache.rglob("*") if p.is_file()]
+    cached, checksum = sorted(p for p in featsr_cache.rglob("*") if p.is_file())
     assert cached.suffix == ".pth" and str(cached) == PathManager.get_local_path(uri)
+    assert checksum.name == cached.name + ".sha256"  # a corrupted cache is converted again
     mtime = os.stat(cached).st_mtime_ns
     DetectionCheckpointer(model).load(uri)
     assert os.stat(cached).st_mtime_ns == mtime

@@ -23,7 +23,6 @@ Use the pixel format the weights were trained with (RGB, ImageNet mean/std; see 
 """
 
 import argparse
-import hashlib
 import logging
 
 import torch
@@ -33,7 +32,11 @@ from featsr_d2.modeling.backbone.mobilenet_v2 import (
     MobileNetV2Backbone,
     convert_torchvision_mobilenet_v2,
 )
-from featsr_d2.utils.converted_weights import ConvertedWeightsPathHandler, cache_dir
+from featsr_d2.utils.converted_weights import (
+    ConvertedWeightsPathHandler,
+    cache_dir,
+    file_sha256,
+)
 from featsr_d2.utils.file_io import atomic_write
 from featsr_d2.utils.packages import distribution_files
 
@@ -79,14 +82,6 @@ def find_mobilenet_v2_imagenet_weights() -> str:
     raise FileNotFoundError(
         f"{WEIGHTS_FILE} is missing from the installed {WEIGHTS_DISTRIBUTION}. {hint}"
     )
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def build_detectron2_checkpoint(
@@ -149,7 +144,7 @@ class FeatSRPathHandler(ConvertedWeightsPathHandler):
 
     def _convert(self, name: str, out: str) -> None:
         src = find_mobilenet_v2_imagenet_weights()
-        digest = _sha256(src)
+        digest = file_sha256(src)
         if not digest.startswith(_WEIGHTS_SHA256_PREFIX):
             raise RuntimeError(
                 f"{src} is corrupt: its sha256 {digest} does not start with "
