@@ -54,6 +54,7 @@ from featsr_d2.evaluation.tt100k import (
     write_json_atomic,
 )
 from featsr_d2.evaluation.visualize import save_matches_png
+from featsr_d2.utils.file_io import remove_stale_temporaries
 
 __all__ = ["TT100KEvaluator"]
 
@@ -121,6 +122,8 @@ class TT100KEvaluator(DatasetEvaluator):
         self._cpu_device = torch.device("cpu")
         self._predictions: dict[str, list[dict[str, Any]]] = {}
         self._gt_annos = self._ground_truth(dicts)  # before inference: a bad dataset fails early
+        if output_dir and comm.is_main_process():
+            remove_stale_temporaries(output_dir)  # of a killed run's results file or pictures
 
     def _ground_truth(self, dicts: list[dict[str, Any]]) -> dict[str, Any]:
         """The loaded dataset in TT100K's annotation format (see the module docstring)."""

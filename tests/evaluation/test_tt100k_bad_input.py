@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import uuid
 
 import numpy as np
@@ -180,3 +181,15 @@ def test_command_line_errors(tmp_path, capsys):
     gt.write_bytes(b'{"imgs": {"\xff": {}}}')
     assert protocol.main(["--gt", str(gt), "--results", str(res)]) == 2
     assert "gt.json: not UTF-8" in capsys.readouterr().err
+
+
+def test_evaluator_removes_temporaries_of_a_killed_run(tmp_path, register, caplog):
+    _tree(tmp_path, {"2": {"path": "test/2.jpg", "objects": [GOOD]}}, train_ids=[], test_ids=[2])
+    out = tmp_path / "inference"
+    out.mkdir()
+    stale = out / ".tt100k_results.json.abcdefgh.tmp"  # older form: removed once a day old
+    stale.write_text("{")
+    old = 3 * 24 * 3600
+    os.utime(stale, (stale.stat().st_mtime - old, stale.stat().st_mtime - old))
+    TT100KEvaluator(register("test", "error"), str(out))
+    assert not stale.exists()
