@@ -130,6 +130,14 @@ def read_annotations(json_file: str) -> dict:
     types = annos.get("types", [])
     if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
         raise TT100KFormatError(f"{json_file}: 'types' must be a list of category names.")
+    repeated = (
+        sorted({t for t in types if types.count(t) > 1}) if len(set(types)) < len(types) else []
+    )
+    if repeated:
+        raise TT100KFormatError(
+            f"{json_file}: 'types' lists {repeated[:5]} more than once (class ids would be "
+            "ambiguous). Remove the repetitions."
+        )
     return annos
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -121,6 +122,7 @@ class TT100KEvaluator(DatasetEvaluator):
         self._distributed = distributed
         self._cpu_device = torch.device("cpu")
         self._predictions: dict[str, list[dict[str, Any]]] = {}
+        self._non_finite = 0  # detections dropped for a non-finite box or score
         self._gt_annos = self._ground_truth(dicts)  # before inference: a bad dataset fails early
         if output_dir and comm.is_main_process():
             remove_stale_temporaries(output_dir)  # of a killed run's results file or pictures
@@ -154,6 +156,7 @@ class TT100KEvaluator(DatasetEvaluator):
 
     def reset(self) -> None:
         self._predictions = {}
+        self._non_finite = 0
 
     def process(self, inputs: Sequence[dict[str, Any]], outputs: Sequence[dict[str, Any]]) -> None:
         """Converts each output's ``instances`` into TT100K objects keyed by the input's id.
@@ -170,6 +173,9 @@ class TT100KEvaluator(DatasetEvaluator):
             scores = instances.scores.tolist()
             classes = instances.pred_classes.tolist()
             for box, score, cls in zip(boxes, scores, classes):
+                if not all(math.isfinite(v) for v in (*box, score)):
+                    self._non_finite += 1  # a diverging model: counted, not a crash at the end
+                    continue
                 if not 0 <= cls < len(self._classes):
                     raise ValueError(
                         f"the model predicted class {cls}, but {self._dataset_name!r} has "
@@ -184,24 +190,32 @@ class TT100KEvaluator(DatasetEvaluator):
                     }
                 )
 
-    def _gathered_predictions(self) -> dict[str, list[dict[str, Any]]] | None:
-        """All processes' predictions on the main process; None on the others."""
+    def _gathered_predictions(self) -> tuple[dict[str, list[dict[str, Any]]], int] | None:
+        """All processes' predictions and non-finite counts on the main process; None on the
+        others."""
         if not self._distributed:
-            return self._predictions
+            return self._predictions, self._non_finite
         comm.synchronize()
-        parts = comm.gather(self._predictions, dst=0)
+        parts = comm.gather((self._predictions, self._non_finite), dst=0)
         if not comm.is_main_process():
             return None
         merged: dict[str, list[dict[str, Any]]] = {}
-        for part in parts:
+        for part, _ in parts:
             for img_id, objects in part.items():
                 merged.setdefault(img_id, []).extend(objects)
-        return merged
+        return merged, sum(n for _, n in parts)
 
     def evaluate(self) -> OrderedDict[str, dict[str, float]] | dict:
-        predictions = self._gathered_predictions()
-        if predictions is None:
+        gathered = self._gathered_predictions()
+        if gathered is None:
             return {}
+        predictions, non_finite = gathered
+        if non_finite:
+            logger.warning(
+                "[TT100KEvaluator] %s: %d detections with a non-finite box or score were dropped",
+                self._dataset_name,
+                non_finite,
+            )
         if not predictions:
             logger.warning("[TT100KEvaluator] Did not receive valid predictions.")
             return {}

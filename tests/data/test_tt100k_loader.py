@@ -307,3 +307,11 @@ def test_image_id_round_trips_as_a_string(tmp_path):
     dicts = load_tt100k_json(json_file, ids_file, str(tmp_path))
     assert [str(d["image_id"]) for d in dicts] == ["007", long_id, "12"]
     assert dicts[2]["image_id"] == 12
+
+
+def test_repeated_type_is_refused(tmp_path):
+    json_file, ids_file = write_tt100k(
+        str(tmp_path), {"1": _rec(1, [])}, train_ids=[1], types=("pl40", "i2", "pl40")
+    )
+    with pytest.raises(TT100KFormatError, match=r"'types' lists \['pl40'\] more than once"):
+        load_tt100k_json(json_file, ids_file, str(tmp_path), class_set="all")

@@ -193,3 +193,16 @@ def test_evaluator_removes_temporaries_of_a_killed_run(tmp_path, register, caplo
     os.utime(stale, (stale.stat().st_mtime - old, stale.stat().st_mtime - old))
     TT100KEvaluator(register("test", "error"), str(out))
     assert not stale.exists()
+
+
+def test_non_finite_detections_are_dropped_and_counted(tmp_path, register, caplog):
+    _tree(tmp_path, {"2": {"path": "test/2.jpg", "objects": [GOOD]}}, train_ids=[], test_ids=[2])
+    evaluator = TT100KEvaluator(register("test", "error"), None)
+    evaluator.reset()
+    boxes = [[4, 4, 24, 24], [float("nan"), 1, 5, 5], [1, 1, float("inf"), 5]]
+    pl40 = TYPE45.index("pl40")
+    evaluator.process([{"image_id": 2}], [{"instances": _instances(boxes, [pl40] * 3)}])
+    with caplog.at_level(logging.WARNING, logger="featsr_d2.evaluation.tt100k_evaluator"):
+        metrics = evaluator.evaluate()["tt100k"]
+    assert "2 detections with a non-finite box or score were dropped" in caplog.text
+    assert metrics["all_accuracy"] == pytest.approx(100.0)
