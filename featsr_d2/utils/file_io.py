@@ -34,14 +34,15 @@ _TEMP_NAME = re.compile(r"^\..+?(?:\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+))?\.[a-
 
 
 def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:24] or "host"
 
 
 def atomic_write(path: str, write: Callable[[IO], Any], *, binary: bool = False) -> None:
     """Call ``write(f)`` on a temporary file beside ``path``, then rename it over ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    prefix = f".{os.path.basename(path)}.{_host()}-{os.getpid()}."
+    # Short enough for any file-name limit (255 bytes) whatever the target's name.
+    prefix = f".{os.path.basename(path)[:120]}.{_host()}-{os.getpid()}."
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     umask = os.umask(0)
     os.umask(umask)

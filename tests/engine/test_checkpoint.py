@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from featsr_d2.engine import AtomicDetectionCheckpointer, WeightsFileError, allow_pickle_weights
+from featsr_d2.utils.file_io import atomic_write_text
 
 
 def test_save_load_roundtrip_and_tag(tmp_path):
@@ -153,7 +154,7 @@ def test_train_net_eval_only_refuses_other_weights(tmp_path, one_thread_in_repo)
 
 
 def test_stale_temporaries_of_killed_saves_are_removed(tmp_path):
-    host = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())
+    host = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:24]
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
@@ -173,3 +174,9 @@ def test_stale_temporaries_of_killed_saves_are_removed(tmp_path):
     os.utime(tmp_path / ".model_0005.pth.yyyy8888.tmp", (two_days_ago, two_days_ago))
     AtomicDetectionCheckpointer(nn.Linear(3, 2), str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == sorted(n for n, kept in files.items() if kept)
+
+
+def test_atomic_write_of_a_long_file_name(tmp_path):
+    name = "m" * 250 + ".pth"  # a temporary name adding host and pid must still fit in 255 bytes
+    atomic_write_text(str(tmp_path / name), "ok")
+    assert (tmp_path / name).read_text() == "ok"
