@@ -23,6 +23,7 @@ def merge_config_file(cfg, path: str) -> None:
     Raises:
         FileNotFoundError: ``path`` does not exist.
         UnsafeConfigError: a file of the chain holds a Python tag (it would run code).
+        ValueError: a file of the chain is empty or not a mapping.
         yaml.YAMLError: the file is not valid YAML (the message names file, line and column).
     """
     if not PathManager.isfile(path):
@@ -37,3 +38,8 @@ def merge_config_file(cfg, path: str) -> None:
             "objects, which can run any code; featsr_d2 reads configs as plain YAML only. Replace "
             "the tagged value with a plain one (a config holds numbers, strings and lists)."
         ) from None
+    except (AttributeError, TypeError) as e:  # Detectron2's merge on an empty file or a list
+        raise ValueError(
+            f"{path} (or one of its _BASE_ files) is not a YAML mapping of config keys to values "
+            f"(empty, or a list?): {e}"
+        ) from e

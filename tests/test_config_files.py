@@ -35,3 +35,11 @@ def test_python_tags_are_refused(tmp_path, load):
 def test_missing_config_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope\.yaml does not exist"):
         get_featsr_cfg(str(tmp_path / "nope.yaml"))
+
+
+@pytest.mark.parametrize("text", ["", "- 1\n- 2\n"], ids=["empty", "list"])
+def test_config_that_is_not_a_mapping_is_named(tmp_path, text):
+    path = tmp_path / "odd.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"odd\.yaml .*is not a YAML mapping"):
+        get_featsr_cfg(str(path))
