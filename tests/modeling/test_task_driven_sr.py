@@ -94,7 +94,10 @@ def test_every_tdsr_config_loads_and_dispatches():
         assert det.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"
         assert det.INPUT.FORMAT in ("RGB", "BGR")
         build_sr_degradation(cfg)
-        if cfg.SOLVER.STEPS:  # divided by 10 at 2/3 of the paper's 300k (100k SR-FT + 200k)
+        if cfg.SOLVER.STEPS and cfg.MODEL.SR.RESIDUAL and not cfg.MODEL.SR.WEIGHTS:
+            # the whole schedule from the residual start, divided at 2/3 as the paper's 300k
+            assert cfg.SOLVER.STEPS[0] == cfg.SOLVER.MAX_ITER * 2 // 3
+        elif cfg.SOLVER.STEPS:  # divided by 10 at 2/3 of the paper's 300k (100k SR-FT + 200k)
             assert cfg.SOLVER.STEPS[0] == cfg.SOLVER.MAX_ITER // 2
     detector_config = os.path.join(REPO, "configs", "faster_rcnn_MNV2_FPN_synth.yaml")
     assert trainer_class(get_featsr_cfg(detector_config)) is FeatSRTrainer
