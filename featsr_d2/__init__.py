@@ -2,7 +2,7 @@
 
 Importing the package registers every component (datasets, backbones, heads, meta-architectures)
 with Detectron2's registries. Call :func:`add_featsr_config` on a config before merging a
-featsr_d2 YAML.
+featsr_d2 YAML; :func:`enable_featsr` turns a Detectron2 Faster R-CNN config into FeatSR's.
 """
 
 __version__ = "0.1.0"
@@ -11,7 +11,7 @@ from featsr_d2 import (
     data,  # noqa: F401  (registers the builtin TT100K datasets)
     modeling,  # noqa: F401  (registers backbones)
 )
-from featsr_d2.config import add_featsr_config
+from featsr_d2.config import add_featsr_config, enable_featsr
 from featsr_d2.layers import build_info, has_compiled_ops
 
-__all__ = ["add_featsr_config", "build_info", "has_compiled_ops", "__version__"]
+__all__ = ["add_featsr_config", "build_info", "enable_featsr", "has_compiled_ops", "__version__"]

@@ -35,8 +35,8 @@ def add_featsr_config(cfg):
     # The paper's phase (section 4.3; stage 1 is the base detector): 2 trains G, D and the small
     # predictor; 3 fine-tunes both predictors. Backbone and RPN are frozen in both.
     _C.MODEL.FEATSR.STAGE = 2
-    # SR targets: "extractor" (ours), "naive" (plain backbone on 1.0x), "none" (Table 4: no content
-    # loss, D still trained), "detection_only" (no SR pairs: G learns from the small predictor only).
+    # SR targets: "extractor" (ours), "naive" (plain backbone on 1.0x), "none" (Table 4: no
+    # content loss, D still trained), "detection_only" (no SR pairs: G learns from detection only).
     _C.MODEL.FEATSR.SUPERVISION = "extractor"
     # Sub (former) layer of each ROI_HEADS.IN_FEATURES level, a bottom-up feature; [] = the stage
     # before the base's (res4 -> res3; p_k -> res_(k-1) / stage_(k-1), at least res2 / stage2).
@@ -146,7 +146,9 @@ def featsr_sub_features(cfg) -> list[str]:
             )
         prefix, index = split
         if prefix == "p":  # an FPN level: the bottom-up network's stage names
-            bottom_up = _split_stage(cfg.MODEL.FPN.IN_FEATURES[0]) if cfg.MODEL.FPN.IN_FEATURES else None
+            bottom_up = (
+                _split_stage(cfg.MODEL.FPN.IN_FEATURES[0]) if cfg.MODEL.FPN.IN_FEATURES else None
+            )
             if bottom_up is None:
                 raise ValueError(
                     f"cannot name the bottom-up stage under {name!r} from MODEL.FPN.IN_FEATURES "
@@ -182,7 +184,9 @@ def enable_featsr(cfg, stage: int = 2):
             f"{model.PROPOSAL_GENERATOR.NAME!r}"
         )
     if model.MASK_ON or model.KEYPOINT_ON:
-        raise ValueError("FeatSR's ROI heads predict boxes only: set MODEL.MASK_ON and KEYPOINT_ON False")
+        raise ValueError(
+            "FeatSR's ROI heads predict boxes only: set MODEL.MASK_ON and KEYPOINT_ON False"
+        )
     if model.ROI_HEADS.NAME not in _FEATSR_HEADS:
         raise ValueError(
             f"FeatSR extends Res5ROIHeads (C4) and StandardROIHeads (FPN, DC5), not "

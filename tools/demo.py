@@ -1,13 +1,15 @@
 #!/usr/bin/env python
-"""`make demo`: FeatSR's two stages on the embedded default data, on CPU, base and FeatSR compared.
+"""`make demo`: FeatSR's three phases on the embedded default data, on CPU, compared with the base.
 
 1. Generates the synthetic TT100K under $DETECTRON2_DATASETS/tt100k_synth if absent.
 2. Stage 1: trains the MobileNetV2-FPN Faster R-CNN base detector and evaluates it with the official
    TT100K protocol.
-3. Stage 2: loads it into FeatSR (frozen backbone and RPN; SR target extractor, generator,
-   discriminator and small predictor), trains and evaluates.
-4. Prints the two side by side in the FeatSR paper's Table 1 layout and draws the test images where
-   the two differ on small signs (found by one, missed by the other).
+3. Stage 2: loads it into FeatSR (frozen backbone, RPN and large predictor; SR target extractor,
+   generator, discriminator and small predictor trained), trains and evaluates.
+4. Stage 3: fine-tunes both predictors (generator and discriminator frozen; the large predictor on
+   large proposals only), trains and evaluates: the paper's final FeatSR model.
+5. Prints the three side by side in the FeatSR paper's Table 1 layout and draws the test images
+   where the base and the final FeatSR differ on small signs (found by one, missed by the other).
 
 Each stage resumes if a previous run stopped; a finished stage only re-evaluates.
 """
@@ -37,6 +39,7 @@ TRAIN_NET = os.path.join(TOOLS, "train_net.py")
 CONFIGS = os.path.join(os.path.dirname(TOOLS), "configs")
 STAGE1_CONFIG = os.path.join(CONFIGS, "faster_rcnn_MNV2_FPN_synth.yaml")
 STAGE2_CONFIG = os.path.join(CONFIGS, "featsr_MNV2_FPN_synth.yaml")
+STAGE3_CONFIG = os.path.join(CONFIGS, "featsr_MNV2_FPN_synth_stage3.yaml")
 
 
 def ensure_synthetic_dataset(dataset_name: str, num_train: int, num_test: int, seed: int) -> None:
@@ -67,18 +70,26 @@ def results_of(cfg) -> dict:
     return load_results(os.path.join(cfg.OUTPUT_DIR, "inference", dataset, "tt100k_results.json"))
 
 
-def compare(stage1, stage2, out_dir: str, num_images: int) -> None:
+def compare(stage1, stage2, stage3, out_dir: str, num_images: int) -> None:
     dataset = stage1.DATASETS.TEST[0]
     meta = MetadataCatalog.get(dataset)
     gt = load_annotations(os.path.join(meta.image_root, "annotations.json"))
     img_ids = list(dict.fromkeys(str(d["image_id"]) for d in DatasetCatalog.get(dataset)))
-    results = {"base": results_of(stage1), "FeatSR": results_of(stage2)}
+    results = {
+        "base": results_of(stage1),
+        "FeatSR stage 2": results_of(stage2),
+        "FeatSR": results_of(stage3),
+    }
     min_score = stage1.TEST.TT100K.MIN_SCORE
     kwargs = {"img_ids": img_ids, "min_score": min_score, "iou": stage1.TEST.TT100K.IOU}
     metrics = compare_models(gt, results, types=stage1.TEST.TT100K.TYPES, **kwargs)
-    print(f"\n[demo] {dataset}, score >= {min_score:g}, base detector vs FeatSR:\n")
+    print(
+        f"\n[demo] {dataset}, score >= {min_score:g}, the base detector, FeatSR after stage 2 and "
+        "the final FeatSR (stage 3):\n"
+    )
     print(format_comparison(metrics))
 
+    results = {"base": results["base"], "FeatSR": results["FeatSR"]}
     matches = match_all(gt, results, types=stage1.TEST.TT100K.TYPES, **kwargs)
     differences = small_object_differences(matches["base"], matches["FeatSR"])
     gained = sum(d[1] for d in differences)
@@ -101,8 +112,9 @@ def compare(stage1, stage2, out_dir: str, num_images: int) -> None:
         print(f"[demo] the {len(shown)} images with the most differences: {path}")
     print(
         "[demo] per-model TT100K results, curves and detection pictures: "
-        f"{os.path.join(stage1.OUTPUT_DIR, 'inference', dataset)} and "
-        f"{os.path.join(stage2.OUTPUT_DIR, 'inference', dataset)}"
+        + ", ".join(
+            os.path.join(c.OUTPUT_DIR, "inference", dataset) for c in (stage1, stage2, stage3)
+        )
     )
 
 
@@ -115,9 +127,13 @@ def main(args):
     stage1 = train_stage(args.stage1_config, args.opts, "stage 1, the base detector")
     weights = os.path.join(stage1.OUTPUT_DIR, "model_final.pth")
     stage2 = train_stage(
-        args.stage2_config, [*args.opts, "MODEL.WEIGHTS", weights], "stage 2, FeatSR"
+        args.stage2_config, [*args.opts, "MODEL.WEIGHTS", weights], "stage 2, FeatSR's G and D"
     )
-    compare(stage1, stage2, stage2.OUTPUT_DIR, args.num_vis_images)
+    weights = os.path.join(stage2.OUTPUT_DIR, "model_final.pth")
+    stage3 = train_stage(
+        args.stage3_config, [*args.opts, "MODEL.WEIGHTS", weights], "stage 3, both predictors"
+    )
+    compare(stage1, stage2, stage3, stage3.OUTPUT_DIR, args.num_vis_images)
     print(f"\n[demo] done in {(time.perf_counter() - start) / 60:.1f} min")
 
 
@@ -125,6 +141,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage1-config", default=STAGE1_CONFIG, help="the base detector")
     parser.add_argument("--stage2-config", default=STAGE2_CONFIG, help="FeatSR from stage 1")
+    parser.add_argument("--stage3-config", default=STAGE3_CONFIG, help="FeatSR from stage 2")
     parser.add_argument("--num-train", type=int, default=600, help="synthetic training images")
     parser.add_argument("--num-test", type=int, default=150, help="synthetic test images")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic dataset")

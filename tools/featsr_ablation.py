@@ -1,16 +1,19 @@
 #!/usr/bin/env python
 """FeatSR's comparison on the synthetic TT100K: the base detector, FeatSR, and Table 4's ablations.
 
-From one stage-1 detector (the demo's, trained if absent), every variant trains the same number of
-iterations with the same solver, for each seed:
+From one stage-1 detector (the demo's, trained if absent), every variant goes through the paper's
+phases with the same solvers, for each seed: stage 2 (``featsr_MNV2_FPN_synth.yaml``), then
+stage 3 from its weights (``featsr_MNV2_FPN_synth_stage3.yaml``):
 
-- ``base``: the Faster R-CNN detector trained further with stage 2's solver (no FeatSR parts);
-- ``featsr``: stage 2 with the SR target extractor's supervision (``SUPERVISION extractor``);
+- ``base``: the Faster R-CNN detector trained further with stage 2's, then stage 3's solver (no
+  FeatSR parts);
+- ``featsr``: the SR target extractor's supervision (``SUPERVISION extractor``);
 - ``naive``: targets from the plain backbone on the 1.0x image (``SUPERVISION naive``);
-- ``no_supervision``: no content loss (``SUPERVISION none``).
+- ``no_supervision``: no content loss (``SUPERVISION none``, Table 4's "SR without supervision").
 
 Each run is ``tools/train_net.py`` in its own process (one OpenMP thread each, ``--jobs`` at a
-time), resumed if it stopped and skipped if its detections exist. The table is then computed from
+time), resumed if it stopped and skipped if its detections exist; the stage-3 runs start once the
+stage-2 runs are done. The table is then computed from
 the saved detections with the official TT100K protocol, per size bin, at each ``--min-scores``,
 and written as Markdown and JSON (atomically) to ``--output``::
 
@@ -34,6 +37,7 @@ from featsr_d2.utils.file_io import atomic_write, atomic_write_json
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGE1_CONFIG = os.path.join(ROOT, "configs", "faster_rcnn_MNV2_FPN_synth.yaml")
 STAGE2_CONFIG = os.path.join(ROOT, "configs", "featsr_MNV2_FPN_synth.yaml")
+STAGE3_CONFIG = os.path.join(ROOT, "configs", "featsr_MNV2_FPN_synth_stage3.yaml")
 VARIANTS = {
     "base": None,
     "featsr": "extractor",
@@ -47,36 +51,55 @@ def results_file(output_dir: str, dataset: str) -> str:
     return os.path.join(output_dir, "inference", dataset, "tt100k_results.json")
 
 
-def run_commands(args, stage1_weights: str) -> tuple[dict[tuple[str, int], tuple], int]:
-    """The train_net command and output folder of every (variant, seed), and the number of
-    stage-2 iterations."""
-    stage2 = get_featsr_cfg(STAGE2_CONFIG)
-    if args.iters:  # the stage-2 schedule scaled to --iters iterations
-        factor = args.iters / stage2.SOLVER.MAX_ITER
-        stage2.SOLVER.MAX_ITER = args.iters
-        stage2.SOLVER.STEPS = tuple(round(s * factor) for s in stage2.SOLVER.STEPS)
-        stage2.SOLVER.WARMUP_ITERS = round(stage2.SOLVER.WARMUP_ITERS * factor)
-        stage2.SOLVER.CHECKPOINT_PERIOD = max(1, round(stage2.SOLVER.CHECKPOINT_PERIOD * factor))
+def _solver(config_file: str, iters: int) -> tuple[list[str], int]:
+    """The solver options of ``config_file``, scaled to ``iters`` iterations (0: as it is; the
+    steps, warm-up and checkpoint period scale too), and the number of iterations."""
+    cfg = get_featsr_cfg(config_file)
+    if iters:
+        factor = iters / cfg.SOLVER.MAX_ITER
+        cfg.SOLVER.MAX_ITER = iters
+        cfg.SOLVER.STEPS = tuple(round(s * factor) for s in cfg.SOLVER.STEPS)
+        cfg.SOLVER.WARMUP_ITERS = round(cfg.SOLVER.WARMUP_ITERS * factor)
+        cfg.SOLVER.CHECKPOINT_PERIOD = max(1, round(cfg.SOLVER.CHECKPOINT_PERIOD * factor))
     solver = []
     for key in SOLVER_KEYS:
-        value = getattr(stage2.SOLVER, key)
+        value = getattr(cfg.SOLVER, key)
         solver += [
             f"SOLVER.{key}",
             str(tuple(value) if isinstance(value, (list, tuple)) else value),
         ]
-    runs = {}
-    for seed in args.seeds:
-        for variant, supervision in VARIANTS.items():
-            out = os.path.join(args.output, f"{variant}_seed{seed}")
-            cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--resume"]
-            if supervision is None:
-                cmd += ["--config-file", STAGE1_CONFIG, *solver]
-            else:
-                cmd += ["--config-file", STAGE2_CONFIG, *solver]
-                cmd += ["MODEL.FEATSR.SUPERVISION", supervision]
-            cmd += ["MODEL.WEIGHTS", stage1_weights, "SEED", str(seed), "OUTPUT_DIR", out]
-            runs[(variant, seed)] = (cmd, out)
-    return runs, stage2.SOLVER.MAX_ITER
+    return solver, cfg.SOLVER.MAX_ITER
+
+
+def run_commands(args, stage1_weights: str) -> tuple[list[dict[tuple[str, int], tuple]], list[int]]:
+    """The train_net commands and output folders of every (variant, seed), one dict per phase
+    (stage 2, then stage 3 from stage 2's weights), and each phase's number of iterations."""
+    phases, iterations = [], []
+    for phase, config, iters in (
+        ("stage2", STAGE2_CONFIG, args.iters),
+        ("stage3", STAGE3_CONFIG, args.stage3_iters),
+    ):
+        solver, n = _solver(config, iters)
+        iterations.append(n)
+        runs = {}
+        for seed in args.seeds:
+            for variant, supervision in VARIANTS.items():
+                out = os.path.join(args.output, f"{variant}_seed{seed}", phase)
+                weights = (
+                    os.path.join(phases[0][(variant, seed)][1], "model_final.pth")
+                    if phases
+                    else stage1_weights
+                )
+                cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--resume"]
+                if supervision is None:
+                    cmd += ["--config-file", STAGE1_CONFIG, *solver]
+                else:
+                    cmd += ["--config-file", config, *solver]
+                    cmd += ["MODEL.FEATSR.SUPERVISION", supervision]
+                cmd += ["MODEL.WEIGHTS", weights, "SEED", str(seed), "OUTPUT_DIR", out]
+                runs[(variant, seed)] = (cmd, out)
+        phases.append(runs)
+    return phases, iterations
 
 
 def run_all(runs, dataset: str, jobs: int) -> None:
@@ -140,24 +163,29 @@ def main(argv=None):
         help="stage-2 iterations (default: the config's); the "
         "schedule's steps, warm-up and checkpoint period scale with it",
     )
+    parser.add_argument(
+        "--stage3-iters", type=int, default=0, help="stage-3 iterations (default: the config's)"
+    )
     parser.add_argument("--min-scores", type=float, nargs="+", default=[0.5, 0.2])
     parser.add_argument("--table-only", action="store_true", help="tabulate finished runs only")
     args = parser.parse_args(argv)
 
     stage1 = get_featsr_cfg(STAGE1_CONFIG)
     dataset = stage1.DATASETS.TEST[0]
-    runs, iters = run_commands(args, args.stage1_weights)
+    phases, iters = run_commands(args, args.stage1_weights)
     if not args.table_only:
         ensure_stage1(args.stage1_weights)
-        run_all(runs, dataset, args.jobs)
+        for runs in phases:
+            run_all(runs, dataset, args.jobs)
+    runs = phases[-1]
 
     gt = load_annotations(os.path.join(MetadataCatalog.get(dataset).image_root, "annotations.json"))
     img_ids = list(dict.fromkeys(str(d["image_id"]) for d in DatasetCatalog.get(dataset)))
     report = {"dataset": dataset, "seeds": args.seeds, "min_scores": {}}
     sections = [
         f"Dataset `{dataset}`, seeds {args.seeds}: every variant starts from the same "
-        f"{stage1.SOLVER.MAX_ITER}-iteration stage-1 detector and trains the same stage-2 schedule "
-        f"({iters} iterations).\n"
+        f"{stage1.SOLVER.MAX_ITER}-iteration stage-1 detector and trains the same stage-2 and "
+        f"stage-3 schedules ({iters[0]} and {iters[1]} iterations).\n"
     ]
     for min_score in args.min_scores:
         per_run = {}

@@ -13,10 +13,13 @@
   missing or of another shape (a checkpoint of another architecture), raise
   :class:`WeightsFileError` with the counts and a few of the keys, instead of evaluating a partly
   random model.
+- ``require_weights=(prefixes, why)`` (training that freezes parts, e.g. FeatSR's stages 2 and 3):
+  the same for the weights under those key prefixes only; ``why`` ends the message.
 """
 
 import logging
 import os
+from collections.abc import Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -85,15 +88,26 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     """Same files as :class:`DetectionCheckpointer`; a crash mid-save leaves the previous ones.
     See the module docstring for what it refuses when reading."""
 
-    def __init__(self, model, save_dir: str = "", *, require_all_weights: bool = False, **kwargs):
+    def __init__(
+        self,
+        model,
+        save_dir: str = "",
+        *,
+        require_all_weights: bool = False,
+        require_weights: tuple[Sequence[str], str] | None = None,
+        **kwargs,
+    ):
         """
         Args:
             require_all_weights: raise unless every model parameter and buffer is loaded with its
                 shape (evaluation of a given checkpoint).
+            require_weights: (key prefixes, reason): raise unless every weight under those
+                prefixes is loaded with its shape; the reason says why they are needed.
             model, save_dir, kwargs: as for :class:`DetectionCheckpointer`.
         """
         super().__init__(model, save_dir, **kwargs)
         self.require_all_weights = require_all_weights
+        self.require_weights = require_weights
         self._loading = ""
         if self.save_dir and self.save_to_disk:
             remove_stale_temporaries(self.save_dir)
@@ -151,18 +165,34 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
 
     def _log_incompatible_keys(self, incompatible) -> None:
         super()._log_incompatible_keys(incompatible)
-        if not self.require_all_weights:
+        if self.require_all_weights:
+            prefixes, why = (
+                ("",),
+                (
+                    "It is not a checkpoint of this config's architecture (or of its number of "
+                    "classes); evaluating it would score a partly random model."
+                ),
+            )
+            action = "evaluate"
+        elif self.require_weights is not None:
+            (prefixes, why), action = self.require_weights, "train"
+        else:
             return
-        wrong = list(incompatible.incorrect_shapes)
+        prefixes = tuple(prefixes)
+        wrong = [w for w in incompatible.incorrect_shapes if w[0].startswith(prefixes)]
         wrong_keys = {k for k, _, _ in wrong}
-        missing = [k for k in incompatible.missing_keys if k not in wrong_keys]
+        missing = [
+            k for k in incompatible.missing_keys if k.startswith(prefixes) and k not in wrong_keys
+        ]
         if not missing and not wrong:
             return
-        total = len(self.model.state_dict())
+        total = sum(k.startswith(prefixes) for k in self.model.state_dict())
         parts = []
         if missing:
             parts.append(
-                f"{len(missing)} of the model's {total} weights are missing ({missing[:5]})"
+                f"{len(missing)} of the model's {total} weights"
+                + ("" if prefixes == ("",) else f" under {', '.join(prefixes)}")
+                + f" are missing ({missing[:5]})"
             )
         if wrong:
             shapes = ", ".join(
@@ -170,8 +200,8 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             )
             parts.append(f"{len(wrong)} have another shape ({shapes})")
         raise WeightsFileError(
-            f"Refusing to evaluate with {self._loading or 'these weights'}: "
+            f"Refusing to {action} with {self._loading or 'these weights'}: "
             + "; ".join(parts)
-            + ". It is not a checkpoint of this config's architecture (or of its number of "
-            "classes); evaluating it would score a partly random model."
+            + ". "
+            + why
         )

@@ -10,21 +10,29 @@ from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from featsr_d2.config import add_featsr_config
+from featsr_d2.config import FEATSR_STAGES, add_featsr_config, enable_featsr
 from featsr_d2.config_files import merge_config_file
 from featsr_d2.config_validation import validate_config
 from featsr_d2.data import set_bad_record_policy
 from featsr_d2.engine.checkpoint import ALLOW_PICKLE_FLAG, allow_pickle_weights
 
 
-def get_featsr_cfg(config_file: str | None = None, opts: list[str] | None = None):
-    """A config with featsr_d2's keys, merged from ``config_file`` (safe YAML) and ``opts``, its
-    featsr_d2 keys validated; not frozen."""
+def get_featsr_cfg(
+    config_file: str | None = None,
+    opts: list[str] | None = None,
+    *,
+    featsr_stage: int | None = None,
+):
+    """A config with featsr_d2's keys, merged from ``config_file`` (safe YAML) and ``opts``, turned
+    into FeatSR's model of ``featsr_stage`` (:func:`featsr_d2.config.enable_featsr`) when given,
+    its featsr_d2 keys validated; not frozen."""
     cfg = get_cfg()
     add_featsr_config(cfg)
     if config_file:
         merge_config_file(cfg, config_file)
     cfg.merge_from_list(list(opts or []))
+    if featsr_stage is not None:
+        enable_featsr(cfg, stage=featsr_stage)
     validate_config(cfg)
     return cfg
 
@@ -39,6 +47,15 @@ def argument_parser(epilog: str | None = None):
         "read with pickle, which RUNS ANY CODE the file holds: use only files from a source you "
         "trust. Without it .pkl weights are refused; .pth files never need it",
     )
+    parser.add_argument(
+        "--featsr-stage",
+        type=int,
+        choices=FEATSR_STAGES,
+        default=None,
+        help="turn the config (any Detectron2 Faster R-CNN: C4, DC5 or FPN) into FeatSR's model "
+        "of this phase of the paper: 2 trains the generator, discriminator and small predictor "
+        "from the stage-1 detector's MODEL.WEIGHTS; 3 fine-tunes both predictors from stage 2's",
+    )
     return parser
 
 
@@ -47,7 +64,9 @@ def setup(args):
     ``default_argument_parser``'s) arguments."""
     if getattr(args, "allow_pickle_weights", False):  # the flag; never a config key
         allow_pickle_weights()
-    cfg = get_featsr_cfg(args.config_file, args.opts)
+    cfg = get_featsr_cfg(
+        args.config_file, args.opts, featsr_stage=getattr(args, "featsr_stage", None)
+    )
     cfg.freeze()
     default_setup(cfg, args)
     # default_setup configures the "detectron2" and "fvcore" loggers; ours report tables and skips.

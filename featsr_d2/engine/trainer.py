@@ -56,6 +56,8 @@ from featsr_d2.engine.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.engine.training_state import TrainingStateHook
 from featsr_d2.evaluation import TT100KEvaluator
 
+logger = logging.getLogger(__name__)
+
 
 def build_featsr_evaluator(cfg, dataset_name: str, output_folder: str | None = None):
     """The official TT100K protocol for TT100K-format datasets; COCO-style AP (AP, AP50, AP75,
@@ -125,12 +127,57 @@ class FeatSRTrainer(DefaultTrainer):
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = AtomicDetectionCheckpointer(
-            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+            model,
+            cfg.OUTPUT_DIR,
+            require_weights=self._frozen_weights(cfg, model),
+            trainer=weakref.proxy(self),
         )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @staticmethod
+    def _frozen_weights(cfg, model: torch.nn.Module) -> tuple[list[str], str] | None:
+        """What a FeatSR phase must load (it freezes it), and why; None for other models."""
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        if not hasattr(model, "frozen_weight_prefixes"):
+            return None
+        stage = cfg.MODEL.FEATSR.STAGE
+        previous = "the stage-1 base detector" if stage == 2 else "FeatSR stage 2"
+        if not cfg.MODEL.WEIGHTS:
+            logger.warning(
+                "FeatSR stage %d without MODEL.WEIGHTS: the parts it freezes (%s) keep their "
+                "random initialization. Only a smoke run should do this; set MODEL.WEIGHTS to the "
+                "weights of %s.",
+                stage,
+                ", ".join(model.frozen_weight_prefixes()),
+                previous,
+            )
+        return model.frozen_weight_prefixes(), (
+            f"FeatSR stage {stage} freezes these parts, so MODEL.WEIGHTS must hold them: use the "
+            f"final weights of {previous} of this architecture (the _stage{stage} configs name "
+            "them), not ImageNet weights or another model's checkpoint."
+        )
+
+    def resume_or_load(self, resume: bool = True):
+        """As DefaultTrainer's; a changed ``MODEL.FEATSR.DISCRIMINATOR_LR`` replaces the rate
+        restored with the discriminator optimizer's state (and says so)."""
+        super().resume_or_load(resume=resume)
+        if getattr(self, "optimizer_d", None) is None:
+            return
+        lr = self.cfg.MODEL.FEATSR.DISCRIMINATOR_LR
+        for group in self.optimizer_d.param_groups:
+            if group["lr"] != lr:
+                logger.warning(
+                    "MODEL.FEATSR.DISCRIMINATOR_LR is %g; the checkpoint's discriminator "
+                    "optimizer had %g: continuing with %g",
+                    lr,
+                    group["lr"],
+                    lr,
+                )
+                group["lr"] = lr
 
     @classmethod
     def build_ddp_model(cls, cfg, model: torch.nn.Module) -> torch.nn.Module:

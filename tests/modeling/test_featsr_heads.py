@@ -1,7 +1,9 @@
 """FeatSR's generator, discriminator, losses, ROI heads and meta-architecture (sections 4.2-4.4)."""
 
 import copy
+import glob
 import math
+import os
 
 import pytest
 import torch
@@ -476,3 +478,30 @@ def test_heads_with_no_proposals(tiny_tt100k, layout):
         )
     assert {"loss_cls_small", "loss_sr_content", "loss_discriminator"} <= set(losses)
     assert all(math.isfinite(v.item()) for v in losses.values())
+
+
+SHIPPED_FPN = sorted(
+    glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "featsr_*FPN*.yaml"))
+)
+
+
+@pytest.mark.parametrize("config_file", SHIPPED_FPN, ids=os.path.basename)
+def test_shipped_fpn_configs_feed_g_a_real_sub_layer(config_file):
+    """In every shipped FPN config, level P_k's sub layer is the bottom-up stage at stride
+    2^(k-1) (P2: stride 4, its own), and G's sub input differs from its base input."""
+    cfg = get_featsr_cfg(config_file, ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"])
+    assert len(SHIPPED_FPN) >= 4  # stage 2 and stage 3 of the demo and of R50-FPN TT100K
+    model = build_model(cfg).eval()
+    heads = model.roi_heads
+    shapes = model.backbone.output_shape()
+    for base, sub in zip(heads.box_in_features, heads.sub_features):
+        assert sub not in heads.box_in_features  # a bottom-up stage, not a pyramid level
+        assert shapes[sub].stride == max(shapes[base].stride // 2, 4), (base, sub)
+    inputs = []
+    heads.generator.register_forward_hook(lambda _m, args, _out: inputs.append(args))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model([{"image": torch.rand(3, 128, 128) * 255, "height": 128, "width": 128}])
+    ((base, sub),) = inputs
+    assert base.shape == sub.shape and base.shape[0] > 0
+    assert not torch.allclose(base, sub)

@@ -67,6 +67,12 @@ class FeatSRRCNN(GeneralizedRCNN):
         """What this phase does not train: the backbone, the RPN and the heads' frozen parts."""
         return [self.backbone, self.proposal_generator, *self.roi_heads.frozen_modules()]
 
+    def frozen_weight_prefixes(self) -> list[str]:
+        """State-dict key prefixes of :meth:`frozen_modules`: the weights this phase must load
+        (from the previous phase), since it does not train them."""
+        frozen = {id(m) for m in self.frozen_modules()}
+        return [f"{name}." for name, m in self.named_modules() if id(m) in frozen]
+
     def train(self, mode: bool = True):
         """As :meth:`nn.Module.train`, but frozen modules stay in eval mode (their normalization
         layers keep their statistics)."""
