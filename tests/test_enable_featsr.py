@@ -3,6 +3,7 @@ model-zoo Faster R-CNN configs (C4, DC5, FPN, ResNeXt-FPN), a training step and 
 at a small size; clear refusals for configs FeatSR cannot serve."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from featsr_d2.config import featsr_sub_features
 from featsr_d2.engine import get_featsr_cfg
 from featsr_d2.engine.setup import argument_parser
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ZOO = {
@@ -160,3 +162,15 @@ def test_train_net_featsr_stage_flag():
     assert args.featsr_stage == 3
     with pytest.raises(SystemExit):
         argument_parser().parse_args(["--featsr-stage", "1"])
+
+
+def test_readme_drop_in_snippet_runs_as_written(tmp_path, monkeypatch):
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    section = readme.split("## Use it in your own project", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "enable_featsr" in code
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert type(namespace["model"]).__name__ == "FeatSRRCNN"
+    assert namespace["model"].roi_heads.sub_features == ["res2", "res2", "res3", "res4"]
