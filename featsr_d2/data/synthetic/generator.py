@@ -560,15 +560,17 @@ def generate_synthetic_tt100k(
     planned += ["train/ids.txt", "test/ids.txt", "annotations.json"]
     _prepare_out_dir(out_dir, overwrite, planned)
 
-    _warm_caches(names)
-    results: dict[int, list[dict]] = {}
+    # OpenCV on one thread before anything is drawn: a worker forked while OpenCV's thread pool
+    # runs can inherit a held lock and hang at its first OpenCV call.
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc="synthetic TT100K", unit="img", disable=not progress)
     cv2_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    results: dict[int, list[dict]] = {}
+    bar = tqdm(total=total, desc="synthetic TT100K", unit="img", disable=not progress)
     try:
+        _warm_caches(names)
         if workers == 1:
-            cv2.setNumThreads(1)
             for job in jobs:
                 _, objs = _render_job(settings, job)
                 results[job.image_id] = objs
