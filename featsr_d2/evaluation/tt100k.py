@@ -140,13 +140,23 @@ def _objects(record: Any, where: str) -> list[Any]:
     return objects
 
 
-def validate_annotations(annos: Any, *, source: str = "<annotations>", require_score: bool) -> None:
-    """Checks every record of a ground-truth (``require_score=False``) or results mapping.
+def validate_annotations(
+    annos: Any,
+    *,
+    source: str = "<annotations>",
+    require_score: bool,
+    img_ids: Iterable[str] | None = None,
+) -> None:
+    """Checks every record of a ground-truth (``require_score=False``) or results mapping, or only
+    those of ``img_ids`` (the evaluated split; ids absent from ``annos`` are skipped).
 
     Raises:
         TT100KFormatError: naming ``source`` and the offending record.
     """
-    for img_id, record in _imgs(annos, source).items():
+    imgs = _imgs(annos, source)
+    ids = imgs if img_ids is None else [i for i in img_ids if i in imgs]
+    for img_id in ids:
+        record = imgs[img_id]
         where = f"{source}: imgs[{img_id!r}]"
         for k, obj in enumerate(_objects(record, where)):
             parse_object(obj, f"{where}.objects[{k}]", require_score=require_score)
@@ -849,9 +859,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m featsr_d2.evaluation.tt100k``; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        gt = load_annotations(args.gt)
-        results = load_results(args.results)
+        gt = _load_json(args.gt, "annotation file")
         ids = load_ids(args.ids, gt) if args.ids else None
+        # Only the evaluated split's records: a bad record of another split does not matter.
+        validate_annotations(gt, source=args.gt, require_score=False, img_ids=ids)
+        results = load_results(args.results)
         kwargs = {"img_ids": ids, "iou": args.iou, "types": args.types}
         problems = check_results(gt, results, **kwargs)
     except (OSError, TT100KFormatError) as e:

@@ -206,3 +206,18 @@ def test_non_finite_detections_are_dropped_and_counted(tmp_path, register, caplo
         metrics = evaluator.evaluate()["tt100k"]
     assert "2 detections with a non-finite box or score were dropped" in caplog.text
     assert metrics["all_accuracy"] == pytest.approx(100.0)
+
+
+def test_command_line_validates_only_the_evaluated_split(tmp_path, capsys):
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"imgs": {"1": {"objects": [GOOD]}, "2": {"objects": [NAN_I2]}}}))
+    res = tmp_path / "res.json"
+    res.write_text(json.dumps({"imgs": {"1": {"objects": [{**GOOD, "score": 0.9}]}}}))
+    ids = tmp_path / "ids.txt"
+    ids.write_text("1\n")
+    assert protocol.main(["--gt", str(gt), "--results", str(res), "--ids", str(ids)]) == 0
+    assert "100.0" in capsys.readouterr().out
+    assert protocol.main(["--gt", str(gt), "--results", str(res)]) == 2  # every image evaluated
+    assert "gt.json: imgs['2'].objects[0]: bbox['xmax'] must be a finite number" in (
+        capsys.readouterr().err
+    )
