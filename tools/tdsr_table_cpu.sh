@@ -5,7 +5,9 @@
 # best COCO AP on the first 50 *training* images (no test image is used to choose) again at seed 1;
 # then one table of every row on the test images with paired bootstrap intervals.
 #
-#   OMP_NUM_THREADS=1 bash tools/tdsr_table_cpu.sh [ITERATIONS] [TEST_IMAGES]
+#   OMP_NUM_THREADS=1 bash tools/tdsr_table_cpu.sh [ITERATIONS] [TEST_IMAGES] [BATCH]
+#
+# (defaults 150 iterations, every test image, batch 6 as the paper)
 #
 # Needs the demo detector (output/faster_rcnn_MNV2_FPN_synth/model_final.pth, `make demo` or
 # tools/train_net.py --config-file configs/faster_rcnn_MNV2_FPN_synth.yaml). Every run resumes; a
@@ -14,13 +16,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ITER=${1:-150}
 TEST_IMAGES=${2:-0}
+BATCH=${3:-6}
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} DETECTRON2_DATASETS=${DETECTRON2_DATASETS:-datasets}
 Q=configs/tdsr/quick_schedules
 SRFT=$Q/srft_plus_dbpn_slim_res_x4_synth_cpu.yaml
 TDSR=$Q/tdsr_dbpn_slim_res_x4_synth_cpu.yaml
 OUT=output/tdsr_res_cpu
-SCHEDULE=(SOLVER.MAX_ITER "$ITER" SOLVER.STEPS "($((ITER * 2 / 3)),)"
+SCHEDULE=(SOLVER.MAX_ITER "$ITER" SOLVER.STEPS "($((ITER * 2 / 3)),)" SOLVER.IMS_PER_BATCH "$BATCH"
           SOLVER.CHECKPOINT_PERIOD "$(((ITER + 1) / 2))" DATASETS.TEST "()")
 
 train() {  # run name, config, KEY VALUE...
@@ -35,7 +38,7 @@ train() {  # run name, config, KEY VALUE...
 }
 
 mkdir -p "$OUT"
-echo "[tdsr_table] commit $(git rev-parse --short HEAD), $ITER iterations per run"
+echo "[tdsr_table] commit $(git rev-parse --short HEAD), $ITER iterations of batch $BATCH per run"
 train srft_plus_s0 "$SRFT" SEED 0 INPUT.SR.SEED 0
 for beta in 0.01 0.1 1; do
   train "tdsr_b${beta}_s0" "$TDSR" MODEL.TDSR.BETA "$beta" SEED 0 INPUT.SR.SEED 0
