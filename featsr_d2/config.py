@@ -41,6 +41,9 @@ def add_featsr_config(cfg):
     # Sub (former) layer of each ROI_HEADS.IN_FEATURES level, a bottom-up feature; [] = the stage
     # before the base's (res4 -> res3; p_k -> res_(k-1) / stage_(k-1), at least res2 / stage2).
     _C.MODEL.FEATSR.SUB_FEATURES = []
+    # At inference, at most this many small proposals per image (the RPN's best) go through the
+    # generator and the small predictor, the others through the large one; -1: all of them.
+    _C.MODEL.FEATSR.MAX_SMALL_PER_IMAGE = -1
     # Weight of the content loss (eq. 4) in the generator's objective.
     _C.MODEL.FEATSR.CONTENT_WEIGHT = 1.0
     # Weight of the adversarial loss (eq. 5) in the generator's objective.
@@ -59,6 +62,11 @@ def add_featsr_config(cfg):
     _C.MODEL.FEATSR.GENERATOR.HIDDEN_CHANNELS = 256
     # Kernel size of the generator's convolutions.
     _C.MODEL.FEATSR.GENERATOR.KERNEL_SIZE = 3
+    # Residual blocks: "basic" (two kxk convolutions) or "bottleneck" (1x1 to HIDDEN_CHANNELS, kxk,
+    # 1x1 back): lighter, same structure.
+    _C.MODEL.FEATSR.GENERATOR.BLOCK = "basic"
+    # RoIs refined at a time, bounding the generator's peak memory (0: all at once).
+    _C.MODEL.FEATSR.GENERATOR.CHUNK_SIZE = 256
     _C.MODEL.FEATSR.DISCRIMINATOR = CN()
     # Width of the two hidden layers of the three-layer MLP discriminator.
     _C.MODEL.FEATSR.DISCRIMINATOR.HIDDEN_DIM = 1024

@@ -505,3 +505,85 @@ def test_shipped_fpn_configs_feed_g_a_real_sub_layer(config_file):
     ((base, sub),) = inputs
     assert base.shape == sub.shape and base.shape[0] > 0
     assert not torch.allclose(base, sub)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost switches: what they change and what they must not.
+def _reference_generator(g, base, sub):
+    """Fig. 5 computed naively: every block on every channel, the base channels sliced at the
+    end."""
+    x = torch.cat([base, sub], dim=1)
+    for block in g.blocks:
+        convs = [getattr(block, f"conv{i}") for i in range(1, block._num_convs + 1)]
+        h = x
+        for conv in convs[:-1]:
+            h = torch.relu(conv(h))
+        x = x + convs[-1](h)
+    return x[:, : g.base_channels]
+
+
+@pytest.mark.parametrize("block", ["basic", "bottleneck"])
+def test_generator_computes_only_the_kept_channels_and_chunks_alike(block):
+    torch.manual_seed(0)
+    g = SRFeatureGenerator(
+        base_channels=6, sub_channels=4, num_blocks=3, hidden_channels=5, block=block
+    )
+    base, sub = torch.randn(11, 6, 5, 5), torch.randn(11, 4, 5, 5)
+    assert torch.equal(g(base, sub), base)  # the identity at initialization, both blocks
+    last = "conv2" if block == "basic" else "conv3"
+    for b in g.blocks:
+        torch.nn.init.normal_(getattr(b, last).weight, std=0.1)
+        torch.nn.init.normal_(getattr(b, last).bias, std=0.1)
+    reference = _reference_generator(g, base, sub)
+    torch.testing.assert_close(g(base, sub), reference, rtol=1e-5, atol=1e-6)
+    g.chunk_size = 4  # 11 RoIs in chunks of 4, 4 and 3
+    torch.testing.assert_close(g(base, sub), reference, rtol=1e-5, atol=1e-6)
+    assert g(base[:0], sub[:0]).shape == (0, 6, 5, 5)
+    with pytest.raises(ValueError, match="block"):
+        SRFeatureGenerator(base_channels=6, sub_channels=4, block="dense")
+
+
+def test_bottleneck_generator_is_lighter():
+    kwargs = {"base_channels": 256, "sub_channels": 256, "num_blocks": 2, "hidden_channels": 64}
+    basic = SRFeatureGenerator(**kwargs)
+    bottleneck = SRFeatureGenerator(**kwargs, block="bottleneck")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(bottleneck) < count(basic) / 3
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_small_proposal_cap_zero_is_the_base_detector_bit_for_bit(layout):
+    cfg = tiny_featsr_cfg(layout, **{"MODEL.FEATSR.MAX_SMALL_PER_IMAGE": 0})
+    torch.manual_seed(0)
+    featsr = build_model(cfg).eval()
+    for block in featsr.roi_heads.generator.blocks:  # G and the small predictor away from the
+        torch.nn.init.normal_(block.conv2.weight, std=0.01)  # identity and the large one
+    with torch.no_grad():
+        featsr.roi_heads.small_predictor.cls_score.bias.add_(0.5)
+    base_cfg = cfg.clone()
+    base_cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    base_cfg.MODEL.ROI_HEADS.NAME = {"C4": "Res5ROIHeads", "FPN": "StandardROIHeads"}[layout]
+    base = build_model(base_cfg).eval()
+    base.load_state_dict(featsr.state_dict(), strict=False)
+    image = [{"image": torch.rand(3, 128, 128) * 255, "height": 128, "width": 128}]
+    calls = []
+    featsr.roi_heads.generator.register_forward_hook(
+        lambda _m, args, _o: calls.append(len(args[0]))
+    )
+    with torch.no_grad():
+        ours = featsr(image)[0]["instances"]
+        theirs = base(image)[0]["instances"]
+        assert len(theirs) > 0 and calls == [0]  # no RoI went through G
+        for field in ("pred_boxes", "scores", "pred_classes"):
+            a, b = ours.get(field), theirs.get(field)
+            a, b = (a.tensor, b.tensor) if field == "pred_boxes" else (a, b)
+            assert torch.equal(a, b), field
+        # K = 2: at most two small proposals per image take the small path, the RPN's best.
+        featsr.roi_heads.max_small_per_image = 2
+        calls.clear()
+        featsr(image)
+        assert calls == [2]
+        featsr.roi_heads.max_small_per_image = -1
+        calls.clear()
+        featsr(image)
+        assert calls[0] > 2

@@ -14,7 +14,10 @@ Beside the base detector's head (the *large predictor*: ``res5`` / ``box_head``,
 
 Routing: a proposal whose sqrt(area) on the input image is below ``MODEL.FEATSR.SMALL_SIZE`` is
 small. Small proposals go through G and the small predictor, large ones through the large
-predictor; their predictions are merged before the per-class NMS.
+predictor; their predictions are merged before the per-class NMS. At inference
+``MAX_SMALL_PER_IMAGE`` (K) caps the small proposals per image that take the small path: the K
+with the highest objectness (the RPN sorts them); the others take the large path, as in the base
+detector (K = 0 is the base detector, bit for bit).
 
 The paper's phases (section 4.3, ``MODEL.FEATSR.STAGE``; stage 1 is the base detector, backbone
 and RPN are frozen in both of these):
@@ -109,6 +112,7 @@ def _featsr_from_config(cfg, input_shape: dict[str, ShapeSpec], base_channels: i
         "sub_scales": [1.0 / input_shape[s].stride for s in subs],
         "stage": f.STAGE,
         "small_size": f.SMALL_SIZE,
+        "max_small_per_image": f.MAX_SMALL_PER_IMAGE,
         "target_min_size": f.TARGET_MIN_SIZE,
         "supervision": f.SUPERVISION,
         "content_weight": f.CONTENT_WEIGHT,
@@ -137,6 +141,7 @@ class _FeatSRHeads:
         sub_scales: list[float],
         stage: int,
         small_size: float,
+        max_small_per_image: int,
         target_min_size: float,
         supervision: str,
         content_weight: float,
@@ -158,6 +163,7 @@ class _FeatSRHeads:
         self._sub_sources = list(dict.fromkeys(sub_features))
         self.stage = stage
         self.small_size = small_size
+        self.max_small_per_image = max_small_per_image
         self.target_min_size = target_min_size
         self.supervision = supervision
         self.content_weight = content_weight
@@ -340,9 +346,21 @@ class _FeatSRHeads:
             losses["loss_sr_content"] = self.content_weight * content_loss(sr, target)
         return losses
 
+    def _capped(self, masks: list[torch.Tensor]) -> list[torch.Tensor]:
+        """At most ``max_small_per_image`` small proposals per image, the first ones (the RPN's
+        proposals come sorted by objectness); -1 keeps them all."""
+        if self.max_small_per_image < 0:
+            return masks
+        capped = []
+        for mask in masks:
+            mask = mask.clone()
+            mask[mask.nonzero().flatten()[self.max_small_per_image :]] = False
+            capped.append(mask)
+        return capped
+
     def _inference(self, features, proposals: list[Instances]) -> list[Instances]:
         boxes = [p.proposal_boxes for p in proposals]
-        masks = self._small_masks(boxes)
+        masks = self._capped(self._small_masks(boxes))
         large_scores, large_deltas = self._predict_large(
             features, [b[~m] for b, m in zip(boxes, masks)]
         )

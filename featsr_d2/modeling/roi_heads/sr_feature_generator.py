@@ -15,30 +15,62 @@ With an FPN, the sub layer of each pyramid level is its own bottom-up stage (e.g
 for P3, P4, P5), and their widths differ. The generator then holds one 1x1 convolution per sub
 layer that maps its RoI features to the base width before the concatenation (our addition: the
 paper's C4 generator reads a single sub layer); with a single sub width there is none.
+
+Cost (none of it changes what is computed, to float rounding): the last block computes only the
+base channels it keeps (its last convolution's other output channels would be sliced away), and
+``CHUNK_SIZE`` RoIs go through the blocks at a time, so that the peak memory is bounded whatever the
+number of proposals. ``BLOCK: bottleneck`` is a lighter generator with Fig. 5's structure: each
+residual is a 1x1 convolution to ``HIDDEN_CHANNELS``, a kxk one, and a 1x1 back to the input's width
+(zero-initialized, so it too starts as the identity).
 """
 
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import nn
 
-__all__ = ["SRFeatureGenerator"]
+__all__ = ["BLOCKS", "SRFeatureGenerator"]
+
+
+BLOCKS = ("basic", "bottleneck")
 
 
 class _ResidualBlock(nn.Module):
-    def __init__(self, channels: int, hidden: int, kernel_size: int):
+    """``x + residual(x)``: "basic" is kxk conv, ReLU, kxk conv; "bottleneck" is 1x1 conv, ReLU,
+    kxk conv, ReLU, 1x1 conv. The last convolution starts at zero (the block starts as the
+    identity)."""
+
+    def __init__(self, channels: int, hidden: int, kernel_size: int, block: str = "basic"):
         super().__init__()
         pad = kernel_size // 2
-        self.conv1 = nn.Conv2d(channels, hidden, kernel_size, padding=pad)
-        self.conv2 = nn.Conv2d(hidden, channels, kernel_size, padding=pad)
-        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.zeros_(self.conv1.bias)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
+        if block == "basic":
+            self.conv1 = nn.Conv2d(channels, hidden, kernel_size, padding=pad)
+            self.conv2 = nn.Conv2d(hidden, channels, kernel_size, padding=pad)
+            convs = [self.conv1, self.conv2]
+        else:
+            self.conv1 = nn.Conv2d(channels, hidden, 1)
+            self.conv2 = nn.Conv2d(hidden, hidden, kernel_size, padding=pad)
+            self.conv3 = nn.Conv2d(hidden, channels, 1)
+            convs = [self.conv1, self.conv2, self.conv3]
+        for conv in convs[:-1]:
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+        nn.init.zeros_(convs[-1].weight)
+        nn.init.zeros_(convs[-1].bias)
+        self._num_convs = len(convs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(torch.relu(self.conv1(x)))
+    def forward(self, x: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+        """``x + residual(x)``; with ``keep``, only its first ``keep`` channels are computed."""
+        convs = [getattr(self, f"conv{i}") for i in range(1, self._num_convs + 1)]
+        h = x
+        for conv in convs[:-1]:
+            h = torch.relu(conv(h))
+        last = convs[-1]
+        if keep is None:
+            return x + last(h)
+        return x[:, :keep] + F.conv2d(h, last.weight[:keep], last.bias[:keep], padding=last.padding)
 
 
 class SRFeatureGenerator(nn.Module):
@@ -53,6 +85,8 @@ class SRFeatureGenerator(nn.Module):
         num_blocks: int = 4,
         hidden_channels: int = 0,
         kernel_size: int = 3,
+        block: str = "basic",
+        chunk_size: int = 0,
     ):
         """
         Args:
@@ -64,11 +98,17 @@ class SRFeatureGenerator(nn.Module):
             hidden_channels: width of the first convolution of each block; 0 means the input's
                 width (base + sub channels).
             kernel_size: the convolutions' kernel size (odd).
+            block: "basic" (two kxk convolutions) or "bottleneck" (1x1, kxk, 1x1) residuals.
+            chunk_size: RoIs refined at a time (0: all at once).
         """
         super().__init__()
         if num_blocks < 1 or kernel_size % 2 == 0:
             raise ValueError(
                 f"need num_blocks >= 1 and an odd kernel, got {num_blocks}, {kernel_size}"
+            )
+        if block not in BLOCKS or chunk_size < 0:
+            raise ValueError(
+                f"block must be one of {BLOCKS} and chunk_size >= 0, got {block!r}, {chunk_size}"
             )
         widths = [sub_channels] if isinstance(sub_channels, int) else list(sub_channels)
         if not widths or min(widths) < 1 or base_channels < 1:
@@ -83,8 +123,10 @@ class SRFeatureGenerator(nn.Module):
         hidden = hidden_channels or width
         self.base_channels = base_channels
         self.blocks = nn.Sequential(
-            *(_ResidualBlock(width, hidden, kernel_size) for _ in range(num_blocks))
+            *(_ResidualBlock(width, hidden, kernel_size, block) for _ in range(num_blocks))
         )
+        self.block = block
+        self.chunk_size = chunk_size
 
     @classmethod
     def from_config(cls, cfg, *, base_channels: int, sub_channels: int):
@@ -95,6 +137,8 @@ class SRFeatureGenerator(nn.Module):
             "num_blocks": g.NUM_BLOCKS,
             "hidden_channels": g.HIDDEN_CHANNELS,
             "kernel_size": g.KERNEL_SIZE,
+            "block": g.BLOCK,
+            "chunk_size": g.CHUNK_SIZE,
         }
 
     def project_sub(self, index: int, sub: torch.Tensor) -> torch.Tensor:
@@ -119,8 +163,19 @@ class SRFeatureGenerator(nn.Module):
                 f"expected {self.base_channels} base and {self.sub_channels} sub channels, got "
                 f"{base.shape[1]} and {sub.shape[1]}"
             )
-        out = self.blocks(torch.cat([base, sub], dim=1))
-        return out[:, : self.base_channels]
+        x = torch.cat([base, sub], dim=1)
+        step = self.chunk_size
+        if step and x.shape[0] > step:
+            return torch.cat([self._refine(x[i : i + step]) for i in range(0, x.shape[0], step)])
+        return self._refine(x)
+
+    def _refine(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks[:-1]:
+            x = block(x)
+        return self.blocks[-1](x, keep=self.base_channels)
 
     def extra_repr(self) -> str:
-        return f"base_channels={self.base_channels}, sub_channels={self.sub_channels}"
+        return (
+            f"base_channels={self.base_channels}, sub_channels={self.sub_channels}, "
+            f"block={self.block}, chunk_size={self.chunk_size}"
+        )
