@@ -42,7 +42,7 @@ import os
 import weakref
 
 import torch
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_test_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, SimpleTrainer, hooks
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.evaluation import COCOEvaluator
@@ -50,6 +50,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
+from featsr_d2.data.checked_mapper import CheckedMapper
 from featsr_d2.data.resumable_loader import build_resumable_train_loader
 from featsr_d2.data.rng_state import isolated_rng
 from featsr_d2.engine.checkpoint import AtomicDetectionCheckpointer
@@ -207,6 +208,13 @@ class FeatSRTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         """The resumable loader (:func:`build_resumable_train_loader`)."""
         return build_resumable_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        """Detectron2's test loader, with an image that does not decode named (an evaluation
+        cannot skip one: its ground truth would count as missed)."""
+        mapper = CheckedMapper(DatasetMapper(cfg, is_train=False), "error")
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):

@@ -13,7 +13,7 @@ from featsr_d2.data import register_tt100k_instances
 from featsr_d2.data.checked_mapper import CheckedMapper, UnreadableImageError
 from featsr_d2.data.resumable_loader import build_resumable_train_loader
 from featsr_d2.data.synthetic import generate_synthetic_tt100k
-from featsr_d2.engine import get_featsr_cfg
+from featsr_d2.engine import FeatSRTrainer, get_featsr_cfg
 
 
 def _truncate(path, keep=0.8):
@@ -98,3 +98,11 @@ def test_training_loader_names_or_skips_the_broken_image(broken_dataset, tmp_pat
     resumed.load_state_dict(first.state_dict())
     tail = [d["file_name"] for _, batch in zip(range(num - 2), resumed) for d in batch]
     assert [d["file_name"] for b in head for d in b] + tail == seen
+
+
+def test_evaluation_loader_names_the_broken_image(broken_dataset):
+    names, bad, _ = broken_dataset
+    cfg = get_featsr_cfg(None, ["MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0"])
+    with pytest.raises(UnreadableImageError, match=os.path.basename(bad)):
+        for _ in FeatSRTrainer.build_test_loader(cfg, names["error"]):
+            pass

