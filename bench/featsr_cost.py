@@ -4,16 +4,21 @@
 - Inference: time per image and peak memory of FeatSR (stage 2's model) against the base detector
   it was built from (stage 1's). At inference FeatSR's only extra work is the generator and the
   small predictor on small proposals, so the fraction of small proposals is reported too.
-- Training: a stage-2 iteration (0.5x backbone pass, SR target extractor, G, D and both predictors,
-  the discriminator's own optimizer step) against a stage-1 iteration, and the stage-2 iteration
-  with the unfused extractor (``MODEL.FEATSR.FUSED_EXTRACTOR False``).
+- Inference of the cost switches: at most K small proposals per image through the generator
+  (``MODEL.FEATSR.MAX_SMALL_PER_IMAGE``, ``--caps``) and the bottleneck generator
+  (``MODEL.FEATSR.GENERATOR.BLOCK bottleneck``), timed with the others.
+- Training: a stage-2 iteration (0.5x backbone pass, SR target extractor, G, D and the small
+  predictor, the discriminator's own optimizer step) and a stage-3 iteration (both predictors)
+  against a stage-1 iteration, and the stage-2 iteration with the unfused extractor
+  (``MODEL.FEATSR.FUSED_EXTRACTOR False``).
 
 Times are medians over interleaved calls (one call of each model in turn, so that load on the
 machine hits them alike); peak memory is the rise of the process's peak resident set size during
 one call, each in a fresh process. The demo's configs on the synthetic TT100K, with the stage-1
 weights of ``make demo`` when they exist (random weights otherwise, which the output says).
 
-    python bench/featsr_cost.py [--images 16] [--iters 12] [--threads 2] [--json out.json]
+    python bench/featsr_cost.py [--images 16] [--iters 12] [--threads 2] [--caps 0 16 64]
+        [--json out.json]
 """
 
 import argparse
@@ -29,30 +34,32 @@ from detectron2.data import build_detection_test_loader
 from detectron2.utils.events import EventStorage
 
 import featsr_d2  # noqa: F401  (registers datasets, backbones and heads)
-from featsr_d2.engine import FeatSRTrainer, get_featsr_cfg
+from featsr_d2.engine import AtomicDetectionCheckpointer, FeatSRTrainer, get_featsr_cfg
 from featsr_d2.utils.file_io import atomic_write_json
 from featsr_d2.utils.memory import measure_peak_rss_rise
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGE1 = os.path.join(REPO, "configs", "faster_rcnn_MNV2_FPN_synth.yaml")
 STAGE2 = os.path.join(REPO, "configs", "featsr_MNV2_FPN_synth.yaml")
+STAGE3 = os.path.join(REPO, "configs", "featsr_MNV2_FPN_synth_stage3.yaml")
 WEIGHTS = os.path.join(REPO, "output", "faster_rcnn_MNV2_FPN_synth", "model_final.pth")
 KINDS = {
     "base": (STAGE1, []),
     "featsr": (STAGE2, []),
     "featsr_unfused": (STAGE2, ["MODEL.FEATSR.FUSED_EXTRACTOR", "False"]),
+    "featsr_stage3": (STAGE3, []),
 }
+# Timed at inference only (the switches change nothing in training).
+BOTTLENECK = (STAGE2, ["MODEL.FEATSR.GENERATOR.BLOCK", "bottleneck"])
 
 
-def build(kind: str, weights: str):
-    config, opts = KINDS[kind]
+def build(kind: str, weights: str, spec=None):
+    config, opts = spec or KINDS[kind]
     cfg = get_featsr_cfg(config, ["MODEL.WEIGHTS", weights, *opts])
     torch.manual_seed(0)
     model = FeatSRTrainer.build_model(cfg)
-    if weights:
-        from detectron2.checkpoint import DetectionCheckpointer
-
-        DetectionCheckpointer(model).load(weights)
+    if weights:  # stage-1 weights into every model: the parts they lack keep their initialization
+        AtomicDetectionCheckpointer(model).load(weights)
     return cfg, model
 
 
@@ -150,6 +157,19 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--weights", default=WEIGHTS if os.path.exists(WEIGHTS) else "")
+    parser.add_argument(
+        "--caps",
+        type=int,
+        nargs="*",
+        default=[0, 16, 64],
+        help="MODEL.FEATSR.MAX_SMALL_PER_IMAGE values timed at inference",
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        help="also profile this many stage-2 iterations and print the top operators",
+    )
     parser.add_argument("--json", help="write the figures here too (atomically)")
     parser.add_argument("--_peak", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -163,7 +183,11 @@ def main():
     models = {kind: build(kind, args.weights) for kind in KINDS}
     cfg_base = models["base"][0]
     inputs = test_inputs(cfg_base, args.warmup + args.images)
-    infer = {k: m.eval() for k, (_, m) in models.items() if k != "featsr_unfused"}
+    infer = {k: models[k][1].eval() for k in ("base", "featsr")}
+    for cap in args.caps:
+        spec = (STAGE2, ["MODEL.FEATSR.MAX_SMALL_PER_IMAGE", str(cap)])
+        infer[f"featsr_k{cap}"] = build("", args.weights, spec)[1].eval()
+    infer["featsr_bottleneck"] = build("", args.weights, BOTTLENECK)[1].eval()
     with torch.no_grad():
         t_infer = interleaved_medians(infer, inputs, args.warmup)
     fraction = small_fraction(infer["featsr"], inputs[args.warmup :])
@@ -172,6 +196,13 @@ def main():
     steppers = {k: Stepper(cfg, m) for k, (cfg, m) in models.items()}
     with EventStorage():
         t_train = interleaved_medians(steppers, batches, args.warmup)
+
+    if args.profile:
+        with EventStorage(), torch.profiler.profile(record_shapes=False) as prof:
+            for batch in batches[: args.profile]:
+                with torch.profiler.record_function("stage2_iteration"):
+                    steppers["featsr"](batch)
+        print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25), flush=True)
 
     print("[bench] peak memory, one fresh process per figure ...", flush=True)
     peak_infer = {k: peak_in_subprocess("infer", k, args) for k in ("base", "featsr")}
@@ -185,10 +216,14 @@ def main():
         "small_proposal_fraction": round(fraction, 3),
         "infer_s_per_image": {k: round(v, 4) for k, v in t_infer.items()},
         "infer_time_ratio": round(t_infer["featsr"] / t_infer["base"], 3),
+        "infer_time_ratio_by_variant": {
+            k: round(v / t_infer["base"], 3) for k, v in t_infer.items() if k != "base"
+        },
         "infer_peak_mib": {k: round(v / 2**20, 1) for k, v in peak_infer.items()},
         "infer_peak_ratio": round(peak_infer["featsr"] / peak_infer["base"], 3),
         "train_s_per_iter": {k: round(v, 3) for k, v in t_train.items()},
         "stage2_over_stage1_iter": round(t_train["featsr"] / t_train["base"], 3),
+        "stage3_over_stage1_iter": round(t_train["featsr_stage3"] / t_train["base"], 3),
         "stage2_unfused_over_fused_iter": round(t_train["featsr_unfused"] / t_train["featsr"], 3),
         "train_peak_mib": {k: round(v / 2**20, 1) for k, v in peak_train.items()},
         "stage2_over_stage1_peak": round(peak_train["featsr"] / peak_train["base"], 3),
