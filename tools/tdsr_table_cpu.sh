@@ -40,7 +40,7 @@ train() {  # run name, config, KEY VALUE...
 mkdir -p "$OUT"
 echo "[tdsr_table] commit $(git rev-parse --short HEAD), $ITER iterations of batch $BATCH per run"
 train srft_plus_s0 "$SRFT" SEED 0 INPUT.SR.SEED 0
-for beta in 0.01 0.1 1; do
+for beta in 0.01 0.1 1.0; do
   train "tdsr_b${beta}_s0" "$TDSR" MODEL.TDSR.BETA "$beta" SEED 0 INPUT.SR.SEED 0
 done
 train srft_plus_s1 "$SRFT" SEED 1 INPUT.SR.SEED 1
@@ -50,13 +50,13 @@ if [ ! -f "$OUT/select/results.json" ]; then
   "$PY" tools/eval_lr_detection.py --config "$TDSR" --dataset tt100k_synth_train --max-images 50 \
       --row TDSR_b0.01=@"$OUT/tdsr_b0.01_s0/model_final.pth" \
       --row TDSR_b0.1=@"$OUT/tdsr_b0.1_s0/model_final.pth" \
-      --row TDSR_b1=@"$OUT/tdsr_b1_s0/model_final.pth" \
+      --row TDSR_b1.0=@"$OUT/tdsr_b1.0_s0/model_final.pth" \
       --num-vis 0 --output "$OUT/select" > "$OUT/select.log" 2>&1
 fi
 BEST=$("$PY" -c "
 import json
 rows = json.load(open('$OUT/select/results.json'))['rows']
-print(max(('0.01', '0.1', '1'), key=lambda b: rows['TDSR_b' + b]['metrics']['bbox']['AP']))")
+print(max(('0.01', '0.1', '1.0'), key=lambda b: rows['TDSR_b' + b]['metrics']['bbox']['AP']))")
 echo "[tdsr_table] best beta on the training images: $BEST"
 train "tdsr_b${BEST}_s1" "$TDSR" MODEL.TDSR.BETA "$BEST" SEED 1 INPUT.SR.SEED 1
 
@@ -67,12 +67,12 @@ start=$SECONDS
     --row SR-FT+_s1=@"$OUT/srft_plus_s1/model_final.pth" \
     --row TDSR_b0.01_s0=@"$OUT/tdsr_b0.01_s0/model_final.pth" \
     --row TDSR_b0.1_s0=@"$OUT/tdsr_b0.1_s0/model_final.pth" \
-    --row TDSR_b1_s0=@"$OUT/tdsr_b1_s0/model_final.pth" \
+    --row TDSR_b1.0_s0=@"$OUT/tdsr_b1.0_s0/model_final.pth" \
     --row "TDSR_b${BEST}_s1"=@"$OUT/tdsr_b${BEST}_s1/model_final.pth" \
     --compare SR-FT+_s0:Bicubic --compare SR-FT+_s1:Bicubic \
     --compare TDSR_b0.01_s0:SR-FT+_s0 --compare TDSR_b0.1_s0:SR-FT+_s0 \
-    --compare TDSR_b1_s0:SR-FT+_s0 --compare "TDSR_b${BEST}_s1:SR-FT+_s1" \
-    --compare TDSR_b0.01_s0:Bicubic --compare TDSR_b0.1_s0:Bicubic --compare TDSR_b1_s0:Bicubic \
+    --compare TDSR_b1.0_s0:SR-FT+_s0 --compare "TDSR_b${BEST}_s1:SR-FT+_s1" \
+    --compare TDSR_b0.01_s0:Bicubic --compare TDSR_b0.1_s0:Bicubic --compare TDSR_b1.0_s0:Bicubic \
     --num-vis 4 --output "$OUT/table_x4" > "$OUT/table_x4.log" 2>&1
 echo "[tdsr_table] table: $((SECONDS - start)) s"
 cat "$OUT/table_x4/table.md"
