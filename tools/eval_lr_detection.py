@@ -29,6 +29,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 import featsr_d2  # noqa: F401  (registers datasets, the TaskDrivenSR meta-architecture, SR networks)
+from featsr_d2.data import set_bad_record_policy
 from featsr_d2.engine import get_featsr_cfg
 from featsr_d2.engine.tdsr_trainer import build_lr_detection_mapper
 from featsr_d2.evaluation.lr_detection import (
@@ -87,6 +88,7 @@ def main(argv=None):
     if base.MODEL.META_ARCHITECTURE != "TaskDrivenSR":
         raise SystemExit(f"{args.config} is not a TaskDrivenSR config")
     dataset = args.dataset or base.DATASETS.TEST[0]
+    set_bad_record_policy([dataset], base.DATASETS.TT100K.ON_BAD_RECORD)
     if args.max_images:
         dataset = first_images(dataset, args.max_images)
     scale = base.MODEL.SR.SCALE

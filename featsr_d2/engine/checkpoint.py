@@ -20,13 +20,19 @@
 import logging
 import os
 from collections.abc import Sequence
-from urllib.parse import urlparse
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from featsr_d2.utils.converted_weights import cache_dir
 from featsr_d2.utils.file_io import atomic_write, atomic_write_text, remove_stale_temporaries
+from featsr_d2.utils.pickle_weights import (  # re-exported: the tools and tests use them from here
+    ALLOW_PICKLE_FLAG,
+    WeightsFileError,
+    allow_pickle_weights,
+    pickle_weights_allowed,
+    refuse_untrusted_pickle,
+)
 
 __all__ = [
     "ALLOW_PICKLE_FLAG",
@@ -37,41 +43,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-# The command-line flag of the tools that opts in to .pkl weights (engine.setup adds it).
-ALLOW_PICKLE_FLAG = "--allow-pickle-weights"
-_PICKLE_ALLOWED = False
-
-
-def allow_pickle_weights(allowed: bool = True) -> None:
-    """Let this process's checkpointers read ``.pkl`` weights (pickle runs the code a file holds:
-    only for files from a source you trust, such as Detectron2's model zoo). Set by the tools'
-    ``--allow-pickle-weights``; deliberately not a config key: a config may come from others."""
-    global _PICKLE_ALLOWED
-    _PICKLE_ALLOWED = bool(allowed)
-
-
-def pickle_weights_allowed() -> bool:
-    return _PICKLE_ALLOWED
-
-
-class WeightsFileError(ValueError):
-    """A weights file that cannot be used: refused, unreadable, or not holding the model's
-    weights."""
-
-
-def _is_pickle(path: str) -> bool:
-    return urlparse(path).path.endswith(".pkl") or path.endswith(".pkl")
-
-
-def _refuse_pickle(path: str) -> None:
-    raise WeightsFileError(
-        f"Refusing to load {path}: .pkl weights are Python pickles, and reading one runs any code "
-        "it holds. If you trust where it comes from (Detectron2's model zoo, e.g. "
-        f"detectron2://ImageNetPretrained/MSRA/R-50.pkl), add {ALLOW_PICKLE_FLAG} to the command "
-        "line (in Python: featsr_d2.engine.allow_pickle_weights()). Otherwise use a .pth "
-        "checkpoint, which torch reads without running code."
-    )
 
 
 def _cache_hint(filename: str) -> str:
@@ -133,8 +104,7 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
                 "No weights to evaluate: set MODEL.WEIGHTS to a checkpoint of this config's model "
                 "(or --resume with a checkpoint in OUTPUT_DIR)."
             )
-        if path and _is_pickle(path) and not _PICKLE_ALLOWED:
-            _refuse_pickle(path)  # before Detectron2 fetches it
+        refuse_untrusted_pickle(path)  # before Detectron2 fetches it
         self._loading = path
         try:
             return super().load(path, *args, **kwargs)
@@ -143,8 +113,7 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             self._parsed_url_during_load = None  # Detectron2 leaves it set when a load raises
 
     def _load_file(self, filename: str):
-        if filename.endswith(".pkl") and not _PICKLE_ALLOWED:
-            _refuse_pickle(filename)
+        refuse_untrusted_pickle(filename)
         if os.path.isfile(filename) and os.path.getsize(filename) == 0:
             raise WeightsFileError(f"{filename}: the weights file is empty.{_cache_hint(filename)}")
         try:

@@ -334,3 +334,22 @@ def test_realesrgan_x4plus_converts_and_super_resolves_a_real_photo(tmp_path, mo
         noise = tensor_to_image(random(image_to_tensor(lr))[0])
     assert psnr(imresize_np(noise, 0.25), lr) < 15.0
     assert not math.isclose(consistency, psnr(imresize_np(noise, 0.25), lr))
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all"])
+def test_unreadable_sr_weights_are_named(tmp_path, content):
+    from featsr_d2.modeling.sr.registry import read_sr_state_dict
+    from featsr_d2.utils.pickle_weights import WeightsFileError
+
+    path = tmp_path / "sr.pth"
+    path.write_bytes(content)
+    with pytest.raises(WeightsFileError, match=r"sr\.pth: not a readable SR checkpoint"):
+        read_sr_state_dict(str(path))
+
+
+def test_sr_configs_are_validated_at_set_up():
+    from featsr_d2.config_validation import ConfigValueError
+    from featsr_d2.modeling.sr.config import get_sr_cfg
+
+    with pytest.raises(ConfigValueError, match="MODEL.FEATSR.SMALL_SIZE"):
+        get_sr_cfg(None, ["MODEL.FEATSR.SMALL_SIZE", "-1"])

@@ -349,3 +349,14 @@ def test_retinanet_detector(tiny_tt100k, tmp_path):
     with torch.no_grad():
         (out,) = model(batch)
     assert out["instances"].image_size == (batch[0]["height"], batch[0]["width"])
+
+
+def test_detector_pkl_weights_are_refused_without_the_opt_in(tmp_path):
+    """Reading a .pkl runs the code it holds: TDSR's detector weights need the opt-in too."""
+    from featsr_d2.engine.checkpoint import WeightsFileError
+    from featsr_d2.modeling.meta_arch.task_driven_sr import load_detector_weights
+
+    path = tmp_path / "detector.pkl"
+    path.write_bytes(b"never unpickled")
+    with pytest.raises(WeightsFileError, match="allow-pickle-weights"):
+        load_detector_weights(torch.nn.Linear(1, 1), str(path))

@@ -64,6 +64,7 @@ from featsr_d2.data.degradations import Degradation, build_sr_degradation
 from featsr_d2.data.lr_mapper import hr_to_rgb, lr_seed, make_lr_image
 from featsr_d2.modeling.sr.losses import build_sr_loss
 from featsr_d2.modeling.sr.registry import SRNetwork, build_sr_network
+from featsr_d2.utils.pickle_weights import refuse_untrusted_pickle
 
 __all__ = [
     "TaskDrivenSR",
@@ -103,6 +104,7 @@ def load_detector_weights(detector: nn.Module, path: str) -> None:
                 missing = list(incompatible.missing_keys)
                 raise RuntimeError(f"{path} lacks {len(missing)} detector weights: {missing[:5]}")
 
+    refuse_untrusted_pickle(path)
     StrictCheckpointer(detector).load(path)
     logger.info("Loaded the frozen detector's weights from %s", path)
 

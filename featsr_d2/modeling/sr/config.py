@@ -19,6 +19,7 @@ import torch
 from detectron2.config import CfgNode as CN
 
 from featsr_d2.config_files import merge_config_file
+from featsr_d2.config_validation import validate_config
 
 __all__ = ["add_sr_config", "cpu_without_cuda", "get_sr_cfg"]
 
@@ -140,6 +141,7 @@ def get_sr_cfg(config_file: str | None = None, opts: list[str] | None = None):
     if config_file:
         merge_config_file(cfg, config_file)  # safe YAML only
     cfg.merge_from_list(list(opts or []))
+    validate_config(cfg)
     return cfg
 
 

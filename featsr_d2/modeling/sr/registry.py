@@ -30,6 +30,7 @@ from torch import nn
 
 from featsr_d2.modeling.sr.imresize import imresize
 from featsr_d2.modeling.sr.self_ensemble import self_ensemble_x8
+from featsr_d2.utils.pickle_weights import WeightsFileError
 
 __all__ = [
     "SR_NETWORK_REGISTRY",
@@ -147,11 +148,21 @@ def read_sr_state_dict(path: str) -> dict[str, torch.Tensor]:
 
     from featsr_d2.modeling.sr import ncnn_import  # noqa: F401  (registers realesrgan://)
 
-    with PathManager.open(path, "rb") as f:
-        data = torch.load(f, map_location="cpu", weights_only=True)
+    try:
+        with PathManager.open(path, "rb") as f:
+            data = torch.load(f, map_location="cpu", weights_only=True)
+    except (OSError, FileNotFoundError):
+        raise
+    except Exception as e:  # torch.load raises anything on an empty or foreign file
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise WeightsFileError(
+            f"{path}: not a readable SR checkpoint ({type(e).__name__}: {reason}). Is it empty or "
+            "truncated (a killed copy), or a file of another kind? MODEL.SR.WEIGHTS takes a .pth "
+            "written by tools/train_sr.py or tools/train_net.py, or realesrgan://x4plus."
+        ) from e
     state = data["model"] if isinstance(data, dict) and "model" in data else data
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds no state dict (a {type(state).__name__})")
+        raise WeightsFileError(f"{path} holds no state dict (a {type(state).__name__})")
     if any(k.startswith("detector.") for k in state):  # a TaskDrivenSR checkpoint: its SR stage
         state = {k[len("sr.") :]: v for k, v in state.items() if k.startswith("sr.")}
     return state
