@@ -5,6 +5,7 @@ from featsr_d2.layers.dilated_conv_maxpool import (
     DilatedConvMaxPool2d,
     dilated_conv_maxpool2d,
     dilated_conv_maxpool2d_reference,
+    dilated_conv_maxpool2d_tiled,
     norm_to_affine,
 )
 from featsr_d2.layers.roi_align import (
@@ -20,6 +21,7 @@ __all__ = [
     "build_info",
     "dilated_conv_maxpool2d",
     "dilated_conv_maxpool2d_reference",
+    "dilated_conv_maxpool2d_tiled",
     "has_compiled_ops",
     "multilevel_roi_align",
     "multimap_roi_align",

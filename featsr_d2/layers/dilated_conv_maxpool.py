@@ -15,6 +15,13 @@ max-reduction), so the op's extra memory is a tile instead of the whole pre-pool
 (e.g. a FrozenBatchNorm's scale and shift) is applied per element before the max, so a negative
 scale, which turns the max into a min, is handled exactly. Without a compiled ``featsr_d2._C`` the
 reference above runs instead.
+
+On CPU without autograd (FeatSR's target extractor runs under ``no_grad``), a layer whose pre-pool
+map exceeds ``TILED_MIN_BYTES`` runs :func:`dilated_conv_maxpool2d_tiled` instead of the compiled
+kernel: ATen's own convolution (oneDNN) on bands of output rows, each pooled before the next, so
+the speed is ATen's and the extra memory one band's. Our im2col + GEMM kernel lost to oneDNN by
+25-30% on ResNet-50's layers (docs/RESULTS_OPS.md); it keeps the autograd case, whose backward
+needs its per-tile recomputation.
 """
 
 from __future__ import annotations
@@ -28,11 +35,19 @@ from torch.nn.modules.utils import _pair
 from featsr_d2.layers import compiled
 
 __all__ = [
+    "TILED_MIN_BYTES",
     "DilatedConvMaxPool2d",
     "dilated_conv_maxpool2d",
     "dilated_conv_maxpool2d_reference",
+    "dilated_conv_maxpool2d_tiled",
     "norm_to_affine",
 ]
+
+# Pre-pool maps above this run tiled on ATen's convolution when no gradient is needed (CPU).
+TILED_MIN_BYTES = 8 << 20
+# A band's pre-pool rows hold at most this fraction of the whole pre-pool map (and at least one
+# pooled row), so the tiled layer's extra memory stays a small part of the unfused one's.
+_TILE_FRACTION = 8
 
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -59,6 +74,58 @@ def dilated_conv_maxpool2d_reference(
     if relu:
         y = F.relu(y)
     return F.max_pool2d(y, pool, pool, ceil_mode=ceil_mode)
+
+
+def dilated_conv_maxpool2d_tiled(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    pool: int = 2,
+    *,
+    scale: Tensor | None = None,
+    shift: Tensor | None = None,
+    relu: bool = False,
+    groups: int = 1,
+    ceil_mode: bool = False,
+    band_rows: int | None = None,
+) -> Tensor:
+    """:func:`dilated_conv_maxpool2d_reference` computed on bands of ``band_rows`` pooled output
+    rows (default: about 1/8 of the pre-pool map a band), each convolved by ATen from the input
+    rows it reads and pooled before the next: the full-resolution conv output never exists. Not
+    differentiable (no autograd graph is kept); equal to the reference up to float rounding."""
+    ph, pw = _pair(padding)
+    dh, dw = _pair(dilation)
+    kh, kw = weight.shape[2:]
+    n, _, h, w = x.shape
+    conv_h = h + 2 * ph - dh * (kh - 1)
+    conv_w = w + 2 * pw - dw * (kw - 1)
+    out_h = _out_size(h, ph, dh, kh, pool, ceil_mode)
+    out_w = _out_size(w, pw, dw, kw, pool, ceil_mode)
+    if conv_h < 1 or conv_w < 1 or out_h < 1 or out_w < 1:
+        raise RuntimeError(
+            f"the pooled output would be empty: input {h}x{w}, padding {ph},{pw}, dilation "
+            f"{dh},{dw}, kernel {kh}x{kw}, pool {pool}"
+        )
+    out = x.new_empty((n, weight.shape[0], out_h, out_w))
+    if band_rows is None:
+        row_bytes = n * weight.shape[0] * pool * conv_w * x.element_size()
+        band_rows = max(1, out_h // _TILE_FRACTION, (1 << 20) // max(row_bytes, 1))
+    for p0 in range(0, out_h, band_rows):
+        p1 = min(p0 + band_rows, out_h)
+        r0, r1 = p0 * pool, min(p1 * pool, conv_h)  # the band's conv rows
+        top, bottom = r0 - ph, r1 - 1 - ph + dh * (kh - 1)  # the input rows they read
+        band = x[:, :, max(top, 0) : min(bottom, h - 1) + 1]
+        if top < 0 or bottom > h - 1:
+            band = F.pad(band, (0, 0, max(-top, 0), max(bottom - (h - 1), 0)))
+        y = F.conv2d(band, weight, bias, 1, (0, pw), (dh, dw), groups)
+        if scale is not None:
+            y.mul_(scale.view(1, -1, 1, 1)).add_(shift.view(1, -1, 1, 1))
+        if relu:
+            y = F.relu_(y)
+        out[:, :, p0:p1] = F.max_pool2d(y, pool, pool, ceil_mode=ceil_mode)
+    return out
 
 
 def dilated_conv_maxpool2d(
@@ -108,6 +175,13 @@ def dilated_conv_maxpool2d(
             x, weight, bias, padding, dilation, pool, scale=scale, shift=shift, relu=relu,
             groups=groups, ceil_mode=ceil_mode,
         )  # fmt: skip
+    if x.device.type == "cpu" and not _needs_grad(x, weight, bias, scale, shift):
+        pre_pool = x.shape[0] * weight.shape[0] * x.shape[2] * x.shape[3] * x.element_size()
+        if pre_pool > TILED_MIN_BYTES:
+            return dilated_conv_maxpool2d_tiled(
+                x, weight, bias, padding, dilation, pool, scale=scale, shift=shift, relu=relu,
+                groups=groups, ceil_mode=ceil_mode,
+            )  # fmt: skip
     return torch.ops.featsr_d2.dilated_conv_maxpool2d(
         x, weight, bias, scale, shift, list(padding), list(dilation), groups, pool, relu, ceil_mode
     )
@@ -240,6 +314,10 @@ def _backward(ctx, grad):
         grad, x, weight, bias, scale, shift, *ctx.args, mask
     )
     return (*(g if m else None for g, m in zip(grads, mask)), None, None, None, None, None, None)
+
+
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _out_size(size, padding, dilation, kernel, pool, ceil_mode):

@@ -1,5 +1,7 @@
 """The fused dilated conv + affine + ReLU + max pool against F.conv2d + F.max_pool2d."""
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +13,7 @@ from featsr_d2.layers import (
     compiled,
     dilated_conv_maxpool2d,
     dilated_conv_maxpool2d_reference,
+    dilated_conv_maxpool2d_tiled,
     has_compiled_ops,
     norm_to_affine,
 )
@@ -332,3 +335,44 @@ def test_cuda_gradcheck_opcheck_empty():
     )
     out = dilated_conv_maxpool2d(ts[0][:0], ts[1], ts[2], 2, 2, 2)
     assert out.shape == (0, 3, 4, 4)
+
+
+@pytest.mark.parametrize("band_rows", [1, 2, 3, None])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("case", CASES)
+def test_tiled_equals_reference(case, ceil_mode, band_rows):
+    """ATen's convolution on bands of pooled rows (the no-grad CPU path for large layers) equals
+    the unfused definition, whatever the band height, padding, groups and pooling mode."""
+    args = make_args(case)
+    tiled = functools.partial(dilated_conv_maxpool2d_tiled, band_rows=band_rows)
+    with torch.no_grad():
+        out = run(tiled, *args, True, ceil_mode)
+        ref = run(dilated_conv_maxpool2d_reference, *args, True, ceil_mode)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    with pytest.raises(RuntimeError, match="empty"):
+        dilated_conv_maxpool2d_tiled(torch.randn(1, 1, 1, 5), torch.ones(1, 1, 1, 1))
+
+
+@requires_ops
+def test_large_layers_without_grad_run_tiled(monkeypatch):
+    """A layer above TILED_MIN_BYTES runs tiled on CPU without autograd and on the compiled
+    kernel with it; both equal the reference."""
+    from featsr_d2.layers import dilated_conv_maxpool as module
+
+    monkeypatch.setattr(module, "TILED_MIN_BYTES", 1024)
+    calls = []
+    tiled = module.dilated_conv_maxpool2d_tiled
+    monkeypatch.setattr(
+        module, "dilated_conv_maxpool2d_tiled", lambda *a, **k: calls.append(1) or tiled(*a, **k)
+    )
+    args = make_args(CASES[1], dtype=torch.float32)
+    ref = run(dilated_conv_maxpool2d_reference, *args, True, True)
+    with torch.no_grad():
+        out = run(dilated_conv_maxpool2d, *args, True, True)
+    assert calls == [1]
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    x = args[0].clone().requires_grad_()
+    out = run(dilated_conv_maxpool2d, x, *args[1:], True, True)
+    assert calls == [1] and out.grad_fn is not None  # the compiled kernel, differentiable
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
