@@ -16,12 +16,13 @@ max-reduction), so the op's extra memory is a tile instead of the whole pre-pool
 scale, which turns the max into a min, is handled exactly. Without a compiled ``featsr_d2._C`` the
 reference above runs instead.
 
-On CPU without autograd (FeatSR's target extractor runs under ``no_grad``), a layer whose pre-pool
-map exceeds ``TILED_MIN_BYTES`` runs :func:`dilated_conv_maxpool2d_tiled` instead of the compiled
-kernel: ATen's own convolution (oneDNN) on bands of output rows, each pooled before the next, so
-the speed is ATen's and the extra memory one band's. Our im2col + GEMM kernel lost to oneDNN by
-25-30% on ResNet-50's layers (docs/RESULTS_OPS.md); it keeps the autograd case, whose backward
-needs its per-tile recomputation.
+On CPU without autograd (FeatSR's target extractor runs under ``no_grad``) the op runs
+:func:`dilated_conv_maxpool2d_tiled` instead of the compiled kernel: ATen's own convolution
+(oneDNN) on bands of output rows, each pooled before the next, so the speed is ATen's and the extra
+memory one band's (a small map is one band: the unfused chain itself). Our im2col + GEMM kernel
+lost to oneDNN by up to 30% on ResNet-50's layers and on MobileNetV2's late depthwise ones
+(docs/RESULTS_OPS.md); it keeps the autograd case, whose backward needs its per-tile
+recomputation.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from torch.nn.modules.utils import _pair
 from featsr_d2.layers import compiled
 
 __all__ = [
-    "TILED_MIN_BYTES",
     "DilatedConvMaxPool2d",
     "dilated_conv_maxpool2d",
     "dilated_conv_maxpool2d_reference",
@@ -43,11 +43,9 @@ __all__ = [
     "norm_to_affine",
 ]
 
-# Pre-pool maps above this run tiled on ATen's convolution when no gradient is needed (CPU).
-TILED_MIN_BYTES = 8 << 20
-# A band's pre-pool rows hold at most this fraction of the whole pre-pool map (and at least one
-# pooled row), so the tiled layer's extra memory stays a small part of the unfused one's.
-_TILE_FRACTION = 8
+# A band's pre-pool rows are about this fraction of the whole pre-pool map (at least one pooled
+# row and 1 MiB), so that the tiled layer's extra memory stays a small part of the unfused one's.
+_TILE_FRACTION = 16
 
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -92,9 +90,10 @@ def dilated_conv_maxpool2d_tiled(
     band_rows: int | None = None,
 ) -> Tensor:
     """:func:`dilated_conv_maxpool2d_reference` computed on bands of ``band_rows`` pooled output
-    rows (default: about 1/8 of the pre-pool map a band), each convolved by ATen from the input
-    rows it reads and pooled before the next: the full-resolution conv output never exists. Not
-    differentiable (no autograd graph is kept); equal to the reference up to float rounding."""
+    rows (default: about 1/16 of the pre-pool map a band, at least 1 MiB), each convolved by ATen
+    from the input rows it reads and pooled before the next: the full-resolution conv output
+    never exists. Not differentiable (no autograd graph is kept); equal to the reference up to
+    float rounding."""
     ph, pw = _pair(padding)
     dh, dw = _pair(dilation)
     kh, kw = weight.shape[2:]
@@ -176,12 +175,10 @@ def dilated_conv_maxpool2d(
             groups=groups, ceil_mode=ceil_mode,
         )  # fmt: skip
     if x.device.type == "cpu" and not _needs_grad(x, weight, bias, scale, shift):
-        pre_pool = x.shape[0] * weight.shape[0] * x.shape[2] * x.shape[3] * x.element_size()
-        if pre_pool > TILED_MIN_BYTES:
-            return dilated_conv_maxpool2d_tiled(
-                x, weight, bias, padding, dilation, pool, scale=scale, shift=shift, relu=relu,
-                groups=groups, ceil_mode=ceil_mode,
-            )  # fmt: skip
+        return dilated_conv_maxpool2d_tiled(
+            x, weight, bias, padding, dilation, pool, scale=scale, shift=shift, relu=relu,
+            groups=groups, ceil_mode=ceil_mode,
+        )  # fmt: skip
     return torch.ops.featsr_d2.dilated_conv_maxpool2d(
         x, weight, bias, scale, shift, list(padding), list(dilation), groups, pool, relu, ceil_mode
     )

@@ -355,12 +355,11 @@ def test_tiled_equals_reference(case, ceil_mode, band_rows):
 
 
 @requires_ops
-def test_large_layers_without_grad_run_tiled(monkeypatch):
-    """A layer above TILED_MIN_BYTES runs tiled on CPU without autograd and on the compiled
-    kernel with it; both equal the reference."""
+def test_without_grad_runs_tiled_and_with_grad_compiled(monkeypatch):
+    """On CPU the op runs tiled without autograd and on the compiled kernel with it; both equal
+    the reference."""
     from featsr_d2.layers import dilated_conv_maxpool as module
 
-    monkeypatch.setattr(module, "TILED_MIN_BYTES", 1024)
     calls = []
     tiled = module.dilated_conv_maxpool2d_tiled
     monkeypatch.setattr(
