@@ -427,18 +427,13 @@ NOTES = [
     "once per thread and shared by 4 channels at a time; the backward reuses them too, where "
     "torchvision recomputes the weights for every channel, bin and sample; the pooler makes one "
     "multi-level call instead of a masked call and an index_put per level.",
-    "- Fused conv, how: tiles of pooled rows; per tile im2col, one BLAS GEMM per group (on the "
-    "calling thread, inside a single at::parallel_for), then affine, ReLU and the max per window "
-    "straight into the output. Peak memory is the output plus one tile per thread.",
-    "- Fused conv, what limits its speed on res3 / res4: these layers are compute-bound "
-    "(2 x 128 x 1152 and 2 x 256 x 2304 flops per output position), so skipping the write and "
-    "re-read of the pre-pool map saves little time, while the unfused side is oneDNN's JIT "
-    "direct convolution, which needs no im2col (each input value is copied 9 times here) and "
-    "scales better over 2 threads than a BLAS GEMM per tile. On one thread the two are at "
-    "parity (0.95-1.1x in this session); with 2 threads the ratio moved between 0.70x and 1.03x "
-    "from run to run with the machine's load. On the stem (3 input channels) oneDNN is weak and "
-    "the fused op is faster. Closing the gap needs a direct-convolution kernel of oneDNN's "
-    "quality (or oneDNN's convolution per tile with a cached weight reorder), not attempted here.",
+    "- Fused conv, how (CPU, no gradient, as the extractor runs it): bands of about 1/16 of the "
+    "pooled rows, each convolved by ATen's own convolution (oneDNN) from the input rows it reads, "
+    "then affine, ReLU and the max pool of that band straight into the output. Peak memory is the "
+    "output plus one band; the speed is oneDNN's, so the op is never slower than the unfused "
+    "chain beyond noise. With autograd the compiled kernel runs (tiles of im2col + one BLAS GEMM "
+    "per group, recomputed in the backward), which was 0.70-0.75x the unfused speed on res3 / "
+    "res4 before the ATen bands took over the no-gradient case.",
     "- CUDA: the kernels compile (FORCE_CUDA=1, sm_90) but have not run: no GPU in this session. "
     "The RoIAlign kernels are one thread per output element like torchvision's (plus a level / map "
     "lookup), so the expectation is parity with torchvision; the fused conv launches an im2col "

@@ -43,9 +43,11 @@ __all__ = [
     "norm_to_affine",
 ]
 
-# A band's pre-pool rows are about this fraction of the whole pre-pool map (at least one pooled
-# row and 1 MiB), so that the tiled layer's extra memory stays a small part of the unfused one's.
+# A band's pre-pool rows are about this fraction of the whole pre-pool map, so that the tiled
+# layer's extra memory stays a small part of the unfused one's; but at least one pooled row and
+# _MIN_BAND_BYTES, below which the calls' overhead shows (maps under it are one band).
 _TILE_FRACTION = 16
+_MIN_BAND_BYTES = 8 << 20
 
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -90,7 +92,7 @@ def dilated_conv_maxpool2d_tiled(
     band_rows: int | None = None,
 ) -> Tensor:
     """:func:`dilated_conv_maxpool2d_reference` computed on bands of ``band_rows`` pooled output
-    rows (default: about 1/16 of the pre-pool map a band, at least 1 MiB), each convolved by ATen
+    rows (default: about 1/16 of the pre-pool map a band, at least 8 MiB), each convolved by ATen
     from the input rows it reads and pooled before the next: the full-resolution conv output
     never exists. Not differentiable (no autograd graph is kept); equal to the reference up to
     float rounding."""
@@ -107,24 +109,36 @@ def dilated_conv_maxpool2d_tiled(
             f"the pooled output would be empty: input {h}x{w}, padding {ph},{pw}, dilation "
             f"{dh},{dw}, kernel {kh}x{kw}, pool {pool}"
         )
-    out = x.new_empty((n, weight.shape[0], out_h, out_w))
     if band_rows is None:
         row_bytes = n * weight.shape[0] * pool * conv_w * x.element_size()
-        band_rows = max(1, out_h // _TILE_FRACTION, (1 << 20) // max(row_bytes, 1))
+        band_rows = max(1, out_h // _TILE_FRACTION, _MIN_BAND_BYTES // max(row_bytes, 1))
+    if band_rows >= out_h:  # one band: the unfused chain, its affine and ReLU in place
+        return _pool_band(F.conv2d(x, weight, bias, 1, (ph, pw), (dh, dw), groups), scale, shift,
+                          relu, pool, ceil_mode)  # fmt: skip
+    out = x.new_empty((n, weight.shape[0], out_h, out_w))
     for p0 in range(0, out_h, band_rows):
         p1 = min(p0 + band_rows, out_h)
         r0, r1 = p0 * pool, min(p1 * pool, conv_h)  # the band's conv rows
         top, bottom = r0 - ph, r1 - 1 - ph + dh * (kh - 1)  # the input rows they read
-        band = x[:, :, max(top, 0) : min(bottom, h - 1) + 1]
-        if top < 0 or bottom > h - 1:
-            band = F.pad(band, (0, 0, max(-top, 0), max(bottom - (h - 1), 0)))
-        y = F.conv2d(band, weight, bias, 1, (0, pw), (dh, dw), groups)
-        if scale is not None:
-            y.mul_(scale.view(1, -1, 1, 1)).add_(shift.view(1, -1, 1, 1))
-        if relu:
-            y = F.relu_(y)
-        out[:, :, p0:p1] = F.max_pool2d(y, pool, pool, ceil_mode=ceil_mode)
+        pad_top, pad_bottom = max(-top, 0), max(bottom - (h - 1), 0)
+        band = x[:, :, top + pad_top : bottom - pad_bottom + 1]
+        # Rows outside the image: the convolution's own zero padding (symmetric, so the extra
+        # rows it makes at the other end are cut off), not a padded copy of the band.
+        pad = max(pad_top, pad_bottom)
+        y = F.conv2d(band, weight, bias, 1, (pad, pw), (dh, dw), groups)
+        start = pad - pad_top
+        y = y[:, :, start : start + r1 - r0]
+        out[:, :, p0:p1] = _pool_band(y, scale, shift, relu, pool, ceil_mode)
     return out
+
+
+def _pool_band(y: Tensor, scale, shift, relu: bool, pool: int, ceil_mode: bool) -> Tensor:
+    """Affine and ReLU in place on a band of conv output, then its max pool."""
+    if scale is not None:
+        y.mul_(scale.view(1, -1, 1, 1)).add_(shift.view(1, -1, 1, 1))
+    if relu:
+        y = F.relu_(y)
+    return F.max_pool2d(y, pool, pool, ceil_mode=ceil_mode)
 
 
 def dilated_conv_maxpool2d(
