@@ -44,8 +44,10 @@ __all__ = [
 ]
 
 # A band's pre-pool rows are about this fraction of the whole pre-pool map, so that the tiled
-# layer's extra memory stays a small part of the unfused one's; but at least one pooled row and
-# _MIN_BAND_BYTES, below which the calls' overhead shows (maps under it are one band).
+# layer's extra memory (the band and oneDNN's workspace, which grows with the band's pixels times
+# C_in / groups x kH x kW) stays a small part of the unfused one's; but at least one pooled row,
+# and for cheap convolutions (C_in / groups x kH x kW below 64, e.g. depthwise) enough bytes that
+# the calls' overhead does not show: _MIN_BAND_BYTES x 64 / (C_in / groups x kH x kW).
 _TILE_FRACTION = 16
 _MIN_BAND_BYTES = 8 << 20
 
@@ -92,10 +94,10 @@ def dilated_conv_maxpool2d_tiled(
     band_rows: int | None = None,
 ) -> Tensor:
     """:func:`dilated_conv_maxpool2d_reference` computed on bands of ``band_rows`` pooled output
-    rows (default: about 1/16 of the pre-pool map a band, at least 8 MiB), each convolved by ATen
-    from the input rows it reads and pooled before the next: the full-resolution conv output
-    never exists. Not differentiable (no autograd graph is kept); equal to the reference up to
-    float rounding."""
+    rows (default: about 1/16 of the pre-pool map a band; see ``_TILE_FRACTION``), each
+    convolved by ATen from the input rows it reads and pooled before the next: the
+    full-resolution conv output never exists. Not differentiable (no autograd graph is kept);
+    equal to the reference up to float rounding."""
     ph, pw = _pair(padding)
     dh, dw = _pair(dilation)
     kh, kw = weight.shape[2:]
@@ -111,7 +113,9 @@ def dilated_conv_maxpool2d_tiled(
         )
     if band_rows is None:
         row_bytes = n * weight.shape[0] * pool * conv_w * x.element_size()
-        band_rows = max(1, out_h // _TILE_FRACTION, _MIN_BAND_BYTES // max(row_bytes, 1))
+        taps = weight.shape[1] * kh * kw
+        min_bytes = _MIN_BAND_BYTES * min(1.0, 64 / taps)
+        band_rows = max(1, out_h // _TILE_FRACTION, int(min_bytes // max(row_bytes, 1)))
     if band_rows >= out_h:  # one band: the unfused chain, its affine and ReLU in place
         return _pool_band(F.conv2d(x, weight, bias, 1, (ph, pw), (dh, dw), groups), scale, shift,
                           relu, pool, ceil_mode)  # fmt: skip
