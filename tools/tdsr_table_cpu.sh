@@ -73,6 +73,6 @@ start=$SECONDS
     --compare TDSR_b0.01_s0:SR-FT+_s0 --compare TDSR_b0.1_s0:SR-FT+_s0 \
     --compare TDSR_b1.0_s0:SR-FT+_s0 --compare "TDSR_b${BEST}_s1:SR-FT+_s1" \
     --compare TDSR_b0.01_s0:Bicubic --compare TDSR_b0.1_s0:Bicubic --compare TDSR_b1.0_s0:Bicubic \
-    --num-vis 4 --output "$OUT/table_x4" > "$OUT/table_x4.log" 2>&1
+    --bootstrap-samples 300 --num-vis 4 --output "$OUT/table_x4" > "$OUT/table_x4.log" 2>&1
 echo "[tdsr_table] table: $((SECONDS - start)) s"
 cat "$OUT/table_x4/table.md"
