@@ -42,7 +42,7 @@ from featsr_d2.evaluation.lr_detection import (
     first_images,
     format_lr_detection_table,
 )
-from featsr_d2.evaluation.paired_bootstrap import format_interval
+from featsr_d2.evaluation.paired_bootstrap import format_interval, parse_compare
 from featsr_d2.evaluation.sr_visualize import safe_file_stem
 from featsr_d2.modeling.sr.config import cpu_without_cuda
 from featsr_d2.utils.file_io import atomic_write_json, atomic_write_text
@@ -82,12 +82,7 @@ def main(argv=None):
     if args.jpeg_quality:
         opts += ["INPUT.SR.DEGRADATIONS", "['bicubic', 'jpeg']"]
         opts += ["INPUT.SR.JPEG_QUALITY", f"[{args.jpeg_quality}]"]
-    pairs = []
-    for spec in args.compare:
-        a, sep, b = spec.partition(":")
-        if not sep or not a or not b:
-            raise SystemExit(f"--compare takes A:B (two row labels), got {spec!r}")
-        pairs.append((a, b))
+    pairs = parse_compare(args.compare, "row labels")
     base = cpu_without_cuda(get_featsr_cfg(args.config, opts))
     if base.MODEL.META_ARCHITECTURE != "TaskDrivenSR":
         raise SystemExit(f"{args.config} is not a TaskDrivenSR config")

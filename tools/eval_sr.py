@@ -25,7 +25,7 @@ import os
 from detectron2.utils.logger import setup_logger
 
 from featsr_d2.data.sr_dataset import resolve_sr_images
-from featsr_d2.evaluation.paired_bootstrap import format_interval
+from featsr_d2.evaluation.paired_bootstrap import format_interval, parse_compare
 from featsr_d2.evaluation.sr_metrics import (
     compare_sr,
     evaluate_sr,
@@ -77,12 +77,7 @@ def main(argv=None):
     setup_logger(name="featsr_d2", abbrev_name="featsr")  # per-image progress
     if args.scale is not None and args.scale < 1:
         raise SystemExit(f"--scale must be a positive integer, got {args.scale}")
-    pairs = []
-    for spec in args.compare:
-        a, sep, b = spec.partition(":")
-        if not sep or not a or not b:
-            raise SystemExit(f"--compare takes A:B (two method labels), got {spec!r}")
-        pairs.append((a, b))
+    pairs = parse_compare(args.compare, "method labels")
     models, cfgs = {}, []
     for spec in args.model:
         label, sep, rest = spec.partition("=")

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["AREA_RANGES", "CocoAP", "format_interval", "paired_bootstrap"]
+__all__ = ["AREA_RANGES", "CocoAP", "format_interval", "paired_bootstrap", "parse_compare"]
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
@@ -73,6 +73,17 @@ def paired_bootstrap(
         "num_samples": int(num_samples),
         "confidence": float(confidence),
     }
+
+
+def parse_compare(specs: Sequence[str], what: str = "row labels") -> list[tuple[str, str]]:
+    """The (A, B) pairs of the tools' ``--compare A:B``; a malformed one exits, naming it."""
+    pairs = []
+    for spec in specs:
+        a, sep, b = spec.partition(":")
+        if not sep or not a or not b:
+            raise SystemExit(f"--compare takes A:B (two {what}), got {spec!r}")
+        pairs.append((a, b))
+    return pairs
 
 
 def format_interval(result: Mapping[str, float], digits: int = 2) -> str:
