@@ -36,7 +36,8 @@ def add_featsr_config(cfg):
     # predictor; 3 fine-tunes both predictors. Backbone and RPN are frozen in both.
     _C.MODEL.FEATSR.STAGE = 2
     # SR targets: "extractor" (ours), "naive" (plain backbone on 1.0x), "none" (Table 4: no
-    # content loss, D still trained), "detection_only" (no SR pairs: G learns from detection only).
+    # content loss, D still trained), "detection_only" (no SR pairs: G learns from detection only),
+    # "identity" (the no-SR control: G frozen at its identity start, only the small predictor trains).
     _C.MODEL.FEATSR.SUPERVISION = "extractor"
     # Sub (former) layer of each ROI_HEADS.IN_FEATURES level, a bottom-up feature; [] = the stage
     # before the base's (res4 -> res3; p_k -> res_(k-1) / stage_(k-1), at least res2 / stage2).
@@ -44,6 +45,9 @@ def add_featsr_config(cfg):
     # At inference, at most this many small proposals per image (the RPN's best) go through the
     # generator and the small predictor, the others through the large one; -1: all of them.
     _C.MODEL.FEATSR.MAX_SMALL_PER_IMAGE = -1
+    # Stage 2: at most this many SR pairs per image, the first of the sampled proposals (the
+    # sampler lists foreground first); -1 keeps every pair (the paper gives no cap).
+    _C.MODEL.FEATSR.MAX_PAIRS_PER_IMAGE = -1
     # Weight of the content loss (eq. 4) in the generator's objective.
     _C.MODEL.FEATSR.CONTENT_WEIGHT = 1.0
     # Weight of the adversarial loss (eq. 5) in the generator's objective.

@@ -163,7 +163,9 @@ RULES: tuple[Rule, ...] = (
     integer("MODEL.FEATSR.SMALL_SIZE", 1),
     integer("MODEL.FEATSR.TARGET_MIN_SIZE", 0),
     integer("MODEL.FEATSR.STAGE", 2, 3),
-    choice("MODEL.FEATSR.SUPERVISION", ("extractor", "naive", "none", "detection_only")),
+    choice(
+        "MODEL.FEATSR.SUPERVISION", ("extractor", "naive", "none", "detection_only", "identity")
+    ),
     string_list("MODEL.FEATSR.SUB_FEATURES"),
     number("MODEL.FEATSR.CONTENT_WEIGHT", 0),
     number("MODEL.FEATSR.ADVERSARIAL_WEIGHT", 0),
@@ -176,6 +178,7 @@ RULES: tuple[Rule, ...] = (
     choice("MODEL.FEATSR.GENERATOR.BLOCK", ("basic", "bottleneck")),
     integer("MODEL.FEATSR.GENERATOR.CHUNK_SIZE", 0),
     integer("MODEL.FEATSR.MAX_SMALL_PER_IMAGE", -1),
+    integer("MODEL.FEATSR.MAX_PAIRS_PER_IMAGE", -1),
     integer("MODEL.FEATSR.DISCRIMINATOR.HIDDEN_DIM", 1),
     integer("MODEL.FEATSR.DISCRIMINATOR.POOL_SIZE", 0),
     # DATASETS.TT100K, TEST.TT100K

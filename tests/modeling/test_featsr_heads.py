@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 import torchvision
+from common import LAYOUTS, tiny_featsr_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
@@ -21,59 +22,6 @@ from featsr_d2.modeling.roi_heads import (
     discriminator_loss,
     generator_adversarial_loss,
 )
-
-FPN = {
-    "MODEL.BACKBONE.NAME": "FeatSRMobileNetV2FPN",
-    "MODEL.MNV2.OUT_FEATURES": ["stage2", "stage3", "stage4", "stage5"],
-    "MODEL.FPN.IN_FEATURES": ["stage2", "stage3", "stage4", "stage5"],
-    "MODEL.FPN.OUT_CHANNELS": 32,
-    "MODEL.RPN.IN_FEATURES": ["p2", "p3", "p4", "p5", "p6"],
-    "MODEL.ANCHOR_GENERATOR.SIZES": [[16], [32], [64], [128], [256]],
-    "MODEL.ROI_HEADS.NAME": "FeatSRStandardROIHeads",
-    "MODEL.ROI_HEADS.IN_FEATURES": ["p2", "p3", "p4", "p5"],
-    "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead",
-    "MODEL.ROI_BOX_HEAD.NUM_FC": 2,
-    "MODEL.ROI_BOX_HEAD.FC_DIM": 64,
-    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": 7,
-}
-LAYOUTS = {"C4": {}, "FPN": FPN}
-
-
-def tiny_featsr_cfg(layout="C4", **overrides):
-    """A FeatSR model with tiny G and D on CPU: R18-C4 or MobileNetV2-FPN."""
-    cfg = get_featsr_cfg()
-    opts = {
-        "MODEL.DEVICE": "cpu",
-        "MODEL.WEIGHTS": "",
-        "MODEL.META_ARCHITECTURE": "FeatSRRCNN",
-        "MODEL.BACKBONE.NAME": "FeatSRResNetBackbone",
-        "MODEL.RESNETS.DEPTH": 18,
-        "MODEL.RESNETS.RES2_OUT_CHANNELS": 64,
-        "MODEL.RESNETS.OUT_FEATURES": ["res3", "res4"],
-        "MODEL.RPN.IN_FEATURES": ["res4"],
-        "MODEL.RPN.POST_NMS_TOPK_TRAIN": 64,
-        "MODEL.RPN.POST_NMS_TOPK_TEST": 64,
-        "MODEL.ANCHOR_GENERATOR.SIZES": [[16, 32, 64]],
-        "MODEL.ROI_HEADS.NAME": "FeatSRRes5ROIHeads",
-        "MODEL.ROI_HEADS.IN_FEATURES": ["res4"],
-        "MODEL.ROI_HEADS.NUM_CLASSES": 45,
-        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32,
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.0,
-        "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": 8,
-        "MODEL.FEATSR.GENERATOR.NUM_BLOCKS": 2,
-        "MODEL.FEATSR.GENERATOR.HIDDEN_CHANNELS": 16,
-        "MODEL.FEATSR.DISCRIMINATOR.HIDDEN_DIM": 32,
-        "MODEL.FEATSR.DISCRIMINATOR.POOL_SIZE": 2,
-        "INPUT.MIN_SIZE_TRAIN": (128,),
-        "INPUT.MAX_SIZE_TRAIN": 128,
-        "INPUT.MIN_SIZE_TEST": 128,
-        "INPUT.MAX_SIZE_TEST": 128,
-    }
-    opts.update(LAYOUTS[layout])
-    opts.update(overrides)
-    for key, value in opts.items():
-        cfg.merge_from_list([key, str(value) if isinstance(value, list) else value])
-    return cfg
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,15 +161,22 @@ SMALL_LOSSES = {"loss_cls_small", "loss_box_reg_small"}
 SR_LOSSES = {"loss_sr_content", "loss_sr_adversarial", "loss_discriminator"}
 
 
+def heads_needs(model) -> bool:
+    """Whether the heads ask the meta-architecture for SR pairs' inputs."""
+    return model.roi_heads.needs_lr_features
+
+
 def _has_grad(module) -> bool:
     return any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
 
 
-@pytest.mark.parametrize("supervision", ["extractor", "naive", "none", "detection_only"])
+@pytest.mark.parametrize(
+    "supervision", ["extractor", "naive", "none", "detection_only", "identity"]
+)
 def test_stage2_training_losses(tiny_tt100k, supervision):
     """Stage 2 trains G, D and the small predictor only; Table 4's "SR without supervision"
     (``none``) drops exactly the content loss and still trains D; ``detection_only`` makes no
-    SR pairs and freezes D."""
+    SR pairs and freezes D; the ``identity`` control freezes G and D and makes no pairs."""
     train_name, _, _ = tiny_tt100k
     cfg = tiny_featsr_cfg(
         **{"MODEL.FEATSR.SUPERVISION": supervision, "MODEL.FEATSR.SMALL_SIZE": 48}
@@ -234,7 +189,9 @@ def test_stage2_training_losses(tiny_tt100k, supervision):
         "naive": SMALL_LOSSES | SR_LOSSES,
         "none": SMALL_LOSSES | SR_LOSSES - {"loss_sr_content"},
         "detection_only": SMALL_LOSSES,
+        "identity": SMALL_LOSSES,
     }[supervision]
+    assert heads_needs(model) == (supervision not in ("detection_only", "identity"))
     assert set(losses) == expected
     assert all(math.isfinite(v.item()) for v in losses.values())
     sum(losses.values()).backward()
@@ -245,8 +202,13 @@ def test_stage2_training_losses(tiny_tt100k, supervision):
         large = getattr(heads, name.rstrip("."))
         assert all(not p.requires_grad and p.grad is None for p in large.parameters())
         assert not large.training
-    assert _has_grad(heads.small_predictor) and _has_grad(heads.generator)
-    if supervision == "detection_only":
+    assert _has_grad(heads.small_predictor)
+    if supervision == "identity":  # G stays the identity: no gradient, eval mode, frozen
+        assert all(p.grad is None and not p.requires_grad for p in heads.generator.parameters())
+        assert not heads.generator.training
+    else:
+        assert _has_grad(heads.generator)
+    if supervision in ("detection_only", "identity"):
         assert all(p.grad is None for p in heads.discriminator.parameters())
     else:
         assert _has_grad(heads.discriminator)
@@ -587,3 +549,49 @@ def test_small_proposal_cap_zero_is_the_base_detector_bit_for_bit(layout):
         calls.clear()
         featsr(image)
         assert calls[0] > 2
+
+
+def test_pairs_per_image_are_capped_foreground_first(tiny_tt100k):
+    train_name, _, _ = tiny_tt100k
+    cfg = tiny_featsr_cfg(**{"MODEL.FEATSR.SMALL_SIZE": 48})
+    model = build_model(cfg).train()
+    heads = model.roi_heads
+    counts = {}
+    generator = heads.generator.forward
+
+    def count(base, sub):
+        counts.setdefault(heads.max_pairs_per_image, []).append(len(base))
+        return generator(base, sub)
+
+    heads.generator.forward = count
+    batch = _batch(cfg, train_name, with_empty=False)
+    for cap in (-1, 2):
+        heads.max_pairs_per_image = cap
+        torch.manual_seed(0)
+        with EventStorage():
+            model(batch)
+    # calls: the small proposals' detection pass, then the pairs
+    assert counts[-1][1] > 2 and counts[2][1] == 2
+    assert counts[-1][0] == counts[2][0]  # the detection pass is not capped
+
+
+def test_classify_boxes_and_generator_change(tiny_tt100k):
+    _, test_name, _ = tiny_tt100k
+    cfg = tiny_featsr_cfg(layout="FPN")
+    model = build_model(cfg).eval()
+    heads = model.roi_heads
+    d = next(d for d in DatasetCatalog.get(test_name) if d["annotations"])
+    image = DatasetMapper(cfg, is_train=False)(copy.deepcopy(d))
+    with torch.no_grad():
+        features = model.backbone(model.preprocess_image([image]).tensor)
+    boxes = [Boxes(torch.tensor([[10.0, 12.0, 30.0, 28.0], [40.0, 40.0, 100.0, 90.0]]))]
+    change = heads.generator_change(features, boxes)
+    assert torch.equal(change, torch.zeros(2))  # G starts as the identity
+    small = heads.classify_boxes(features, boxes, small_path=True)
+    large = heads.classify_boxes(features, boxes, small_path=False)
+    assert small.shape == (2, 46) and torch.allclose(small.sum(1), torch.ones(2))
+    torch.testing.assert_close(small, large)  # identity G and the copied predictor: the same
+    for block in heads.generator.blocks:
+        torch.nn.init.normal_(block.conv2.weight, std=0.05)
+    assert bool((heads.generator_change(features, boxes) > 0).all())
+    assert not torch.allclose(heads.classify_boxes(features, boxes, small_path=True), large)

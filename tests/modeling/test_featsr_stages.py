@@ -8,8 +8,8 @@ import runpy
 
 import pytest
 import torch
+from common import tiny_featsr_cfg
 from detectron2.modeling import build_model
-from test_featsr_heads import tiny_featsr_cfg
 
 from featsr_d2.engine import FeatSRTrainer
 from featsr_d2.engine.checkpoint import WeightsFileError

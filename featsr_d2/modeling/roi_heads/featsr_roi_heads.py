@@ -27,6 +27,7 @@ and RPN are frozen in both of these):
   proposals, times ``DETECTION_WEIGHT``; they train the small predictor and G),
   ``loss_sr_content`` (eq. 4) and ``loss_sr_adversarial`` (eq. 5) on pairs (F^0.5, T^1.0) of the
   sampled proposals whose 0.5x box is small and whose 1.0x box is at least ``TARGET_MIN_SIZE``
+  (at most ``MAX_PAIRS_PER_IMAGE`` per image, the first: foreground comes first)
   (the adversarial loss sees D through detached parameters, so it trains G only), and
   ``loss_discriminator`` (eq. 6: D on T^1.0 against detached S^0.5, so it trains D only). One
   backward pass gives every module the gradient of its own objective; the trainer steps D with
@@ -40,7 +41,9 @@ Targets (``SUPERVISION``) come from the SR target extractor (``extractor``), fro
 backbone on the 1.0x image (``naive``, Table 4's naive supervision), or are used by D only
 (``none``: Table 4's SR without supervision, the model without the content loss).
 ``detection_only`` makes no pairs at all: G learns from the small predictor's losses only and D
-is frozen.
+is frozen. ``identity`` is the control without SR: G stays the identity it is initialized to
+(frozen, with D) and only the small predictor trains, which isolates the split into a small and a
+large predictor (the paper credits part of its gain to it) from the feature SR itself.
 
 Pooling runs on featsr_d2's RoIAlign (:func:`~featsr_d2.layers.multimap_roi_align`): the base and
 sub RoI features of a set of proposals come from one call, and so do the pairs' F^0.5 (base and
@@ -78,7 +81,7 @@ from featsr_d2.modeling.roi_heads.sr_feature_generator import SRFeatureGenerator
 
 __all__ = ["FeatSRRes5ROIHeads", "FeatSRStandardROIHeads", "SUPERVISIONS"]
 
-SUPERVISIONS = ("extractor", "naive", "none", "detection_only")
+SUPERVISIONS = ("extractor", "naive", "none", "detection_only", "identity")
 
 
 def _sqrt_area(boxes: Boxes) -> torch.Tensor:
@@ -113,6 +116,7 @@ def _featsr_from_config(cfg, input_shape: dict[str, ShapeSpec], base_channels: i
         "stage": f.STAGE,
         "small_size": f.SMALL_SIZE,
         "max_small_per_image": f.MAX_SMALL_PER_IMAGE,
+        "max_pairs_per_image": f.MAX_PAIRS_PER_IMAGE,
         "target_min_size": f.TARGET_MIN_SIZE,
         "supervision": f.SUPERVISION,
         "content_weight": f.CONTENT_WEIGHT,
@@ -143,6 +147,7 @@ class _FeatSRHeads:
         small_size: float,
         max_small_per_image: int,
         target_min_size: float,
+        max_pairs_per_image: int = -1,
         supervision: str,
         content_weight: float,
         adversarial_weight: float,
@@ -164,6 +169,7 @@ class _FeatSRHeads:
         self.stage = stage
         self.small_size = small_size
         self.max_small_per_image = max_small_per_image
+        self.max_pairs_per_image = max_pairs_per_image
         self.target_min_size = target_min_size
         self.supervision = supervision
         self.content_weight = content_weight
@@ -176,16 +182,19 @@ class _FeatSRHeads:
     def frozen_modules(self) -> list[nn.Module]:
         """The parts of the heads this phase does not train (kept in eval mode by the
         meta-architecture): the large predictor in stage 2; G and D in stage 3; D when no loss
-        reaches it (``detection_only``), which also keeps it out of DDP's gradient reduction."""
+        reaches it (``detection_only``), which also keeps it out of DDP's gradient reduction; G
+        and D with ``identity``."""
         large = [getattr(self, name.rstrip(".")) for name in self._REPLICAS]
         if self.stage == 2:
+            if self.supervision == "identity":
+                return [*large, self.generator, self.discriminator]
             return large + ([self.discriminator] if self.supervision == "detection_only" else [])
         return [self.generator, self.discriminator]
 
     @property
     def needs_lr_features(self) -> bool:
         """Whether training needs the backbone's features of the 0.5x images (SR pairs)."""
-        return self.stage == 2 and self.supervision != "detection_only"
+        return self.stage == 2 and self.supervision not in ("detection_only", "identity")
 
     @property
     def needs_sr_targets(self) -> bool:
@@ -277,6 +286,23 @@ class _FeatSRHeads:
             x = self.generator(base, sub)
         return self.small_predictor(self._small_head(x))
 
+    @torch.no_grad()
+    def classify_boxes(self, features, boxes: list[Boxes], *, small_path: bool) -> torch.Tensor:
+        """Class scores (softmax, background last) of given boxes, e.g. the ground truth, through
+        G and the small predictor (``small_path``) or through the large predictor: what the heads
+        tell from a box, whether or not the RPN found it."""
+        predict = self._predict_small if small_path else self._predict_large
+        scores, _ = predict(features, boxes)
+        return scores.softmax(dim=1)
+
+    @torch.no_grad()
+    def generator_change(self, features, boxes: list[Boxes]) -> torch.Tensor:
+        """``||G(x) - x|| / ||x||`` of each box's base RoI feature x: how far training has moved G
+        from the identity it starts as."""
+        base, sub, _ = self._pool_generator_inputs(features, boxes)
+        change = (self.generator(base, sub) - base).flatten(1).norm(dim=1)
+        return change / base.flatten(1).norm(dim=1).clamp(min=1e-12)
+
     def forward(
         self, images, features, proposals, targets=None, *, lr_features=None, sr_targets=None
     ):
@@ -321,8 +347,10 @@ class _FeatSRHeads:
         lr_boxes = []
         for b in boxes:
             side = _sqrt_area(b)
-            keep = (side / 2 < self.small_size) & (side >= self.target_min_size)
-            lr_boxes.append(Boxes(b.tensor[keep] * 0.5))
+            keep = ((side / 2 < self.small_size) & (side >= self.target_min_size)).nonzero()
+            if self.max_pairs_per_image >= 0:
+                keep = keep[: self.max_pairs_per_image]
+            lr_boxes.append(Boxes(b.tensor[keep.flatten()] * 0.5))
         # F^0.5 and T^1.0 from the 0.5x box's level. T^1.0 pools the 1.0x maps at the 1.0x box:
         # the 0.5x box at twice the scale, which is the same RoIAlign (exact: powers of two).
         maps, scales = self._base_maps(target_maps)

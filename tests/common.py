@@ -1,0 +1,56 @@
+"""Configurations shared by tests of several packages (pytest puts tests/ on sys.path)."""
+
+from featsr_d2.engine import get_featsr_cfg
+
+FPN = {
+    "MODEL.BACKBONE.NAME": "FeatSRMobileNetV2FPN",
+    "MODEL.MNV2.OUT_FEATURES": ["stage2", "stage3", "stage4", "stage5"],
+    "MODEL.FPN.IN_FEATURES": ["stage2", "stage3", "stage4", "stage5"],
+    "MODEL.FPN.OUT_CHANNELS": 32,
+    "MODEL.RPN.IN_FEATURES": ["p2", "p3", "p4", "p5", "p6"],
+    "MODEL.ANCHOR_GENERATOR.SIZES": [[16], [32], [64], [128], [256]],
+    "MODEL.ROI_HEADS.NAME": "FeatSRStandardROIHeads",
+    "MODEL.ROI_HEADS.IN_FEATURES": ["p2", "p3", "p4", "p5"],
+    "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead",
+    "MODEL.ROI_BOX_HEAD.NUM_FC": 2,
+    "MODEL.ROI_BOX_HEAD.FC_DIM": 64,
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": 7,
+}
+LAYOUTS = {"C4": {}, "FPN": FPN}
+
+
+def tiny_featsr_cfg(layout="C4", **overrides):
+    """A FeatSR model with tiny G and D on CPU: R18-C4 or MobileNetV2-FPN."""
+    cfg = get_featsr_cfg()
+    opts = {
+        "MODEL.DEVICE": "cpu",
+        "MODEL.WEIGHTS": "",
+        "MODEL.META_ARCHITECTURE": "FeatSRRCNN",
+        "MODEL.BACKBONE.NAME": "FeatSRResNetBackbone",
+        "MODEL.RESNETS.DEPTH": 18,
+        "MODEL.RESNETS.RES2_OUT_CHANNELS": 64,
+        "MODEL.RESNETS.OUT_FEATURES": ["res3", "res4"],
+        "MODEL.RPN.IN_FEATURES": ["res4"],
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN": 64,
+        "MODEL.RPN.POST_NMS_TOPK_TEST": 64,
+        "MODEL.ANCHOR_GENERATOR.SIZES": [[16, 32, 64]],
+        "MODEL.ROI_HEADS.NAME": "FeatSRRes5ROIHeads",
+        "MODEL.ROI_HEADS.IN_FEATURES": ["res4"],
+        "MODEL.ROI_HEADS.NUM_CLASSES": 45,
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32,
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.0,
+        "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": 8,
+        "MODEL.FEATSR.GENERATOR.NUM_BLOCKS": 2,
+        "MODEL.FEATSR.GENERATOR.HIDDEN_CHANNELS": 16,
+        "MODEL.FEATSR.DISCRIMINATOR.HIDDEN_DIM": 32,
+        "MODEL.FEATSR.DISCRIMINATOR.POOL_SIZE": 2,
+        "INPUT.MIN_SIZE_TRAIN": (128,),
+        "INPUT.MAX_SIZE_TRAIN": 128,
+        "INPUT.MIN_SIZE_TEST": 128,
+        "INPUT.MAX_SIZE_TEST": 128,
+    }
+    opts.update(LAYOUTS[layout])
+    opts.update(overrides)
+    for key, value in opts.items():
+        cfg.merge_from_list([key, str(value) if isinstance(value, list) else value])
+    return cfg
