@@ -23,6 +23,7 @@ import time
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import featsr_d2  # noqa: F401  (registers datasets, backbones and heads)
+from featsr_d2.data.builtin import DEMO_CATEGORIES
 from featsr_d2.data.synthetic import generate_synthetic_tt100k
 from featsr_d2.engine import get_featsr_cfg
 from featsr_d2.evaluation.compare import (
@@ -43,13 +44,19 @@ STAGE3_CONFIG = os.path.join(CONFIGS, "featsr_MNV2_FPN_synth_stage3.yaml")
 
 
 def ensure_synthetic_dataset(dataset_name: str, num_train: int, num_test: int, seed: int) -> None:
+    """Writes the demo's synthetic TT100K (its ten classes) unless it exists."""
     root = MetadataCatalog.get(dataset_name).image_root
     if os.path.exists(os.path.join(root, "annotations.json")):
         print(f"[demo] using the synthetic TT100K in {root}")
         return
     print(f"[demo] generating the synthetic TT100K in {root}")
     generate_synthetic_tt100k(
-        root, num_train=num_train, num_test=num_test, seed=seed, workers=os.cpu_count() or 1
+        root,
+        num_train=num_train,
+        num_test=num_test,
+        seed=seed,
+        categories=DEMO_CATEGORIES,
+        workers=os.cpu_count() or 1,
     )
 
 
@@ -142,8 +149,8 @@ if __name__ == "__main__":
     parser.add_argument("--stage1-config", default=STAGE1_CONFIG, help="the base detector")
     parser.add_argument("--stage2-config", default=STAGE2_CONFIG, help="FeatSR from stage 1")
     parser.add_argument("--stage3-config", default=STAGE3_CONFIG, help="FeatSR from stage 2")
-    parser.add_argument("--num-train", type=int, default=600, help="synthetic training images")
-    parser.add_argument("--num-test", type=int, default=150, help="synthetic test images")
+    parser.add_argument("--num-train", type=int, default=1500, help="synthetic training images")
+    parser.add_argument("--num-test", type=int, default=600, help="synthetic test images")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic dataset")
     parser.add_argument(
         "--num-vis-images", type=int, default=6, help="images in the base-vs-FeatSR picture"

@@ -5,6 +5,9 @@
 - ``tt100k_synth_{train,test}``: the synthetic TT100K written by
   ``python -m featsr_d2.data.synthetic --out $DETECTRON2_DATASETS/tt100k_synth`` (the demo and
   test data), 45 classes.
+- ``tt100k_synth10_{train,test}``: the demo's synthetic TT100K (``make demo`` writes it to
+  ``tt100k_synth10/``): TT100K's ten most frequent classes (:data:`DEMO_CATEGORIES`), 1500 training and
+  600 test images; its classes are the types in its annotations ("all").
 
 VOC and COCO use Detectron2's own builtin names (``voc_2007_test``, ``coco_2017_val``, ...).
 """
@@ -23,7 +26,13 @@ _SPLITS = {
     "tt100k_2016_all_test": ("tt100k", "test", "all"),
     "tt100k_synth_train": ("tt100k_synth", "train", "type45"),
     "tt100k_synth_test": ("tt100k_synth", "test", "type45"),
+    "tt100k_synth10_train": ("tt100k_synth10", "train", "all"),
+    "tt100k_synth10_test": ("tt100k_synth10", "test", "all"),
 }
+
+# The demo's classes: TT100K's ten most frequent types in its training split. Three are speed
+# limits told apart only by their digits (pl40, pl50, pl80), which a small sign barely resolves.
+DEMO_CATEGORIES = ("pn", "pne", "i5", "p11", "pl40", "po", "pl50", "io", "pl80", "p26")
 
 
 def register_all_tt100k(root: str) -> None:
