@@ -36,8 +36,8 @@ def add_featsr_config(cfg):
     # predictor; 3 fine-tunes both predictors. Backbone and RPN are frozen in both.
     _C.MODEL.FEATSR.STAGE = 2
     # SR targets: "extractor" (ours), "naive" (plain backbone on 1.0x), "none" (Table 4: no
-    # content loss, D still trained), "detection_only" (no SR pairs: G learns from detection only),
-    # "identity" (the no-SR control: G frozen at its identity start, only the small predictor trains).
+    # content loss, D still trained), "detection_only" (no SR pairs: G learns from detection
+    # only), "identity" (the no-SR control: G frozen at its identity start, D unused).
     _C.MODEL.FEATSR.SUPERVISION = "extractor"
     # Sub (former) layer of each ROI_HEADS.IN_FEATURES level, a bottom-up feature; [] = the stage
     # before the base's (res4 -> res3; p_k -> res_(k-1) / stage_(k-1), at least res2 / stage2).

@@ -6,8 +6,8 @@
   ``python -m featsr_d2.data.synthetic --out $DETECTRON2_DATASETS/tt100k_synth`` (the demo and
   test data), 45 classes.
 - ``tt100k_synth10_{train,test}``: the demo's synthetic TT100K (``make demo`` writes it to
-  ``tt100k_synth10/``): TT100K's ten most frequent classes (:data:`DEMO_CATEGORIES`), 1500 training and
-  600 test images; its classes are the types in its annotations ("all").
+  ``tt100k_synth10/``): TT100K's ten most frequent classes (:data:`DEMO_CATEGORIES`), 1500
+  training and 600 test images; its classes are the types in its annotations ("all").
 
 VOC and COCO use Detectron2's own builtin names (``voc_2007_test``, ``coco_2017_val``, ...).
 """

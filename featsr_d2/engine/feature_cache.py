@@ -299,15 +299,25 @@ class CachedHeadsTrainer:
 
 
 @torch.no_grad()
-def predict_cached(model, cache: Sequence[CachedImage]) -> list[Instances]:
+def predict_cached(model, cache: Sequence[CachedImage], batch_size: int = 8) -> list[Instances]:
     """The heads' detections for each cached image, on its original size (as
-    :meth:`GeneralizedRCNN.inference` with ``do_postprocess``)."""
+    :meth:`GeneralizedRCNN.inference` with ``do_postprocess``); consecutive images of one size go
+    through the heads ``batch_size`` at a time (the heads treat images independently)."""
     model.eval()
     out = []
-    for c in cache:
-        features, proposals, _, _, _ = collate_cached([c], with_pairs=False)
+    start = 0
+    while start < len(cache):
+        batch = [cache[start]]
+        shape = next(iter(cache[start].features.values())).shape
+        while len(batch) < batch_size and start + len(batch) < len(cache):
+            following = cache[start + len(batch)]
+            if next(iter(following.features.values())).shape != shape:
+                break
+            batch.append(following)
+        features, proposals, _, _, _ = collate_cached(batch, with_pairs=False)
         instances, _ = model.roi_heads(None, features, proposals)
-        out.append(detector_postprocess(instances[0], c.height, c.width))
+        out.extend(detector_postprocess(i, c.height, c.width) for i, c in zip(instances, batch))
+        start += len(batch)
     return out
 
 

@@ -1,18 +1,16 @@
-"""Side-by-side comparison of TT100K detectors: one table, and pictures where small objects differ.
-
-Used by ``make demo`` (the base detector against FeatSR) and ``tools/featsr_ablation.py`` (FeatSR's
-variants over seeds). Every number is computed from saved detections with the official protocol of
-:mod:`featsr_d2.evaluation.tt100k`.
+"""Side-by-side comparison of TT100K detectors on small objects: which ones one detector finds and
+the other misses, and pictures of them (``make demo``: the control against FeatSR). Matches come
+from saved detections with the official protocol of :mod:`featsr_d2.evaluation.tt100k`.
 """
 
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 
 from featsr_d2.data.tt100k_categories import SIZE_BINS
-from featsr_d2.evaluation.tt100k import TABLE_BINS, evaluate_tt100k, match_detections
+from featsr_d2.evaluation.tt100k import match_detections
 from featsr_d2.evaluation.visualize import (
     FN_COLOR,
     FP_COLOR,
@@ -23,9 +21,6 @@ from featsr_d2.evaluation.visualize import (
 )
 
 __all__ = [
-    "compare_models",
-    "format_comparison",
-    "format_comparison_markdown",
     "small_object_differences",
     "save_comparison_png",
 ]
@@ -34,87 +29,6 @@ __all__ = [
 def _per_model(fn, gt_annos, results, img_ids, **kwargs) -> dict:
     ids = list(img_ids) if img_ids is not None else None
     return {name: fn(gt_annos, res, img_ids=ids, **kwargs) for name, res in results.items()}
-
-
-def compare_models(
-    gt_annos: Mapping[str, Any],
-    results: Mapping[Hashable, Mapping[str, Any]],
-    *,
-    img_ids: Iterable[str] | None = None,
-    min_score: float = 0.5,
-    iou: float = 0.5,
-    types="type45",
-) -> dict[Hashable, dict[str, dict[str, float]]]:
-    """The TT100K metrics of each model's results on the same images, in the order given."""
-    kwargs = {"min_score": min_score, "iou": iou, "types": types}
-    return _per_model(evaluate_tt100k, gt_annos, results, img_ids, **kwargs)
-
-
-def _label(name: Hashable) -> str:
-    if isinstance(name, tuple):
-        variant, seed = name
-        return f"{variant} (seed {seed})"
-    return str(name)
-
-
-def _mean_rows(metrics: Mapping[Hashable, Mapping[str, Mapping[str, float]]]):
-    """Rows of (label, {bin: (recall, accuracy, f1)}), with a mean row per variant when the names
-    are (variant, seed) pairs and a variant has several seeds."""
-    rows = []
-    variants: dict[str, list] = {}
-    for name, m in metrics.items():
-        rows.append(
-            (
-                _label(name),
-                {b: tuple(m[b][k] for k in ("recall", "accuracy", "f1")) for b in TABLE_BINS},
-            )
-        )
-        if isinstance(name, tuple):
-            variants.setdefault(name[0], []).append(m)
-    for variant, ms in variants.items():
-        if len(ms) > 1:
-            mean = {
-                b: tuple(
-                    float(np.mean([m[b][k] for m in ms])) for k in ("recall", "accuracy", "f1")
-                )
-                for b in TABLE_BINS
-            }
-            rows.append((f"{variant} (mean of {len(ms)})", mean))
-    return rows
-
-
-def format_comparison(metrics: Mapping[Hashable, Mapping[str, Mapping[str, float]]]) -> str:
-    """The FeatSR paper's Table 1 layout (percent) with one row per model, for the console."""
-    rows = _mean_rows(metrics)
-    name_w = max([len("Model")] + [len(label) for label, _ in rows])
-    cell = 18
-    titles = {"small": "Small", "medium": "Medium", "large": "Large", "all": "Overall"}
-    lines = [
-        " | ".join([f"{'Model':<{name_w}}"] + [f"{titles[b]:^{cell}}" for b in TABLE_BINS]),
-        " | ".join([" " * name_w] + [f"{'Rec.':>6}{'Acc.':>6}{'F1':>6}" for _ in TABLE_BINS]),
-        "-" * (name_w + 1) + "+" + "+".join("-" * (cell + 2) for _ in TABLE_BINS),
-    ]
-    for label, cells in rows:
-        lines.append(
-            " | ".join(
-                [f"{label:<{name_w}}"]
-                + ["".join(f"{100.0 * v:6.1f}" for v in cells[b]) for b in TABLE_BINS]
-            )
-        )
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def format_comparison_markdown(
-    metrics: Mapping[Hashable, Mapping[str, Mapping[str, float]]],
-) -> str:
-    """:func:`format_comparison`'s table as Markdown (recall / accuracy / F1, percent)."""
-    rows = _mean_rows(metrics)
-    bins = " | ".join(f"{b} R / A / F1" for b in TABLE_BINS)
-    lines = [f"| model | {bins} |", "|---" * (1 + len(TABLE_BINS)) + "|"]
-    for label, cells in rows:
-        values = " | ".join(" / ".join(f"{100.0 * v:.1f}" for v in cells[b]) for b in TABLE_BINS)
-        lines.append(f"| {label} | {values} |")
-    return "\n".join(lines) + "\n"
 
 
 def _is_small(box: Sequence[float]) -> bool:

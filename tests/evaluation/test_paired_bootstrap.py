@@ -75,6 +75,31 @@ def test_coco_ap_equals_pycocotools_overall_and_by_size():
         assert CocoAP(gts, dets, area)() == pytest.approx(want, abs=1e-6), area
 
 
+def test_coco_ap_at_one_iou_threshold_equals_pycocotools_ap50_and_ap75():
+    gts, dets = random_set(np.random.default_rng(2), 40)
+    expected = pycocotools_ap(gts, dets)
+    assert expected[1] > expected[2] > 5  # a non-trivial case, AP50 above AP75
+    assert CocoAP(gts, dets, iou_thresholds=[0.5])() == pytest.approx(expected[1], abs=1e-6)
+    assert CocoAP(gts, dets, iou_thresholds=[0.75])() == pytest.approx(expected[2], abs=1e-6)
+    idx = np.array([0, 0, 3, 5, 5, 9, 17, 17, 17, 30])
+    resampled = pycocotools_ap([gts[i] for i in idx], [dets[i] for i in idx])[1]
+    assert CocoAP(gts, dets, iou_thresholds=[0.5]).on_indices(idx) == pytest.approx(resampled)
+    with pytest.raises(ValueError, match="IoU thresholds"):
+        CocoAP(gts, dets, iou_thresholds=[])
+
+
+def test_coco_ap_keeps_the_100_best_detections_of_an_image_as_pycocotools():
+    gts, dets = random_set(np.random.default_rng(3), 6)
+    # 121 detections of one category in one image (the cut is per image and category), tied
+    # scores; the one on the last ground truth (medium) scores lowest, and is cut
+    gts[0] = gts[0] + [([300.0, 300.0, 340.0, 340.0], 2)]
+    false = [([400.0 + k, 10.0, 420.0 + k, 30.0], 2, 0.5 if k % 2 else 0.25) for k in range(120)]
+    dets[0] = dets[0] + false + [([300.0, 300.0, 340.0, 340.0], 2, 0.01)]
+    expected = pycocotools_ap(gts, dets)
+    for area, want in (("all", expected[0]), ("medium", expected[4])):
+        assert CocoAP(gts, dets, area)() == pytest.approx(want, abs=1e-6), area
+
+
 def test_coco_ap_weights_equal_duplicated_images():
     gts, dets = random_set(np.random.default_rng(1), 12)
     idx = np.array([0, 0, 3, 5, 5, 5, 7, 11, 2, 2])

@@ -1,10 +1,7 @@
 """The paper's phases as runs: each FeatSR stage refuses weights that do not hold what it freezes
-(issue 12, point 3), a changed discriminator rate is applied on resume (point 7), and the ablation
-tool runs stage 2 then stage 3 from stage 2's weights."""
+(issue 12, point 3), and a changed discriminator rate is applied on resume (point 7)."""
 
-import argparse
 import os
-import runpy
 
 import pytest
 import torch
@@ -92,23 +89,3 @@ def test_a_changed_discriminator_rate_applies_on_resume(tiny_tt100k, tmp_path, s
     resumed.resume_or_load(resume=True)
     assert resumed.start_iter == 1
     assert [g["lr"] for g in resumed.optimizer_d.param_groups] == [5e-4]
-
-
-def test_ablation_tool_runs_stage2_then_stage3_from_its_weights(tmp_path):
-    tool = runpy.run_path(os.path.join(REPO, "tools", "featsr_ablation.py"))
-    args = argparse.Namespace(seeds=[0], output=str(tmp_path), iters=20, stage3_iters=10)
-    (stage2, stage3), iters = tool["run_commands"](args, "stage1.pth")
-    assert iters == [20, 10]
-    assert set(stage2) == set(stage3) == {(v, 0) for v in tool["VARIANTS"]}
-    for key, (cmd, out) in stage3.items():
-        assert out.endswith(os.path.join(f"{key[0]}_seed0", "stage3"))
-        weights = cmd[cmd.index("MODEL.WEIGHTS") + 1]
-        assert weights == os.path.join(stage2[key][1], "model_final.pth")
-        assert cmd[cmd.index("SOLVER.MAX_ITER") + 1] == "10"
-        if key[0] != "base":
-            assert cmd[cmd.index("--config-file") + 1].endswith("featsr_MNV2_FPN_synth_stage3.yaml")
-    featsr_cmd = stage2[("no_supervision", 0)][0]
-    assert featsr_cmd[featsr_cmd.index("MODEL.FEATSR.SUPERVISION") + 1] == "none"
-    assert stage2[("featsr", 0)][0][stage2[("featsr", 0)][0].index("MODEL.WEIGHTS") + 1] == (
-        "stage1.pth"
-    )

@@ -69,8 +69,10 @@ class FeatSRRCNN(GeneralizedRCNN):
 
     def frozen_weight_prefixes(self) -> list[str]:
         """State-dict key prefixes of :meth:`frozen_modules`: the weights this phase must load
-        (from the previous phase), since it does not train them."""
-        frozen = {id(m) for m in self.frozen_modules()}
+        (from the previous phase), since it does not train them; not those the heads keep at
+        their initialization (the ``identity`` control's G and D)."""
+        at_init = {id(m) for m in self.roi_heads.modules_frozen_at_init()}
+        frozen = {id(m) for m in self.frozen_modules()} - at_init
         return [f"{name}." for name, m in self.named_modules() if id(m) in frozen]
 
     def train(self, mode: bool = True):

@@ -191,6 +191,13 @@ class _FeatSRHeads:
             return large + ([self.discriminator] if self.supervision == "detection_only" else [])
         return [self.generator, self.discriminator]
 
+    def modules_frozen_at_init(self) -> list[nn.Module]:
+        """Frozen parts that keep their initialization rather than loaded weights: G (the
+        identity) and D of the ``identity`` control in stage 2."""
+        if self.stage == 2 and self.supervision == "identity":
+            return [self.generator, self.discriminator]
+        return []
+
     @property
     def needs_lr_features(self) -> bool:
         """Whether training needs the backbone's features of the 0.5x images (SR pairs)."""

@@ -1,0 +1,120 @@
+"""The FeatSR study end to end on a tiny set (a few images, a few iterations): every arm and row is
+run and evaluated, the table, its JSON and the picture are written, and a rerun resumes."""
+
+import json
+import os
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+from featsr_d2.engine.featsr_study import ARMS, StudySettings, run_study, small_gt_diagnostics
+from featsr_d2.engine.setup import get_featsr_cfg
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STAGE1 = os.path.join(REPO, "configs", "faster_rcnn_MNV2_FPN_synth.yaml")
+STAGE2 = os.path.join(REPO, "configs", "featsr_MNV2_FPN_synth.yaml")
+STAGE3 = os.path.join(REPO, "configs", "featsr_MNV2_FPN_synth_stage3.yaml")
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _tiny_opts(tiny_tt100k):
+    train_name, test_name, _ = tiny_tt100k
+    return [
+        "DATASETS.TRAIN", (train_name,), "DATASETS.TEST", (test_name,),
+        "MODEL.ROI_HEADS.NUM_CLASSES", 45, "TEST.TT100K.TYPES", "type45",
+        "INPUT.MIN_SIZE_TRAIN", (128,), "INPUT.MAX_SIZE_TRAIN", 128,
+        "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 128,
+        "SOLVER.IMS_PER_BATCH", 2, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
+        "MODEL.FEATSR.SMALL_SIZE", 48,
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def stage1_weights(tiny_tt100k, tmp_path):
+    """A stage-1 detector of the demo's architecture, randomly initialized."""
+    cfg = get_featsr_cfg(STAGE1, [*_tiny_opts(tiny_tt100k), "MODEL.WEIGHTS", ""])
+    path = str(tmp_path / "stage1.pth")
+    torch.save({"model": build_model(cfg).state_dict()}, path)
+    return path
+
+
+def test_study_runs_every_arm_writes_its_table_and_resumes(tiny_tt100k, tmp_path, stage1_weights):
+    out = str(tmp_path / "study")
+    settings = StudySettings(
+        stage2_config=STAGE2,
+        stage3_config=STAGE3,
+        weights=stage1_weights,
+        out_dir=out,
+        arms=("control", "extractor", "naive"),
+        seeds=(0, 1),
+        stage2_iters=2,
+        stage3_iters=1,
+        num_train_images=3,
+        caps=(1,),
+        sliced=True,
+        cost_images=2,
+        bootstrap_samples=20,
+        opts=_tiny_opts(tiny_tt100k),
+    )
+    report = run_study(settings)
+    for name in ("table.md", "table.json", "difference_from_control.png", "settings.json"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    with open(os.path.join(out, "table.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(report))
+    rows = ("base", "control", "extractor", "naive", "extractor_K1", "sliced")
+    for row in rows:
+        for seed in (0, 1) if row in ARMS or row.startswith("extractor_") else (0,):
+            run_dir = os.path.join(out, "runs", row, f"seed{seed}")
+            assert os.path.exists(os.path.join(run_dir, "tt100k_results.json")), run_dir
+    with open(os.path.join(out, "runs", "control", "seed0", "run.json")) as f:
+        control = json.load(f)
+    assert control["generator_change"] == 0.0  # the control's G stays the identity
+    assert control["stage2_iters"] == 2 and control["stage3_iters"] == 1
+    with open(os.path.join(out, "runs", "base", "seed0", "run.json")) as f:
+        assert 0.0 <= json.load(f)["proposal_recall_small"]["recall"] <= 1.0
+    table = open(os.path.join(out, "table.md")).read()
+    for row in rows:
+        assert row in table
+
+    # A rerun trains nothing and evaluates nothing again.
+    stamps = {
+        p: os.path.getmtime(p)
+        for p in (os.path.join(out, "runs", r, "seed0", "run.json") for r in rows)
+    }
+    run_study(settings)
+    assert {p: os.path.getmtime(p) for p in stamps} == stamps
+
+
+def test_study_refuses_what_it_cannot_run(tiny_tt100k, tmp_path, stage1_weights):
+    base = dict(stage2_config=STAGE2, stage3_config=STAGE3, out_dir=str(tmp_path / "s"))
+    with pytest.raises(FileNotFoundError, match="train the base detector first"):
+        run_study(StudySettings(weights=str(tmp_path / "missing.pth"), **base))
+    with pytest.raises(ValueError, match="unknown arm"):
+        run_study(StudySettings(weights=stage1_weights, arms=("control", "sr"), **base))
+    with pytest.raises(ValueError, match="keep it among the arms"):
+        run_study(StudySettings(weights=stage1_weights, arms=("extractor",), **base))
+    flip = [*_tiny_opts(tiny_tt100k), "INPUT.RANDOM_FLIP", "horizontal"]
+    with pytest.raises(ValueError, match="without augmentation"):
+        run_study(StudySettings(weights=stage1_weights, opts=flip, **base))
+
+
+def test_small_gt_diagnostics_count_only_small_ground_truth(tiny_tt100k, stage1_weights):
+    from featsr_d2.engine.feature_cache import CachedImage
+
+    cfg = get_featsr_cfg(STAGE2, [*_tiny_opts(tiny_tt100k), "MODEL.WEIGHTS", ""])
+    model = build_model(cfg)
+    shape = {k: s for k, s in model.backbone.output_shape().items()}
+    features = {
+        k: torch.randn(1, s.channels, 128 // s.stride, 128 // s.stride) for k, s in shape.items()
+    }
+    image = CachedImage(
+        image_id=1, height=128, width=128, image_size=(128, 128), features=features,
+        lr_features=None, sr_targets=None, proposal_boxes=torch.zeros(0, 4),
+        objectness_logits=torch.zeros(0),
+        gt_boxes=torch.tensor([[0.0, 0.0, 20.0, 31.0], [0.0, 0.0, 40.0, 10.0]]),
+        gt_classes=torch.tensor([3, 4]),
+    )  # fmt: skip
+    out = small_gt_diagnostics(model, [image], small_path=True)
+    assert out["total"] == [1]  # the long side: 31 is small, 40 is not
+    assert out["correct"][0] in (0, 1) and out["generator_change"] == 0.0
