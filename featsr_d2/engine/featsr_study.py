@@ -19,7 +19,9 @@ given seed, so that arms are paired:
 The backbone and RPN are frozen in stages 2 and 3, so their outputs are computed once per image and
 the heads train from that cache (:mod:`featsr_d2.engine.feature_cache`). Each run's outcome is
 written atomically under ``OUT/runs/<arm>/seed<k>/``; a rerun skips what is done. The table, the
-intervals and the picture come from :mod:`featsr_d2.evaluation.featsr_study_report`.
+intervals and the picture come from :mod:`featsr_d2.evaluation.featsr_study_report`; the cost
+switches (the K caps, the bottleneck generator) are also compared with the extractor arm itself, in
+``OUT/cost_switches/``.
 """
 
 from __future__ import annotations
@@ -353,7 +355,8 @@ def run_study(settings: StudySettings) -> dict:
     notes["stage1_gt_box_small_accuracy"] = correct / max(total, 1)
     runs["base"] = [_as_record(base_dir, run, 0)]
 
-    # The trained arms.
+    # The trained arms (and the models whose inference is timed, unless an earlier run did).
+    cost_path = os.path.join(settings.out_dir, "cost.json")
     timed: dict[str, torch.nn.Module] = {}
     for arm in settings.arms:
         runs[arm] = []
@@ -362,11 +365,12 @@ def run_study(settings: StudySettings) -> dict:
             run = _done(run_dir)
             cap_dirs = {k: os.path.join(settings.out_dir, "runs", f"{arm}_K{k}", f"seed{seed}")
                         for k in settings.caps} if arm == "extractor" else {}  # fmt: skip
-            need_model = (
-                run is None
-                or any(_done(d) is None for d in cap_dirs.values())
-                or (seed == settings.seeds[0] and settings.cost_images > 0)
+            timing = (
+                seed == settings.seeds[0]
+                and settings.cost_images > 0
+                and not os.path.exists(cost_path)
             )
+            need_model = run is None or any(_done(d) is None for d in cap_dirs.values()) or timing
             if need_model:
                 cfg3, model, facts = _arm_model(settings, arm, seed, caches)
             if run is None:
@@ -391,7 +395,7 @@ def run_study(settings: StudySettings) -> dict:
                     )
                     model.roi_heads.max_small_per_image = cfg3.MODEL.FEATSR.MAX_SMALL_PER_IMAGE
                 runs.setdefault(f"{arm}_K{k}", []).append(_as_record(cap_dir, cap_run, seed))
-            if seed == settings.seeds[0] and settings.cost_images > 0:
+            if timing:
                 timed[arm] = _live(model, trunk)
                 for k in cap_dirs:
                     capped = copy.deepcopy(timed[arm])
@@ -419,13 +423,18 @@ def run_study(settings: StudySettings) -> dict:
                           {"passes_per_image": passes,
                            "seconds": time.perf_counter() - start})  # fmt: skip
         runs["sliced"] = [_as_record(sliced_dir, run, 0)]
-        if settings.cost_images > 0:
+        if settings.cost_images > 0 and not os.path.exists(cost_path):
             timed["sliced"] = sliced
 
     # Inference cost relative to the base detector, on the same images, interleaved.
-    if settings.cost_images > 0 and timed:
+    if settings.cost_images > 0 and os.path.exists(cost_path):  # measured by an earlier run
+        with open(cost_path) as f:
+            seconds = json.load(f)
+    elif settings.cost_images > 0 and timed:
         models = {"base": _live(base, trunk), **timed}
         seconds = _time_models(models, test_inputs[: settings.cost_images])
+        atomic_write_json(cost_path, seconds)
+    if settings.cost_images > 0 and os.path.exists(cost_path):
         notes["seconds_per_image_base"] = seconds["base"]
         for name, records in runs.items():
             if name in seconds:
@@ -433,17 +442,30 @@ def run_study(settings: StudySettings) -> dict:
                     r["cost"] = seconds[name] / seconds["base"]
         runs["base"][0]["cost"] = 1.0
 
+    # this invocation's time: a resumed run skips what an earlier one finished
     notes["total_minutes"] = round((time.perf_counter() - study_start) / 60, 1)
     notes["settings"] = _settings_json(settings)
     root = MetadataCatalog.get(cfg2.DATASETS.TEST[0]).image_root
     gt = load_annotations(os.path.join(root, "annotations.json"))
+    img_ids = [str(d["image_id"]) for d in test_dicts]
     report = build_study_report(
-        gt, [str(d["image_id"]) for d in test_dicts], runs, control="control",
+        gt, img_ids, runs, control="control",
         types=cfg2.TEST.TT100K.TYPES, iou=cfg2.TEST.TT100K.IOU,
         min_score=cfg2.TEST.TT100K.MIN_SCORE, num_samples=settings.bootstrap_samples,
         notes=notes,
     )  # fmt: skip
     write_study_report(report, settings.out_dir)
+    switches = {k: v for k, v in runs.items() if k == "extractor" or k.startswith("extractor_K")}
+    if "extractor" in switches and "bottleneck" in runs:
+        switches["bottleneck"] = runs["bottleneck"]
+    if len(switches) > 1:  # the cost switches against the full FeatSR (the cost issue's choice)
+        reference = build_study_report(
+            gt, img_ids, switches, control="extractor", types=cfg2.TEST.TT100K.TYPES,
+            iou=cfg2.TEST.TT100K.IOU, min_score=cfg2.TEST.TT100K.MIN_SCORE,
+            num_samples=settings.bootstrap_samples,
+            notes={"reference": "the extractor arm (every small proposal through G, basic blocks)"},
+        )  # fmt: skip
+        write_study_report(reference, os.path.join(settings.out_dir, "cost_switches"))
     logger.info("[study] done in %.1f min: %s", notes["total_minutes"],
                 os.path.join(settings.out_dir, "table.md"))  # fmt: skip
     return report

@@ -76,6 +76,10 @@ def test_study_runs_every_arm_writes_its_table_and_resumes(tiny_tt100k, tmp_path
     table = open(os.path.join(out, "table.md")).read()
     for row in rows:
         assert row in table
+    # The cost switches against the extractor arm itself.
+    with open(os.path.join(out, "cost_switches", "table.json")) as f:
+        switches = json.load(f)
+    assert set(switches["differences"]) == {"extractor_K1"}
 
     # A rerun trains nothing and evaluates nothing again.
     stamps = {
