@@ -94,7 +94,10 @@ class StudySettings:
 
 def _cfg(settings: StudySettings, stage: int, arm: str, weights: str = ""):
     config = settings.stage2_config if stage == 2 else settings.stage3_config
-    opts = [*settings.opts, *ARMS[arm], "MODEL.WEIGHTS", weights]
+    # Arms send every small proposal through G (the caps are rows of their own), whatever the
+    # config's default cap.
+    opts = ["MODEL.FEATSR.MAX_SMALL_PER_IMAGE", -1, *settings.opts, *ARMS[arm]]
+    opts += ["MODEL.WEIGHTS", weights]
     iters = settings.stage2_iters if stage == 2 else settings.stage3_iters
     cfg = get_featsr_cfg(config, opts)
     if iters is not None:  # the phase's schedule, scaled to the iterations asked for
