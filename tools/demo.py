@@ -23,6 +23,7 @@ import sys
 import time
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils.logger import setup_logger
 
 import featsr_d2  # noqa: F401  (registers datasets, backbones and heads)
 from featsr_d2.data.builtin import DEMO_CATEGORIES
@@ -107,6 +108,7 @@ def compare(stage1, out_dir: str, seed: int, num_images: int) -> None:
 
 def main(args):
     start = time.perf_counter()
+    setup_logger(name="featsr_d2")  # the study's progress (cache, iterations, runs)
     stage1_cfg = get_featsr_cfg(args.stage1_config, args.opts)
     ensure_synthetic_dataset(
         stage1_cfg.DATASETS.TRAIN[0], args.num_train, args.num_test, args.data_seed

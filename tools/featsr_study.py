@@ -8,7 +8,7 @@ base detector, the extractor arm with at most K small proposals per image throug
 with sliced inference are evaluated beside them. Writes OUT/table.md, OUT/table.json and
 OUT/difference_from_control.png; a rerun resumes (cache chunks and finished runs are kept)::
 
-    python tools/featsr_study.py                       # the demo's detector, 3 seeds, ~40 min
+    python tools/featsr_study.py                       # the demo's detector, 3 seeds, 25 min
     python tools/featsr_study.py --seeds 0 --arms control extractor --out output/study_quick
 """
 
