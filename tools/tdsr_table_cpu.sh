@@ -47,7 +47,7 @@ train srft_plus_s1 "$SRFT" SEED 1 INPUT.SR.SEED 1
 
 if [ ! -f "$OUT/select/results.json" ]; then
   echo "[tdsr_table] choosing beta on 50 training images ($(date -u +%T))"
-  "$PY" tools/eval_lr_detection.py --config "$TDSR" --dataset tt100k_synth_train --max-images 50 \
+  "$PY" tools/eval_lr_detection.py --config "$TDSR" --dataset tt100k_synth10_train --max-images 50 \
       --row TDSR_b0.01=@"$OUT/tdsr_b0.01_s0/model_final.pth" \
       --row TDSR_b0.1=@"$OUT/tdsr_b0.1_s0/model_final.pth" \
       --row TDSR_b1.0=@"$OUT/tdsr_b1.0_s0/model_final.pth" \

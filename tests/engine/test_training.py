@@ -131,6 +131,9 @@ def test_train_net_end_to_end_stop_resume_eval(tiny_tt100k, tmp_path):
         "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128",
         "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128",
         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(output),
+        # the tiny set holds the 45 type45 classes (the demo's own set has ten)
+        "DATASETS.TRAIN", "('tt100k_synth_train',)", "DATASETS.TEST", "('tt100k_synth_test',)",
+        "MODEL.ROI_HEADS.NUM_CLASSES", "45", "TEST.TT100K.TYPES", "type45",
     ]  # fmt: skip
     _train_net(
         "--config-file", config, *common, "SOLVER.MAX_ITER", "4", datasets_root=str(datasets_root)

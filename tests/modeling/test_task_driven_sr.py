@@ -38,6 +38,7 @@ DETECTOR_OPTS = [
     "MODEL.MNV2.NORM", "BN", "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128",
     "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128", "MODEL.RPN.POST_NMS_TOPK_TRAIN",
     "64", "MODEL.RPN.POST_NMS_TOPK_TEST", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+    "MODEL.ROI_HEADS.NUM_CLASSES", "45",  # the tiny set's type45 classes (the demo has ten)
 ]  # fmt: skip
 TINY_DBPN = [
     "MODEL.SR.DBPN.FEAT",
@@ -61,7 +62,8 @@ def tiny_cfg(tiny_tt100k, output_dir, *opts, detector_opts=()):
         "DATASETS.TRAIN", (train_name,), "DATASETS.TEST", (test_name,),
         "DATALOADER.NUM_WORKERS", 0, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_ITER", 2,
         "SOLVER.STEPS", (), "SOLVER.CHECKPOINT_PERIOD", 1, "INPUT.SR.PATCH_SIZE", 64,
-        "TEST.TT100K.NUM_VIS_IMAGES", 0, "OUTPUT_DIR", str(output_dir), *opts,
+        "TEST.TT100K.NUM_VIS_IMAGES", 0, "TEST.TT100K.TYPES", "type45",
+        "OUTPUT_DIR", str(output_dir), *opts,
     ])  # fmt: skip
     return cfg
 
