@@ -319,12 +319,3 @@ def predict_cached(model, cache: Sequence[CachedImage], batch_size: int = 8) -> 
         out.extend(detector_postprocess(i, c.height, c.width) for i, c in zip(instances, batch))
         start += len(batch)
     return out
-
-
-def storage_megabytes(cache: Sequence[CachedImage]) -> float:
-    """The cache's maps in MB (for the log)."""
-    total = 0
-    for c in cache:
-        for maps in (c.features, c.lr_features or {}, c.sr_targets or {}):
-            total += sum(t.numel() * t.element_size() for t in maps.values())
-    return total / 2**20
