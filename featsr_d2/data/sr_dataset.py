@@ -6,11 +6,16 @@ Image sources (``DATASETS.SR.TRAIN`` / ``DATASETS.SR.TEST`` entries):
   (not recursive), sorted by name;
 - an image file;
 - ``bundled:train`` / ``bundled:test``: real photographs shipped by installed packages, found
-  offline, in two disjoint sets. ``bundled:test`` is scikit-image's astronaut, chelsea, coffee and
-  rocket and scikit-learn's china and flower, plus Set5's butterfly and Set14's baboon from Debian's
-  ``opencv-doc`` when it is installed (``/usr/share/doc/opencv-doc``). ``bundled:train`` is
-  scikit-image's other natural photographs (brick, camera, coins, grass, gravel, hubble_deep_field,
-  ihc, moon, motorcycle_left, motorcycle_right, retina, text; grayscale ones are replicated to RGB).
+  offline, in two disjoint sets (no file in both, and no stereo or sequence partner of a test
+  photo in train). ``bundled:test`` is scikit-image's astronaut, chelsea, coffee and rocket and
+  scikit-learn's china and flower, plus, from Debian's ``opencv-doc`` when it is installed
+  (``/usr/share/doc/opencv-doc``), Set5's butterfly, Set14's baboon and ten more colour photos
+  (aero1, apple, building, fruits, home, leuvenA, messi5, orange, squirrel_cls, graf1).
+  ``bundled:train`` is scikit-image's other natural photographs (brick, camera, coins, grass,
+  gravel, hubble_deep_field, ihc, moon, motorcycle_left, motorcycle_right, retina, text;
+  grayscale ones are replicated to RGB), plus, where installed, ten other colour photos of
+  ``opencv-doc`` and the twelve nature photographs of Debian's ``mate-backgrounds``
+  (``/usr/share/backgrounds/mate/nature``).
 
 Images are read as RGB uint8 (grayscale replicated, alpha dropped, 16-bit scaled to 8).
 
@@ -51,7 +56,23 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _SKIMAGE_TEST = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 _SKLEARN_TEST = ("china.jpg", "flower.jpg")
 _OPENCV_DOC = "/usr/share/doc/opencv-doc/examples"
-_OPENCV_DOC_TEST = ("dnn_superres/butterfly.png", "data/baboon.jpg")  # Set5, Set14
+_OPENCV_DOC_TEST = ("dnn_superres/butterfly.png", "data/baboon.jpg") + tuple(  # Set5, Set14
+    "data/" + f
+    for f in (
+        "aero1.jpg", "apple.jpg", "building.jpg", "fruits.jpg", "home.jpg", "leuvenA.jpg",
+        "messi5.jpg", "orange.jpg", "squirrel_cls.jpg", "graf1.png",
+    )
+)  # fmt: skip
+# Colour photos with no partner among the test ones (aero3, graf3, leuvenB and the stereo pairs
+# left/right of other scenes stay out).
+_OPENCV_DOC_TRAIN = tuple(
+    "data/" + f
+    for f in (
+        "aloeL.jpg", "board.jpg", "chicky_512.png", "ela_original.jpg", "HappyFish.jpg",
+        "left.jpg", "pca_test1.jpg", "rubberwhale1.png", "smarties.png", "stuff.jpg",
+    )
+)  # fmt: skip
+_MATE_NATURE = "/usr/share/backgrounds/mate/nature"
 _SKIMAGE_TRAIN = (
     "brick.png", "camera.png", "coins.png", "grass.png", "gravel.png", "hubble_deep_field.jpg",
     "ihc.png", "moon.png", "motorcycle_left.png", "motorcycle_right.png", "retina.jpg", "text.png",
@@ -68,6 +89,9 @@ def bundled_photos(split: str) -> list[str]:
     if split == "train":
         if skimage_dir:
             paths += [os.path.join(skimage_dir, "data", f) for f in _SKIMAGE_TRAIN]
+        paths += [os.path.join(_OPENCV_DOC, f) for f in _OPENCV_DOC_TRAIN]
+        if os.path.isdir(_MATE_NATURE):
+            paths += sorted(glob.glob(os.path.join(_MATE_NATURE, "*.jpg")))
     else:
         if skimage_dir:
             paths += [os.path.join(skimage_dir, "data", f) for f in _SKIMAGE_TEST]
