@@ -51,6 +51,7 @@ from featsr_d2.data.sr_dataset import tensor_to_image
 from featsr_d2.evaluation.paired_bootstrap import CocoAP, paired_bootstrap
 from featsr_d2.evaluation.sr_metrics import psnr
 from featsr_d2.evaluation.sr_visualize import safe_file_stem, side_by_side, write_png
+from featsr_d2.evaluation.tt100k_evaluator import build_tt100k_evaluator
 from featsr_d2.evaluation.visualize import draw_matches
 
 __all__ = [
@@ -199,20 +200,12 @@ def build_lr_detection_evaluator(
 ) -> DatasetEvaluator:
     """The evaluators of ``metrics`` (among "tt100k", "coco", "voc") for one row, writing into
     ``output_dir``; TT100K's protocol keys come from ``cfg.TEST.TT100K``."""
-    from featsr_d2.evaluation.tt100k_evaluator import TT100KEvaluator
-
     evaluators: list[DatasetEvaluator] = []
     for metric in metrics:
         if metric == "tt100k":
             evaluators.append(
-                TT100KEvaluator(
-                    dataset_name,
-                    output_dir,
-                    iou=cfg.TEST.TT100K.IOU,
-                    min_score=cfg.TEST.TT100K.MIN_SCORE,
-                    types=cfg.TEST.TT100K.TYPES,
-                    save_plots=False,
-                    distributed=False,
+                build_tt100k_evaluator(
+                    cfg, dataset_name, output_dir, save_plots=False, distributed=False
                 )
             )
         elif metric == "coco":

@@ -59,7 +59,7 @@ from featsr_d2.evaluation.tt100k_report import (
 from featsr_d2.evaluation.visualize import save_matches_png
 from featsr_d2.utils.file_io import remove_stale_temporaries
 
-__all__ = ["TT100KEvaluator"]
+__all__ = ["TT100KEvaluator", "build_tt100k_evaluator"]
 
 logger = logging.getLogger(__name__)
 
@@ -274,3 +274,26 @@ class TT100KEvaluator(DatasetEvaluator):
             for name, key in itertools.product(TABLE_BINS, ("f1", "recall", "accuracy"))
         }
         return OrderedDict(tt100k=scores)
+
+
+def build_tt100k_evaluator(
+    cfg,
+    dataset_name: str,
+    output_dir: str | None,
+    *,
+    save_plots: bool | None = None,
+    distributed: bool = True,
+) -> TT100KEvaluator:
+    """The :class:`TT100KEvaluator` of ``cfg.TEST.TT100K`` (IoU, score threshold, class set,
+    pictures) on ``dataset_name``; ``save_plots`` None takes ``cfg.TEST.TT100K.SAVE_PLOTS``."""
+    protocol = cfg.TEST.TT100K
+    return TT100KEvaluator(
+        dataset_name,
+        output_dir,
+        iou=protocol.IOU,
+        min_score=protocol.MIN_SCORE,
+        types=protocol.TYPES,
+        save_plots=protocol.SAVE_PLOTS if save_plots is None else save_plots,
+        num_vis_images=protocol.NUM_VIS_IMAGES,
+        distributed=distributed,
+    )
