@@ -14,7 +14,8 @@ from torch import nn
 
 from featsr_d2.data.degradations import BicubicDownscale, JPEGCompression
 from featsr_d2.engine import get_featsr_cfg
-from featsr_d2.evaluation.lr_detection import PaddedLRDetector, format_lr_detection_table
+from featsr_d2.evaluation.lr_detection_report import format_lr_detection_table
+from featsr_d2.evaluation.padded_lr_detector import PaddedLRDetector
 from featsr_d2.evaluation.sr_metrics import psnr
 from featsr_d2.modeling.meta_arch.task_driven_sr import get_detector_cfg
 from featsr_d2.modeling.sr import build_sr_network, imresize_np
@@ -173,7 +174,7 @@ def test_voc_evaluator_reports_ap50_per_class(tmp_path):
     from detectron2.data import MetadataCatalog
     from detectron2.data.datasets import register_pascal_voc
 
-    from featsr_d2.evaluation.lr_detection import VOCPerClassEvaluator
+    from featsr_d2.evaluation.voc_per_class import VOCPerClassEvaluator
 
     classes = ("aeroplane", "bicycle")
     (tmp_path / "Annotations").mkdir()
