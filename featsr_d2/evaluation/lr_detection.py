@@ -40,14 +40,13 @@ from detectron2.structures import BoxMode, Instances
 from torch import nn
 
 from featsr_d2.data.dataset_views import coco_view
-from featsr_d2.data.lr_mapper import hr_to_rgb
-from featsr_d2.data.sr_dataset import tensor_to_image
 from featsr_d2.evaluation.sr_metrics import psnr
 from featsr_d2.evaluation.sr_visualize import safe_file_stem, side_by_side, write_png
 from featsr_d2.evaluation.tt100k_evaluator import build_tt100k_evaluator
 from featsr_d2.evaluation.tt100k_protocol import match_detections
 from featsr_d2.evaluation.visualize import draw_matches
 from featsr_d2.evaluation.voc_per_class import VOCPerClassEvaluator
+from featsr_d2.utils.image import detector_to_rgb, tensor_to_rgb
 
 __all__ = [
     "LRDetectionRow",
@@ -223,7 +222,7 @@ def evaluate_lr_detection(
     image_ids: list[str] = []
     for inputs in data_loader:
         image_ids += [str(x["image_id"]) for x in inputs]
-        hr = [hr_to_rgb(x["image"], input_format) for x in inputs]
+        hr = [detector_to_rgb(x["image"], input_format) for x in inputs]
         drawn: dict[int, list[tuple[str, np.ndarray]]] = defaultdict(list)
         for label, row in rows.items():
             outputs = row.model(inputs)
@@ -242,7 +241,7 @@ def evaluate_lr_detection(
                 )
             for i, (x, out) in enumerate(zip(inputs, outputs)):
                 if row.kind == "sr":
-                    image = tensor_to_image(out.pop("sr_image"))
+                    image = tensor_to_rgb(out.pop("sr_image"))
                     row.psnr.append(
                         psnr(image, hr[i], crop_border=crop_border, y_channel=y_channel)
                     )

@@ -12,6 +12,8 @@ import torch
 from detectron2.structures import Instances
 from torch import nn
 
+from featsr_d2.utils.image import to_detector_format
+
 __all__ = ["PaddedLRDetector"]
 
 
@@ -49,7 +51,7 @@ class PaddedLRDetector(nn.Module):
             sizes.append((height, width))
             det_inputs.append(
                 {
-                    "image": canvas.flip(0) if self.input_format == "BGR" else canvas,
+                    "image": to_detector_format(canvas, self.input_format),
                     # The detector rescales its boxes from the canvas to this size: x s, then to
                     # the original image's size.
                     "height": height * self.scale,

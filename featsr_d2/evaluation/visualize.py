@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from featsr_d2.utils.file_io import atomic_write
+from featsr_d2.utils.image import swap_rgb_bgr
 
 # RGB colours of the three outcomes.
 TP_COLOR = (0, 200, 0)
@@ -22,7 +23,7 @@ FN_COLOR = (0, 90, 255)
 
 def write_png(path: str, rgb: np.ndarray) -> None:
     """Write an RGB uint8 image as PNG, atomically, creating its folder."""
-    ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    ok, png = cv2.imencode(".png", swap_rgb_bgr(rgb))
     if not ok:
         raise RuntimeError(f"OpenCV could not encode the picture for {path}")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
