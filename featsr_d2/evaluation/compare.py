@@ -19,6 +19,7 @@ from featsr_d2.evaluation.visualize import (
     tile,
     write_png,
 )
+from featsr_d2.utils.image import swap_rgb_bgr
 
 __all__ = [
     "small_object_differences",
@@ -105,7 +106,7 @@ def save_comparison_png(
         bgr = cv2.imread(image_files[img_id], cv2.IMREAD_COLOR)
         if bgr is None:
             raise FileNotFoundError(f"cannot read image {image_files[img_id]} (image id {img_id})")
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        rgb = swap_rgb_bgr(bgr)
         x0, y0, x1, y1 = _crop_around(matches[names[0]][img_id], rgb.shape)
         crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
         for name in names:

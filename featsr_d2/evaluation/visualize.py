@@ -101,7 +101,7 @@ def save_matches_png(
         bgr = cv2.imread(image_files[img_id], cv2.IMREAD_COLOR)
         if bgr is None:
             raise FileNotFoundError(f"cannot read image {image_files[img_id]} (image id {img_id})")
-        drawn.append(draw_matches(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), matches[img_id]))
+        drawn.append(draw_matches(swap_rgb_bgr(bgr), matches[img_id]))
     mosaic = tile(drawn)
     picture = np.concatenate([_legend(mosaic.shape[1], title), mosaic], axis=0)
     write_png(path, picture)
