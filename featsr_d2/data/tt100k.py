@@ -14,7 +14,8 @@ The official release (and :mod:`featsr_d2.data.synthetic`) lays a dataset out as
 Bad input never reaches training as a crash: every problem is reported as a
 :class:`TT100KFormatError` naming the file, the record and the fix, or, with
 ``on_bad_record="skip"``, counted, logged and skipped. A bad object skips that object; a bad image
-(unknown or duplicated id, missing or unreadable file, ``objects`` not a list) skips the image.
+(unknown or duplicated id, missing or unreadable file, ``objects`` missing or not a list) skips the
+image.
 Boxes may overhang the image border by up to ``BORDER_TOLERANCE`` pixels (annotation rounding) and
 are clipped (``tt100k_bbox`` keeps the box as annotated); further out they are bad.
 
@@ -405,13 +406,10 @@ def load_tt100k_json(
         if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
             bad("malformed image record", f"{json_file}: imgs[{img_id!r}] has no 'path' string.")
             continue
-        objects = rec.get("objects", [])
-        if not isinstance(objects, list):
-            bad(
-                "malformed image record",
-                f"{json_file}: imgs[{img_id!r}]: 'objects' must be a list, got "
-                f"{type(objects).__name__}.",
-            )
+        try:  # as strict as the protocol: a record without an 'objects' list is malformed
+            objects = record_objects(rec, f"{json_file}: imgs[{img_id!r}]")
+        except TT100KFormatError as e:
+            bad("malformed image record", f"{e}.")
             continue
         file_name = os.path.join(image_root, rec["path"])
         try:
