@@ -142,6 +142,7 @@ def main(argv=None):
         num_vis=args.num_vis,
         vis_min_score=base.TEST.TT100K.MIN_SCORE,
         vis_iou=base.TEST.TT100K.IOU,
+        vis_types=base.TEST.TT100K.TYPES if "tt100k" in metrics else "all",
     )
     degradations = " + ".join(base.INPUT.SR.DEGRADATIONS)
     if "jpeg" in base.INPUT.SR.DEGRADATIONS:

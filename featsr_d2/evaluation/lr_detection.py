@@ -43,7 +43,7 @@ from featsr_d2.data.dataset_views import coco_view
 from featsr_d2.evaluation.sr_metrics import psnr
 from featsr_d2.evaluation.sr_visualize import safe_file_stem, side_by_side, write_png
 from featsr_d2.evaluation.tt100k_evaluator import build_tt100k_evaluator
-from featsr_d2.evaluation.tt100k_protocol import match_detections
+from featsr_d2.evaluation.tt100k_protocol import Types, match_detections
 from featsr_d2.evaluation.visualize import draw_matches
 from featsr_d2.evaluation.voc_per_class import VOCPerClassEvaluator
 from featsr_d2.utils.image import detector_to_rgb, tensor_to_rgb
@@ -118,15 +118,21 @@ class LRDetectionRow:
             raise ValueError(f"row kind must be hr, lr or sr, got {self.kind!r}")
 
 
-def ground_truth_boxes(dataset_name: str) -> dict[str, list[tuple[list[float], int]]]:
-    """image id -> [(XYXY box in original pixels, class id)] of a registered dataset."""
+def ground_truth_boxes(
+    dataset_name: str, *, as_annotated: bool = False
+) -> dict[str, list[tuple[list[float], int]]]:
+    """image id -> [(XYXY box in original pixels, class id)] of a registered dataset; with
+    ``as_annotated``, a TT100K object's box as annotated (``tt100k_bbox``, before the loader's
+    clipping: the box the TT100K protocol scores), else the dataset's box (COCO's)."""
     out = {}
     for d in DatasetCatalog.get(dataset_name):
         objs = []
         for a in d.get("annotations", []):
             if a.get("iscrowd", 0):
                 continue
-            box = BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
+            box = a.get("tt100k_bbox") if as_annotated else None
+            if box is None:
+                box = BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
             objs.append((list(box), int(a["category_id"])))
         out[str(d["image_id"])] = objs
     return out
@@ -139,12 +145,13 @@ def _matches(
     *,
     iou: float,
     min_score: float,
+    types: Types,
     to_display: tuple[float, float],
 ) -> dict[str, list[dict]]:
     """The TT100K protocol's matching
     (:func:`~featsr_d2.evaluation.tt100k_protocol.match_detections`: same category, IoU strictly
     above ``iou``, greedy one-to-one by descending IoU) of an image's detections scoring at least
-    ``min_score`` with its ground truth, every class kept, in the layout of
+    ``min_score`` with its ground truth, within the class set ``types``, in the layout of
     :func:`featsr_d2.evaluation.visualize.draw_matches`, boxes scaled by ``to_display`` (x, y).
     Detections with a non-finite box or score are left out, as the evaluator does."""
     inst = instances.to("cpu")
@@ -161,7 +168,7 @@ def _matches(
         {"imgs": {"image": {"objects": detections}}},
         iou=iou,
         min_score=min_score,
-        types="all",
+        types=types,
     )["image"]
     sx, sy = to_display
     for outcomes in matches.values():
@@ -186,6 +193,7 @@ def evaluate_lr_detection(
     num_vis: int = 4,
     vis_min_score: float = 0.5,
     vis_iou: float = 0.5,
+    vis_types: Types = "all",
 ) -> dict:
     """Run every row on every batch of ``data_loader`` (inputs of
     :class:`~featsr_d2.data.lr_mapper.LRDetectionDatasetMapper`) and evaluate it.
@@ -198,7 +206,8 @@ def evaluate_lr_detection(
         vis_dir: write ``<image id>.png`` (:func:`safe_file_stem` of the id) side by sides of the
             first ``num_vis`` images there, detections scoring at least ``vis_min_score`` drawn
             and matched to the ground truth by the TT100K protocol's rules at IoU ``vis_iou``
-            (the table's own matcher, so a picture agrees with its TT100K table).
+            over the class set ``vis_types`` (the table's own matcher, so a picture agrees with
+            its TT100K table).
 
     Returns:
         ``{"rows": {label: {"psnr": mean dB or None, "metrics": evaluator results}},
@@ -217,7 +226,7 @@ def evaluate_lr_detection(
     for ev in evaluators.values():
         ev.reset()
     classes = MetadataCatalog.get(dataset_name).thing_classes
-    gt = ground_truth_boxes(dataset_name) if vis_dir and num_vis > 0 else {}
+    gt = ground_truth_boxes(dataset_name, as_annotated=True) if vis_dir and num_vis > 0 else {}
     seen = 0
     image_ids: list[str] = []
     for inputs in data_loader:
@@ -262,6 +271,7 @@ def evaluate_lr_detection(
                         classes,
                         iou=vis_iou,
                         min_score=vis_min_score,
+                        types=vis_types,
                         to_display=(factor * w / width, factor * h / height),
                     )
                     drawn[i].append((title, draw_matches(image, matches, min_side=320)))
@@ -284,6 +294,7 @@ def evaluate_lr_detection(
         "crop_border": crop_border,
         "vis_min_score": vis_min_score,
         "vis_iou": vis_iou,
+        "vis_types": vis_types if isinstance(vis_types, str) else list(vis_types),
     }
     results["per_image"] = {"image_ids": image_ids}
     for label, row in rows.items():

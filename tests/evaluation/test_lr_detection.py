@@ -279,7 +279,9 @@ def test_pictures_match_as_the_protocol_does():
     inst.pred_boxes = Boxes(torch.tensor(boxes))
     inst.scores = torch.tensor([0.9, 0.6, 0.8, 0.1])
     inst.pred_classes = torch.tensor([0, 0, 0, 0])
-    matches = _matches(gt, inst, ["a", "b"], iou=0.5, min_score=0.5, to_display=(0.5, 2.0))
+    matches = _matches(
+        gt, inst, ["a", "b"], iou=0.5, min_score=0.5, types="all", to_display=(0.5, 2.0)
+    )
     assert [d["matched"] for d in matches["det"]] == [False, True, False]  # by IoU, not score
     assert [g["matched"] for g in matches["gt"]] == [True, False]  # class b is never detected
     assert matches["det"][1]["bbox"] == pytest.approx([5.5, 22.0, 25.0, 100.0])
