@@ -30,18 +30,17 @@ from detectron2.utils.logger import setup_logger
 
 import featsr_d2  # noqa: F401  (registers datasets, the TaskDrivenSR meta-architecture, SR networks)
 from featsr_d2.data import set_bad_record_policy
+from featsr_d2.data.dataset_views import first_images
 from featsr_d2.engine import get_featsr_cfg
 from featsr_d2.engine.tdsr_trainer import build_lr_detection_mapper
 from featsr_d2.evaluation.lr_detection import (
     LRDetectionRow,
-    PaddedLRDetector,
     build_lr_detection_evaluator,
-    compare_rows,
     default_metrics,
     evaluate_lr_detection,
-    first_images,
-    format_lr_detection_table,
 )
+from featsr_d2.evaluation.lr_detection_report import compare_rows, format_lr_detection_table
+from featsr_d2.evaluation.padded_lr_detector import PaddedLRDetector
 from featsr_d2.evaluation.paired_bootstrap import format_interval, parse_compare
 from featsr_d2.evaluation.sr_visualize import safe_file_stem
 from featsr_d2.modeling.sr.config import cpu_without_cuda
@@ -142,6 +141,8 @@ def main(argv=None):
         vis_dir=os.path.join(args.output, "vis") if args.num_vis > 0 else None,
         num_vis=args.num_vis,
         vis_min_score=base.TEST.TT100K.MIN_SCORE,
+        vis_iou=base.TEST.TT100K.IOU,
+        vis_types=base.TEST.TT100K.TYPES if "tt100k" in metrics else "all",
     )
     degradations = " + ".join(base.INPUT.SR.DEGRADATIONS)
     if "jpeg" in base.INPUT.SR.DEGRADATIONS:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import featsr_d2.modeling.sr  # noqa: F401  (registers the SR networks)
-from featsr_d2.data.sr_dataset import image_to_tensor, read_rgb, tensor_to_image
+from featsr_d2.data.sr_dataset import read_rgb
 from featsr_d2.engine import get_featsr_cfg
 from featsr_d2.evaluation.sr_metrics import psnr
 from featsr_d2.modeling.sr import (
@@ -33,6 +33,7 @@ from featsr_d2.modeling.sr.ncnn_import import (
     parse_ncnn_param,
 )
 from featsr_d2.modeling.sr.self_ensemble import dihedral, dihedral_inverse
+from featsr_d2.utils.image import rgb_to_tensor, tensor_to_rgb
 
 SKIMAGE_DATA = os.path.join(os.path.dirname(__import__("skimage").__file__), "data")
 
@@ -315,10 +316,10 @@ def test_realesrgan_x4plus_converts_and_super_resolves_a_real_photo(tmp_path, mo
     hr = read_rgb(os.path.join(SKIMAGE_DATA, "astronaut.png"))[200:296, 180:276]
     lr = imresize_np(hr, 0.25)
     with torch.no_grad():
-        out = model(image_to_tensor(lr))
+        out = model(rgb_to_tensor(lr))
     assert out.shape == (1, 3, 96, 96)
     assert -0.25 < out.min().item() and out.max().item() < 1.25
-    sr = tensor_to_image(out[0])
+    sr = tensor_to_rgb(out[0])
     bic = imresize_np(lr, 4.0)
 
     def sharpness(img):
@@ -332,7 +333,7 @@ def test_realesrgan_x4plus_converts_and_super_resolves_a_real_photo(tmp_path, mo
 
     random = RRDBNet(scale=4, num_blocks=2).eval()
     with torch.no_grad():
-        noise = tensor_to_image(random(image_to_tensor(lr))[0])
+        noise = tensor_to_rgb(random(rgb_to_tensor(lr))[0])
     assert psnr(imresize_np(noise, 0.25), lr) < 15.0
     assert not math.isclose(consistency, psnr(imresize_np(noise, 0.25), lr))
 

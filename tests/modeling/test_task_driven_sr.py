@@ -17,8 +17,8 @@ from detectron2.utils.events import EventStorage
 from torch.nn.modules.batchnorm import _NormBase
 from train_hooks import StopAfter
 
-from featsr_d2.data.degradations import build_sr_degradation
-from featsr_d2.data.lr_mapper import LRDetectionDatasetMapper, lr_size, make_lr_image
+from featsr_d2.data.degradations import build_sr_degradation, lr_size, make_lr_image
+from featsr_d2.data.lr_mapper import LRDetectionDatasetMapper
 from featsr_d2.engine import FeatSRTrainer, TDSRTrainer, get_featsr_cfg, trainer_class
 from featsr_d2.modeling.meta_arch.task_driven_sr import (
     TaskDrivenSR,

@@ -7,14 +7,9 @@ from __future__ import annotations
 import torch
 from detectron2.config import configurable
 
-from featsr_d2.modeling.sr.imresize import (
-    cubic_kernel,
-    imresize,
-    imresize_np,
-    resize_matrix,
-    round_to_uint8,
-)
+from featsr_d2.modeling.sr.imresize import cubic_kernel, imresize, imresize_np, resize_matrix
 from featsr_d2.modeling.sr.registry import SR_NETWORK_REGISTRY, SRNetwork
+from featsr_d2.utils.image import round_to_uint8
 
 __all__ = ["Bicubic", "cubic_kernel", "imresize", "imresize_np", "resize_matrix", "round_to_uint8"]
 
