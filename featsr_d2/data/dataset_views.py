@@ -17,7 +17,9 @@ def first_images(dataset_name: str, num_images: int) -> str:
     exactly the images evaluated."""
     name = f"{dataset_name}__first{num_images}"
     if name not in DatasetCatalog.list():
-        DatasetCatalog.register(name, lambda: DatasetCatalog.get(dataset_name)[:num_images])
+        # Loading first: a class set read from the annotations ("all") is in the metadata only then.
+        images = DatasetCatalog.get(dataset_name)[:num_images]
+        DatasetCatalog.register(name, lambda: list(images))
         meta = MetadataCatalog.get(dataset_name).as_dict()
         MetadataCatalog.get(name).set(**{k: v for k, v in meta.items() if k != "name"})
     return name
