@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import featsr_d2.modeling.sr  # noqa: F401  (registers the SR networks)
+from featsr_d2.checkpoint.realesrgan_ncnn import find_realesrgan_model, parse_ncnn_param
 from featsr_d2.engine import get_featsr_cfg
 from featsr_d2.modeling.sr import (
     CAJNN,
@@ -16,7 +17,6 @@ from featsr_d2.modeling.sr import (
     imresize,
 )
 from featsr_d2.modeling.sr.cajnn import rrdbnet_warm_start_map
-from featsr_d2.modeling.sr.ncnn_import import find_realesrgan_model, parse_ncnn_param
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -148,19 +148,6 @@ def test_warm_start_refuses_a_source_of_another_width():
     source = RRDBNet(scale=4, num_feat=16, num_blocks=2, growth=4).state_dict()
     with pytest.raises(ValueError, match="no trunk block matches"):
         tiny_cajnn().warm_start_(source, "wide.pth")
-
-
-def test_warm_start_from_config_and_weights_take_precedence(tmp_path):
-    path = str(tmp_path / "rrdb.pth")
-    source = tiny_rrdbnet_state(num_blocks=2)
-    torch.save({"model": source}, path)
-    opts = ["MODEL.SR.CAJNN.NUM_BLOCKS", 2, "MODEL.SR.RESIDUAL", True]
-    model = build_sr_network(sr_cfg("CAJNN", *opts, "MODEL.SR.WARM_START", path))
-    torch.testing.assert_close(
-        model.state_dict()["trunk.0.rdb1.conv1.weight"], source["body.0.rdb1.conv1.weight"]
-    )
-    with pytest.raises(ValueError, match="has no warm start"):
-        build_sr_network(sr_cfg("DBPN", "MODEL.SR.WARM_START", path))
 
 
 def test_real_x4plus_maps_20_trunk_blocks_conv_first_and_enhance1():

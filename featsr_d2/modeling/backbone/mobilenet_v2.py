@@ -41,14 +41,12 @@ Freezing (``MODEL.MNV2.FREEZE_AT``), as ``MODEL.BACKBONE.FREEZE_AT`` for Detectr
 block's parameters get ``requires_grad=False`` and its BN/SyncBN layers become
 ``FrozenBatchNorm2d``.
 
-The parameter names map one to one onto torchvision's by
-:func:`convert_torchvision_mobilenet_v2`; ``featsr_d2.modeling.backbone.pretrained`` turns the
-shipped ImageNet checkpoint into a Detectron2 one.
+The parameter names map one to one onto torchvision's
+(:mod:`featsr_d2.checkpoint.torchvision_mobilenet_v2` converts torchvision's checkpoints).
 """
 
 import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import fvcore.nn.weight_init as weight_init
@@ -68,7 +66,7 @@ __all__ = [
     "MobileNetV2Stem",
     "FeatSRMobileNetV2",
     "FeatSRMobileNetV2FPN",
-    "convert_torchvision_mobilenet_v2",
+    "block_specs",
     "make_divisible",
 ]
 
@@ -88,8 +86,6 @@ _INVERTED_RESIDUAL_SETTING = (
     (6, 160, 3, 2, "stage5"),
     (6, 320, 1, 1, "stage5"),
 )
-# Index of torchvision's final 1x1 conv to 1280 channels (features.18), left out of this backbone.
-_TORCHVISION_LAST_CONV_INDEX = 1 + sum(n for _, _, n, _, _ in _INVERTED_RESIDUAL_SETTING)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -101,7 +97,7 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return rounded
 
 
-class _BlockSpec(NamedTuple):
+class BlockSpec(NamedTuple):
     features_index: int  # the block's index in torchvision's ``features``
     stage: str
     index_in_stage: int
@@ -111,7 +107,7 @@ class _BlockSpec(NamedTuple):
     expand_ratio: int
 
 
-def _block_specs(width_mult: float) -> list[_BlockSpec]:
+def block_specs(width_mult: float) -> list[BlockSpec]:
     """Every inverted residual block, in order, as torchvision builds them."""
     specs = []
     in_channels = make_divisible(_STEM_CHANNELS * width_mult)
@@ -120,7 +116,7 @@ def _block_specs(width_mult: float) -> list[_BlockSpec]:
         out_channels = make_divisible(c * width_mult)
         for i in range(n):
             specs.append(
-                _BlockSpec(
+                BlockSpec(
                     features_index=len(specs) + 1,
                     stage=stage,
                     index_in_stage=per_stage[stage],
@@ -273,7 +269,7 @@ class MobileNetV2Backbone(Backbone):
         self._out_feature_strides = {}
         self._out_feature_channels = {}
         stride = self.stem.stride
-        specs = _block_specs(width_mult)
+        specs = block_specs(width_mult)
         for name in self.stage_names:
             blocks = [
                 InvertedResidual(
@@ -350,66 +346,6 @@ class MobileNetV2Backbone(Backbone):
                 for block in getattr(self, name).children():
                     block.freeze()
         return self
-
-
-def convert_torchvision_mobilenet_v2(
-    state_dict: Mapping[str, torch.Tensor],
-) -> dict[str, torch.Tensor]:
-    """Rename a torchvision ``MobileNetV2`` state dict (any width multiplier) to
-    :class:`MobileNetV2Backbone`'s parameter names (without a ``backbone.`` prefix).
-
-    ``features.0.{0,1}`` become ``stem.conv`` and ``stem.conv.norm``; block ``features.i.conv.*``
-    becomes ``stageK.j.{expand,depthwise,project}`` (``.norm`` for its batch norm). Dropped:
-    ``classifier.*`` and ``features.18.*`` (not part of this backbone) and every
-    ``num_batches_tracked`` (meaningless for frozen norms; ``BatchNorm2d`` restarts the count when
-    it is missing).
-
-    Raises:
-        ValueError: on a key that is not part of torchvision's MobileNetV2.
-    """
-    blocks = {s.features_index: s for s in _block_specs(1.0)}
-    # torchvision's InvertedResidual.conv children -> our module names, with and without expansion.
-    with_expand = {
-        "0.0": "expand",
-        "0.1": "expand.norm",
-        "1.0": "depthwise",
-        "1.1": "depthwise.norm",
-        "2": "project",
-        "3": "project.norm",
-    }
-    without_expand = {
-        "0.0": "depthwise",
-        "0.1": "depthwise.norm",
-        "1": "project",
-        "2": "project.norm",
-    }
-    conv_params = ("weight",)
-    norm_params = ("weight", "bias", "running_mean", "running_var")
-
-    converted = {}
-    for key, value in state_dict.items():
-        if key.startswith("classifier.") or key.endswith(".num_batches_tracked"):
-            continue
-        match = re.fullmatch(r"features\.(\d+)\.(.+)\.(\w+)", key)
-        if match is None:
-            raise ValueError(f"Not a torchvision MobileNetV2 key: {key!r}")
-        index, module, param = int(match.group(1)), match.group(2), match.group(3)
-        if index == _TORCHVISION_LAST_CONV_INDEX:
-            continue
-        if index == 0:
-            target = {"0": "stem.conv", "1": "stem.conv.norm"}.get(module)
-        elif index in blocks and module.startswith("conv."):
-            spec = blocks[index]
-            names = with_expand if spec.expand_ratio != 1 else without_expand
-            local = names.get(module[len("conv.") :])
-            target = local and f"{spec.stage}.{spec.index_in_stage}.{local}"
-        else:
-            target = None
-        allowed = norm_params if target and target.endswith("norm") else conv_params
-        if target is None or param not in allowed:
-            raise ValueError(f"Not a torchvision MobileNetV2 key: {key!r}")
-        converted[f"{target}.{param}"] = value
-    return converted
 
 
 # Registry keys are the builders' names, prefixed FeatSR so that no other plugin collides.

@@ -33,7 +33,7 @@ documented:
 Warm start (``MODEL.SR.WARM_START``, :meth:`CAJNN.warm_start_`; our departure from the paper's 1M
 iterations on DIV2K + Flickr2K, which this machine cannot afford): CAJNN's trunk has the shapes of
 ESRGAN's, so a trained RRDBNet (the Real-ESRGAN x4plus weights shipped in ncnn format,
-``realesrgan://x4plus``, 23 blocks) initializes what matches in shape *and* role:
+``featsr://realesrgan/x4plus``, 23 blocks) initializes what matches in shape *and* role:
 
 - ``conv_first`` from ``conv_first`` (3 -> 64, the layer that feeds the trunk);
 - trunk block i from ``body.i`` for the first ``min(20, 23)`` blocks;
@@ -244,7 +244,7 @@ class CAJNN(SRNetwork):
             raise ValueError(
                 f"CAJNN warm start from {source}: no trunk block matches ({'; '.join(notes[:3])}); "
                 "MODEL.SR.WARM_START must name an RRDBNet of the same width and growth, "
-                "e.g. realesrgan://x4plus"
+                "e.g. featsr://realesrgan/x4plus"
             )
         for dst, src in mapping.items():
             own[dst].copy_(state[src].to(own[dst].dtype))
