@@ -106,7 +106,7 @@ def get_detector_cfg(cfg):
             "of the file that sets it; given as an override (opts), to the working directory."
         )
     opts = tuple(cfg.MODEL.TDSR.DETECTOR_OPTS)
-    key = (os.path.abspath(path), os.stat(path).st_mtime_ns, opts)
+    key = (os.path.abspath(path), os.stat(path).st_mtime_ns, repr(opts))
     if key not in _DETECTOR_CFGS:
         det_cfg = get_featsr_cfg(path, list(opts))
         if det_cfg.MODEL.META_ARCHITECTURE == "TaskDrivenSR":
