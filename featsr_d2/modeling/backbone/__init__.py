@@ -1,9 +1,10 @@
 """Backbones, registered in Detectron2's ``BACKBONE_REGISTRY`` when this package is imported."""
 
-from featsr_d2.modeling.backbone.mobilenet_v2 import (
+from featsr_d2.modeling.backbone.mobilenet_v2 import MobileNetV2Backbone
+from featsr_d2.modeling.backbone.mobilenet_v2_target_extractor import (
     FeatSRMobileNetV2,
+    FeatSRMobileNetV2Backbone,
     FeatSRMobileNetV2FPN,
-    MobileNetV2Backbone,
 )
 from featsr_d2.modeling.backbone.target_extractor import (
     FeatSRFPN,
@@ -21,6 +22,7 @@ __all__ = [
     "FeatSRResNetFPNBackbone",
     "MobileNetV2Backbone",
     "FeatSRMobileNetV2",
+    "FeatSRMobileNetV2Backbone",
     "FeatSRMobileNetV2FPN",
     "atrous_conv",
     "atrous_max_pool",

@@ -42,7 +42,9 @@ block's parameters get ``requires_grad=False`` and its BN/SyncBN layers become
 ``FrozenBatchNorm2d``.
 
 The parameter names map one to one onto torchvision's
-(:mod:`featsr_d2.checkpoint.torchvision_mobilenet_v2` converts torchvision's checkpoints).
+(:mod:`featsr_d2.checkpoint.torchvision_mobilenet_v2` converts torchvision's checkpoints). FeatSR's
+target extractor and the registered backbones (``FeatSRMobileNetV2``, ``FeatSRMobileNetV2FPN``)
+are in :mod:`featsr_d2.modeling.backbone.mobilenet_v2_target_extractor`.
 """
 
 import math
@@ -54,18 +56,14 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import CNNBlockBase, Conv2d, FrozenBatchNorm2d, ShapeSpec, get_norm
-from detectron2.modeling import BACKBONE_REGISTRY, Backbone
-from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+from detectron2.modeling import Backbone
 from torch import nn
-
-from featsr_d2.modeling.backbone.target_extractor import FeatSRFPN, atrous_conv, featsr_passthrough
 
 __all__ = [
     "MobileNetV2Backbone",
     "InvertedResidual",
     "MobileNetV2Stem",
-    "FeatSRMobileNetV2",
-    "FeatSRMobileNetV2FPN",
+    "BlockSpec",
     "block_specs",
     "make_divisible",
 ]
@@ -98,6 +96,8 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 
 class BlockSpec(NamedTuple):
+    """One inverted residual block as torchvision builds it, and where it lies in our stages."""
+
     features_index: int  # the block's index in torchvision's ``features``
     stage: str
     index_in_stage: int
@@ -207,14 +207,6 @@ class InvertedResidual(_FreezableBlock):
         out = self.project(self.depthwise(out))
         return x + out if self.use_residual else out
 
-    def extract_targets(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
-        """:meth:`forward` as FeatSR's target extractor runs it (see ``target_extractor``);
-        ``fused`` runs the strided depthwise convolution as the fused conv + max pool op."""
-        out = x if self.expand is None else atrous_conv(self.expand, x)
-        out = atrous_conv(self.depthwise, out, fused=fused)
-        out = atrous_conv(self.project, out)
-        return x + out if self.use_residual else out
-
 
 class MobileNetV2Backbone(Backbone):
     """MobileNetV2 features with Detectron2's backbone interface; see the module docstring for the
@@ -234,7 +226,6 @@ class MobileNetV2Backbone(Backbone):
         out_features: Sequence[str] = ("stage5",),
         norm: str = "FrozenBN",
         freeze_at: int = 0,
-        fused_targets: bool = False,
     ):
         """
         Args:
@@ -244,8 +235,6 @@ class MobileNetV2Backbone(Backbone):
             norm: one of "FrozenBN", "BN", "SyncBN", "GN", "" (none).
             freeze_at: 0 trains everything, 1 freezes the stem, N in 2..5 the stem and
                 stage2..stageN.
-            fused_targets: run :meth:`extract_targets`' strided layers with the fused dilated
-                convolution + max pool op (same result, less memory).
         """
         super().__init__()
         if width_mult <= 0:
@@ -287,7 +276,6 @@ class MobileNetV2Backbone(Backbone):
             self._out_feature_strides[name] = stride
             self._out_feature_channels[name] = blocks[-1].out_channels
         self._out_features = out_features
-        self.fused_targets = fused_targets
         self.freeze(freeze_at)
 
     @classmethod
@@ -298,7 +286,6 @@ class MobileNetV2Backbone(Backbone):
             "out_features": cfg.MODEL.MNV2.OUT_FEATURES,
             "norm": cfg.MODEL.MNV2.NORM,
             "freeze_at": cfg.MODEL.MNV2.FREEZE_AT,
-            "fused_targets": cfg.MODEL.FEATSR.FUSED_EXTRACTOR,
         }
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -320,18 +307,6 @@ class MobileNetV2Backbone(Backbone):
                 outputs[name] = x
         return outputs
 
-    def extract_targets(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The features of :meth:`forward` as FeatSR's SR target extractor computes them on the
-        1.0x image: same names and shapes, the receptive field of the 0.5x image."""
-        outputs = {}
-        x = atrous_conv(self.stem.conv, x, fused=self.fused_targets)
-        for name in self.stage_names:
-            for block in getattr(self, name):
-                x = block.extract_targets(x, self.fused_targets)
-            if name in self._out_features:
-                outputs[name] = x
-        return outputs
-
     def freeze(self, freeze_at: int = 0) -> "MobileNetV2Backbone":
         """Freeze the stem (``freeze_at >= 1``) and stage2 .. stage``freeze_at``: their parameters
         stop requiring gradients and their BN layers become ``FrozenBatchNorm2d``.
@@ -346,37 +321,3 @@ class MobileNetV2Backbone(Backbone):
                 for block in getattr(self, name).children():
                     block.freeze()
         return self
-
-
-# Registry keys are the builders' names, prefixed FeatSR so that no other plugin collides.
-@BACKBONE_REGISTRY.register()
-def FeatSRMobileNetV2(cfg, input_shape: ShapeSpec) -> MobileNetV2Backbone:
-    """MobileNetV2 from ``MODEL.MNV2.*`` (``MODEL.BACKBONE.NAME: "FeatSRMobileNetV2"``)."""
-    return MobileNetV2Backbone(cfg, input_shape)
-
-
-@BACKBONE_REGISTRY.register()
-def FeatSRMobileNetV2FPN(cfg, input_shape: ShapeSpec) -> FeatSRFPN:
-    """Detectron2's FPN on MobileNetV2 (``MODEL.BACKBONE.NAME: "FeatSRMobileNetV2FPN"``),
-    with a max-pooled extra level (p6) as in Detectron2's ResNet-FPN.
-
-    ``MODEL.FPN.IN_FEATURES`` (contiguous, ending at "stage5", e.g. ["stage2", "stage3", "stage4",
-    "stage5"] for p2..p6) must all be in ``MODEL.MNV2.OUT_FEATURES``.
-    """
-    bottom_up = FeatSRMobileNetV2(cfg, input_shape)
-    in_features = list(cfg.MODEL.FPN.IN_FEATURES)
-    missing = [f for f in in_features if f not in bottom_up.output_shape()]
-    if not in_features or missing:
-        raise ValueError(
-            f"MODEL.FPN.IN_FEATURES {in_features} must be non-empty and within "
-            f"MODEL.MNV2.OUT_FEATURES {list(cfg.MODEL.MNV2.OUT_FEATURES)}"
-        )
-    return FeatSRFPN(
-        bottom_up=bottom_up,
-        in_features=in_features,
-        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
-        norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelMaxPool(),
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-        passthrough=featsr_passthrough(cfg),
-    )
