@@ -1,7 +1,7 @@
 """Weights of an image SR network (``SR_NETWORK_REGISTRY``): reading them, and the initial weights
 a config names, ``MODEL.SR.WEIGHTS`` (the network's own weights, strictly) or else
-``MODEL.SR.WARM_START`` (weights of another network that the network's ``warm_start_`` maps,
-CAJNN from an RRDBNet).
+``MODEL.SR.WARM_START`` (weights of another network mapped onto it: CAJNN from an RRDBNet,
+:mod:`featsr_d2.checkpoint.cajnn_warm_start`).
 
 ``build_sr_network`` builds a network without loading anything; the trainers, the tools and
 :class:`featsr_d2.checkpoint.tdsr_checkpointer.TDSRCheckpointer` call
@@ -16,7 +16,9 @@ import torch
 from detectron2.utils.file_io import PathManager
 from torch import nn
 
+from featsr_d2.checkpoint.cajnn_warm_start import warm_start_cajnn
 from featsr_d2.checkpoint.pickle_weights import WeightsFileError
+from featsr_d2.modeling.sr.cajnn import CAJNN
 
 __all__ = ["load_initial_sr_weights", "load_sr_weights", "read_sr_state_dict"]
 
@@ -59,8 +61,8 @@ def load_sr_weights(model: nn.Module, path: str) -> None:
 
 def load_initial_sr_weights(model: nn.Module, *, weights: str = "", warm_start: str = "") -> None:
     """Load ``weights`` (``MODEL.SR.WEIGHTS``) into ``model`` strictly when set; otherwise, when
-    ``warm_start`` (``MODEL.SR.WARM_START``) is set, initialize the parts of the network that its
-    ``warm_start_`` maps from those weights (CAJNN: from an RRDBNet); otherwise do nothing.
+    ``warm_start`` (``MODEL.SR.WARM_START``) is set, initialize the parts of the network that map
+    from those weights (CAJNN: from an RRDBNet, :func:`warm_start_cajnn`); otherwise do nothing.
 
     Raises:
         ValueError: ``warm_start`` is set for a network without a warm start.
@@ -68,9 +70,9 @@ def load_initial_sr_weights(model: nn.Module, *, weights: str = "", warm_start: 
     if weights:
         load_sr_weights(model, weights)
     elif warm_start:
-        if not hasattr(model, "warm_start_"):
+        if not isinstance(model, CAJNN):
             raise ValueError(
                 f"MODEL.SR.WARM_START is set but {type(model).__name__} has no warm start (CAJNN "
                 "has one); clear the key or use MODEL.SR.WEIGHTS for weights of the same network"
             )
-        model.warm_start_(read_sr_state_dict(warm_start), warm_start)
+        warm_start_cajnn(model, read_sr_state_dict(warm_start), warm_start)
