@@ -39,9 +39,9 @@ from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
+from featsr_d2.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.data.tt100k import load_annotations, load_results
 from featsr_d2.data.tt100k_categories import SIZE_BINS
-from featsr_d2.engine.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.engine.feature_cache import (
     CachedHeadsTrainer,
     CachedImage,

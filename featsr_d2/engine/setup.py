@@ -10,11 +10,11 @@ from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from featsr_d2.checkpoint import ALLOW_PICKLE_FLAG, allow_pickle_weights
 from featsr_d2.config import FEATSR_STAGES, add_featsr_config, enable_featsr
 from featsr_d2.config_files import merge_config_file
 from featsr_d2.config_validation import validate_config
 from featsr_d2.data import set_bad_record_policy
-from featsr_d2.engine.checkpoint import ALLOW_PICKLE_FLAG, allow_pickle_weights
 
 
 def get_featsr_cfg(

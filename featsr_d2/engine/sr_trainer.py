@@ -39,9 +39,9 @@ from detectron2.utils.logger import setup_logger
 from fvcore.common.param_scheduler import ParamScheduler
 from torch import nn
 
+from featsr_d2.checkpoint import AtomicDetectionCheckpointer, load_initial_sr_weights
 from featsr_d2.data.degradations import build_sr_degradation, degrade, mod_crop
 from featsr_d2.data.sr_dataset import SRPatchSampler, read_rgb, resolve_sr_images
-from featsr_d2.engine.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.evaluation.sr_inference import super_resolve
 from featsr_d2.evaluation.sr_metrics import psnr
 from featsr_d2.evaluation.sr_visualize import side_by_side, write_png
@@ -243,13 +243,18 @@ class SRTrainer(TrainerBase):
 
     def resume_or_load(self, resume: bool = True) -> None:
         """With ``resume`` and a checkpoint in ``OUTPUT_DIR``: load model, optimizer, scheduler and
-        continue after its iteration. Otherwise keep the network as built (``MODEL.SR.WEIGHTS``
-        is loaded by :func:`build_sr_network`) and start at 0."""
+        continue after its iteration. Otherwise load the initial weights (``MODEL.SR.WEIGHTS``, else
+        ``MODEL.SR.WARM_START``) and start at 0."""
         if resume and self.checkpointer.has_checkpoint():
             checkpoint = self.checkpointer.resume_or_load("", resume=True)
             self.start_iter = checkpoint.get("iteration", -1) + 1
             logger.info("Resuming SR training at iteration %d", self.start_iter)
         else:
+            load_initial_sr_weights(
+                self.model,
+                weights=self.cfg.MODEL.SR.WEIGHTS,
+                warm_start=self.cfg.MODEL.SR.WARM_START,
+            )
             self.start_iter = 0
 
     def train(self) -> None:

@@ -50,10 +50,10 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
+from featsr_d2.checkpoint import build_checkpointer
 from featsr_d2.data.checked_mapper import CheckedMapper
 from featsr_d2.data.resumable_loader import build_resumable_train_loader
 from featsr_d2.data.rng_state import isolated_rng
-from featsr_d2.engine.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.engine.training_state import TrainingStateHook
 from featsr_d2.evaluation.tt100k_evaluator import build_tt100k_evaluator
 
@@ -119,7 +119,8 @@ class FeatSRTrainer(DefaultTrainer):
         trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = AtomicDetectionCheckpointer(
+        self.checkpointer = build_checkpointer(
+            cfg,
             model,
             cfg.OUTPUT_DIR,
             require_weights=self._frozen_weights(cfg, model),
