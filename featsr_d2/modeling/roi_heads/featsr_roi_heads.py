@@ -130,10 +130,14 @@ def _base_heads_from_config(heads_cls, cfg, input_shape: dict[str, ShapeSpec]) -
 
 
 def _featsr_from_config(
-    cfg, input_shape: dict[str, ShapeSpec], base_channels: int, large_head: nn.Module, ret: dict
+    cfg,
+    input_shape: dict[str, ShapeSpec],
+    base_channels: int,
+    large_head: nn.Module,
+    large_predictor: nn.Module,
 ) -> dict:
-    """The FeatSR arguments shared by both layouts: G, D, the small predictor (copies of
-    ``large_head`` and of ``ret["box_predictor"]``), the sub layers and the settings."""
+    """The FeatSR arguments shared by both layouts: G, D, the small predictor (copies of the
+    large one: ``large_head`` and ``large_predictor``), the sub layers and the settings."""
     f = cfg.MODEL.FEATSR
     subs = featsr_sub_features(cfg)
     missing = [s for s in dict.fromkeys(subs) if s not in input_shape]
@@ -156,7 +160,7 @@ def _featsr_from_config(
             cfg, input_shape=(base_channels, resolution, resolution)
         ),
         "small_head": copy.deepcopy(large_head),
-        "small_predictor": copy.deepcopy(ret["box_predictor"]),
+        "small_predictor": copy.deepcopy(large_predictor),
         "sub_features": subs,
         "sub_scales": [1.0 / input_shape[s].stride for s in subs],
         "stage": f.STAGE,
@@ -518,7 +522,9 @@ class FeatSRRes5ROIHeads(_FeatSRHeads, Res5ROIHeads):
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
         ret = _base_heads_from_config(Res5ROIHeads, cfg, input_shape)
         base = input_shape[ret["in_features"][0]].channels
-        ret["featsr"] = _featsr_from_config(cfg, input_shape, base, ret["res5"], ret)
+        ret["featsr"] = _featsr_from_config(
+            cfg, input_shape, base, ret["res5"], ret["box_predictor"]
+        )
         return ret
 
     def forward(
@@ -583,7 +589,9 @@ class FeatSRStandardROIHeads(_FeatSRHeads, StandardROIHeads):
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
         ret = _base_heads_from_config(StandardROIHeads, cfg, input_shape)
         channels = input_shape[cfg.MODEL.ROI_HEADS.IN_FEATURES[0]].channels
-        ret["featsr"] = _featsr_from_config(cfg, input_shape, channels, ret["box_head"], ret)
+        ret["featsr"] = _featsr_from_config(
+            cfg, input_shape, channels, ret["box_head"], ret["box_predictor"]
+        )
         return ret
 
     def forward(
