@@ -95,6 +95,12 @@ def test_featsr_on_mask_rcnn_trains_and_infers(layout, stage):
         assert torch.equal(ours.scores, theirs.scores)
 
 
+def test_training_the_mask_head_on_predicted_boxes_is_refused():
+    cfg = tiny_featsr_cfg("FPN", **MASK, **{"MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": True})
+    with pytest.raises(ValueError, match="TRAIN_ON_PRED_BOXES"):
+        build_model(cfg)
+
+
 def test_featsr_pooler_type_on_the_mask_head():
     """A FeatSR pooler type on ROI_MASK_HEAD gives a FeatSRROIPooler and the same masks."""
     cfg = tiny_featsr_cfg("FPN", **MASK)

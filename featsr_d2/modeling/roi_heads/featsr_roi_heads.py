@@ -583,6 +583,11 @@ class FeatSRStandardROIHeads(_FeatSRHeads, StandardROIHeads):
             kwargs: the arguments of :class:`StandardROIHeads`.
         """
         super().__init__(**kwargs)
+        if self.train_on_pred_boxes:
+            raise ValueError(
+                "FeatSR heads train the mask and keypoint heads on the sampled proposals: set "
+                "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES False"
+            )
         self._init_featsr(**featsr)
 
     @classmethod
