@@ -1,4 +1,4 @@
-"""FeatSR's box branch inside Detectron2's ROI heads: mask heads beside it, and its checkpoints."""
+"""FeatSR's box branch in Detectron2's ROI heads: mask and keypoint heads beside it; checkpoints."""
 
 import copy
 import logging
@@ -8,7 +8,7 @@ import pytest
 import torch
 from common import LAYOUTS, tiny_featsr_cfg
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances, PolygonMasks
+from detectron2.structures import Boxes, Instances, Keypoints, PolygonMasks
 from detectron2.utils.events import EventStorage
 
 from featsr_d2.layers import FeatSRROIPooler
@@ -39,6 +39,8 @@ def _inputs(seed=0, with_gt=True):
         inst.gt_boxes = Boxes(b)
         inst.gt_classes = torch.tensor([1, 3, 2, 5])[: len(b)]
         inst.gt_masks = PolygonMasks([[[x0, y0, x1, y0, x1, y1, x0, y1]] for x0, y0, x1, y1 in b])
+        corners = torch.stack([b[:, :2], b[:, 2:], (b[:, :2] + b[:, 2:]) / 2], dim=1)
+        inst.gt_keypoints = Keypoints(torch.cat([corners, torch.full((len(b), 3, 1), 2.0)], 2))
         image = {"image": torch.rand(3, 128, 128, generator=g) * 255, "height": 128, "width": 128}
         inputs.append(dict(image, instances=inst) if with_gt else image)
     return inputs
@@ -93,6 +95,32 @@ def test_featsr_on_mask_rcnn_trains_and_infers(layout, stage):
     for ours, theirs in zip(detections, _detections(boxes_only, _inputs(seed=1, with_gt=False))):
         assert torch.equal(ours.pred_boxes.tensor, theirs.pred_boxes.tensor)
         assert torch.equal(ours.scores, theirs.scores)
+
+
+def test_featsr_with_a_keypoint_head_trains_and_infers():
+    """The keypoint branch runs beside FeatSR's box branch (FPN, stage 2)."""
+    cfg = tiny_featsr_cfg(
+        "FPN",
+        **{
+            "MODEL.KEYPOINT_ON": True,
+            "MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS": 3,
+            "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS": [16],
+            "MODEL.FEATSR.SMALL_SIZE": 48,
+        },
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    with EventStorage():
+        losses = model(_inputs())
+    assert set(losses) == SMALL_LOSSES | SR_LOSSES | {"loss_keypoint"}
+    assert all(math.isfinite(v.item()) for v in losses.values())
+    sum(losses.values()).backward()
+    assert _has_grad(model.roi_heads.keypoint_head)
+    assert _has_grad(model.roi_heads.generator)
+    detections = _detections(model.eval(), _inputs(seed=1, with_gt=False))
+    assert len(detections[0]) > 0
+    for instances in detections:
+        assert instances.pred_keypoints.shape == (len(instances), 3, 3)
 
 
 def test_training_the_mask_head_on_predicted_boxes_is_refused():
