@@ -240,7 +240,8 @@ def evaluate_lr_detection(
                 inst = out["instances"].to("cpu")
                 row.detections.append(
                     [
-                        [*(round(v, 2) for v in box), int(c), round(float(sc), 5)]
+                        # unrounded: the bootstrap recomputes AP from these, equal to the table's
+                        [*box, int(c), float(sc)]
                         for box, c, sc in zip(
                             inst.pred_boxes.tensor.tolist(),
                             inst.pred_classes.tolist(),
