@@ -7,7 +7,7 @@ and JPEG images) and prints how many signs it holds per class and per size bin.
 import argparse
 import sys
 
-from featsr_d2.data.synthetic.generator import format_summary, generate_synthetic_tt100k
+from featsr_d2.data.synthetic.writer import format_summary, generate_synthetic_tt100k
 
 
 def build_parser() -> argparse.ArgumentParser:

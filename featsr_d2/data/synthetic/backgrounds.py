@@ -9,6 +9,7 @@ mate-backgrounds (``/usr/share/backgrounds``) and opencv-doc's example photos.
 
 from __future__ import annotations
 
+import functools
 import glob
 import logging
 import os
@@ -22,6 +23,7 @@ from featsr_d2.utils.packages import package_dir
 __all__ = [
     "BackgroundSampler",
     "add_clutter",
+    "default_backgrounds",
     "find_photo_paths",
     "load_photos",
     "procedural_scene",
@@ -256,3 +258,13 @@ class BackgroundSampler:
         img = gray + (img - gray) * rng.uniform(0.6, 1.3)  # saturation
         img = (img - 128.0) * rng.uniform(0.75, 1.2) + 128.0 + rng.uniform(-30, 30)
         return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=1)
+def default_backgrounds() -> BackgroundSampler:
+    """A sampler over the photographs found on disk, loaded once per process."""
+    paths = find_photo_paths()
+    photos = load_photos(paths)
+    if not photos:
+        logger.warning("no background photographs found: using procedural scenes only")
+    return BackgroundSampler(photos)

@@ -1,20 +1,18 @@
-"""The synthetic TT100K generator: output format, determinism, size statistics, sign designs."""
+"""The synthetic TT100K writer: output format, determinism, categories, overwrite, CLI."""
 
 import filecmp
-import itertools
 import json
 import os
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from featsr_d2.data.synthetic import generate_synthetic_tt100k
-from featsr_d2.data.synthetic import generator as gen
+from featsr_d2.data.synthetic import generate_synthetic_tt100k, writer
 from featsr_d2.data.synthetic.__main__ import main as cli_main
-from featsr_d2.data.synthetic.signs import SIGN_CATEGORIES, get_template, render_sign
-from featsr_d2.data.tt100k_categories import SIZE_BINS, TYPE45
+from featsr_d2.data.synthetic.layout import sample_layout
+from featsr_d2.data.synthetic.writer import MARKER
+from featsr_d2.data.tt100k_categories import TYPE45
 
 SIZE = 96
 KW = {"num_train": 5, "num_test": 3, "image_size": SIZE, "progress": False}
@@ -87,7 +85,7 @@ def test_boxes_are_tight_around_the_rendered_signs(dataset):
     ann = json.loads((root / "annotations.json").read_text())
     checked = 0
     for index, key in enumerate(sorted(ann["imgs"], key=int)):
-        layout = gen.sample_layout(np.random.default_rng([1, index]), SIZE, TYPE45)
+        layout = sample_layout(np.random.default_rng([1, index]), SIZE, TYPE45)
         objects = ann["imgs"][key]["objects"]
         assert [p.category for p in layout] == [o["category"] for o in objects]
         for p, o in zip(layout, objects):
@@ -116,57 +114,6 @@ def test_output_does_not_depend_on_worker_count(dataset, tmp_path):
     assert _same_tree(root, tmp_path / "w2")
 
 
-def test_sizes_follow_tt100k_mix():
-    rng = np.random.default_rng(0)
-    sides, empty, counts = [], 0, []
-    num_images = 0
-    while len(sides) < 2000:
-        layout = gen.sample_layout(rng, 320, TYPE45)
-        num_images += 1
-        empty += not layout
-        counts.append(len(layout))
-        sides += [p.long_side for p in layout]
-    sides = np.array(sides)
-    frac = {
-        name: np.mean((sides >= SIZE_BINS[name][0]) & (sides < SIZE_BINS[name][1]))
-        for name in ("small", "medium", "large")
-    }
-    assert abs(frac["small"] - 0.42) < 0.035
-    assert abs(frac["medium"] - 0.50) < 0.035
-    assert abs(frac["large"] - 0.08) < 0.02
-    assert sides.min() >= gen.MIN_LONG_SIDE - 1e-6 and sides.max() <= gen.max_long_side(320) + 1e-6
-    assert 0.01 < empty / num_images < 0.12
-    assert max(counts) <= gen.SIGNS_PER_IMAGE[1]
-    assert np.mean([c for c in counts if c]) > 3.0
-
-
-def test_layout_boxes_inside_and_barely_overlapping():
-    rng = np.random.default_rng(5)
-    for _ in range(100):
-        layout = gen.sample_layout(rng, 128, TYPE45)
-        for p in layout:
-            assert 0 <= p.box[0] < p.box[2] <= 128 and 0 <= p.box[1] < p.box[3] <= 128
-        for p, q in itertools.combinations(layout, 2):
-            assert not gen._overlaps(p.box, q.box)
-
-
-def test_every_category_drawable_and_distinct():
-    assert set(TYPE45) <= set(SIGN_CATEGORIES)
-    small = {}
-    for c in TYPE45:
-        t = get_template(c)
-        alpha = t.rgba[..., 3]
-        assert t.rgba.shape[2] == 4 and t.rgba.dtype == np.uint8
-        assert 0.4 < (alpha > 127).mean() < 0.95  # a solid silhouette inside the canvas
-        assert alpha[0, 0] == 0 and alpha[-1, -1] == 0
-        small[c] = cv2.resize(t.rgba, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
-    for a, b in itertools.combinations(TYPE45, 2):
-        assert np.abs(small[a] - small[b]).mean() > 1.0, (a, b)
-    # Rendering is deterministic and other numbers of the numbered families are drawable too.
-    assert np.array_equal(render_sign("pl40", 64).rgba, render_sign("pl40", 64).rgba)
-    assert not np.array_equal(render_sign("pl15", 64).rgba, render_sign("pl40", 64).rgba)
-
-
 def test_categories_argument(tmp_path):
     summary = _generate(tmp_path / "two", categories="pl40, pne", num_train=3, num_test=1)
     ann = json.loads((tmp_path / "two" / "annotations.json").read_text())
@@ -174,7 +121,7 @@ def test_categories_argument(tmp_path):
     assert set(summary["per_class"]) == {"pl40", "pne"}
     for bad in ("all", "pl40,nosuchsign", ""):
         with pytest.raises(ValueError):
-            gen.resolve_categories(bad)
+            writer.resolve_categories(bad)
 
 
 def test_refuses_non_empty_dir_unless_overwrite(tmp_path):
@@ -201,8 +148,8 @@ def test_crash_leaves_no_annotations(tmp_path, monkeypatch):
             raise RuntimeError("boom")
         return real(*args, **kwargs)
 
-    real = gen.compose_image
-    monkeypatch.setattr(gen, "compose_image", failing)
+    real = writer.compose_image
+    monkeypatch.setattr(writer, "compose_image", failing)
     with pytest.raises(RuntimeError, match="boom"):
         _generate(tmp_path / "crash")
     assert len(calls) == 3
@@ -216,7 +163,7 @@ def test_cli_prints_summary(tmp_path, capsys):
     assert cli_main(args) == 0
     text = capsys.readouterr().out
     assert "2 train + 1 test images" in text and "small [0, 32)" in text and "pl40" in text
-    assert sorted(os.listdir(tmp_path / "cli")) == [gen.MARKER, "annotations.json", "test", "train"]
+    assert sorted(os.listdir(tmp_path / "cli")) == [MARKER, "annotations.json", "test", "train"]
 
 
 def test_overwrite_deletes_only_what_the_generator_wrote(tmp_path, capsys):
@@ -232,7 +179,7 @@ def test_overwrite_deletes_only_what_the_generator_wrote(tmp_path, capsys):
     # A generated dataset: its own files are replaced, a file added by the user is kept.
     out = tmp_path / "synth"
     _generate(out, num_train=2, num_test=1)
-    assert (out / gen.MARKER).is_file()
+    assert (out / MARKER).is_file()
     (out / "train" / "mine.txt").write_text("keep me")
     _generate(out, num_train=1, num_test=1, overwrite=True)
     names = _files(out)
@@ -243,9 +190,9 @@ def test_overwrite_deletes_only_what_the_generator_wrote(tmp_path, capsys):
     # A tampered marker naming files outside the folder is not obeyed.
     outside = tmp_path / "outside.txt"
     outside.write_text("not yours")
-    marker = json.loads((out / gen.MARKER).read_text())
+    marker = json.loads((out / MARKER).read_text())
     marker["files"].append("../outside.txt")
-    (out / gen.MARKER).write_text(json.dumps(marker))
+    (out / MARKER).write_text(json.dumps(marker))
     _generate(out, num_train=1, num_test=1, overwrite=True)
     assert outside.read_text() == "not yours"
 
