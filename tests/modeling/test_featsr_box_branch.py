@@ -13,7 +13,7 @@ from detectron2.utils.events import EventStorage
 
 from featsr_d2.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.layers import FeatSRROIPooler
-from featsr_d2.modeling.roi_heads import featsr_roi_heads
+from featsr_d2.modeling.roi_heads import FeatSRBoxBranch, featsr_roi_heads
 
 SMALL_LOSSES = {"loss_cls_small", "loss_box_reg_small"}
 SR_LOSSES = {"loss_sr_content", "loss_sr_adversarial", "loss_discriminator"}
@@ -54,6 +54,33 @@ def _has_grad(module) -> bool:
 def _detections(model, inputs):
     with torch.no_grad():
         return [o["instances"] for o in model(inputs)]
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_generator_discriminator_and_small_predictor_are_one_child_of_the_heads(layout):
+    """FeatSR adds one child to Detectron2's heads, the FeatSRBoxBranch built in from_config; its
+    small predictor is a copy of the large one, not shared with it."""
+    cfg = tiny_featsr_cfg(layout, **MASK)
+    heads = build_model(cfg).roi_heads
+    base_cfg = cfg.clone()
+    base_cfg.MODEL.ROI_HEADS.NAME = {"C4": "Res5ROIHeads", "FPN": "StandardROIHeads"}[layout]
+    base_cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    base = build_model(base_cfg).roi_heads
+    base_children = [name for name, _ in base.named_children()]
+    assert [name for name, _ in heads.named_children()] == [*base_children, "featsr"]
+    assert isinstance(heads.featsr, FeatSRBoxBranch)
+    assert [name for name, _ in heads.featsr.named_children()] == [
+        "generator",
+        "discriminator",
+        "small_head",
+        "small_predictor",
+    ]
+    for large, small in heads._REPLICAS.items():
+        large, small = heads.get_submodule(large[:-1]), heads.get_submodule(small[:-1])
+        assert type(large) is type(small)
+        assert not {p.data_ptr() for p in large.parameters()} & {
+            p.data_ptr() for p in small.parameters()
+        }
 
 
 @pytest.mark.parametrize("stage", [2, 3])
