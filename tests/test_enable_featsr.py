@@ -95,7 +95,7 @@ def test_model_zoo_faster_rcnn_becomes_featsr_and_trains_and_infers(layout):
     losses = train_step(model, sample(128, 160))
     assert {"loss_cls_small", "loss_sr_content", "loss_discriminator"} <= set(losses)
     assert all(math.isfinite(v.item()) for v in losses.values())
-    assert any(p.grad is not None for p in model.roi_heads.generator.parameters())
+    assert any(p.grad is not None for p in model.roi_heads.featsr.generator.parameters())
     model.eval()
     with torch.no_grad():
         (out,) = model([sample(128, 160, with_gt=False)])
@@ -108,7 +108,7 @@ def test_stage3_from_a_model_zoo_config():
     model = build_model(cfg)
     losses = train_step(model, sample(128, 160))
     assert set(losses) == {"loss_cls", "loss_box_reg", "loss_cls_small", "loss_box_reg_small"}
-    assert all(p.grad is None for p in model.roi_heads.generator.parameters())
+    assert all(p.grad is None for p in model.roi_heads.featsr.generator.parameters())
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 evaluators, atomic checkpoints, exact resume, CPU data parallelism, and FeatSR's discriminator
 optimizer.
 
-For a model with a FeatSR discriminator (``roi_heads.discriminator``), the SGD optimizer of
+For a model with a FeatSR discriminator (``roi_heads.featsr.discriminator``), the SGD optimizer of
 ``SOLVER`` leaves the discriminator out, and the discriminator gets its own Adam optimizer
 (``MODEL.FEATSR.DISCRIMINATOR_LR``), stepped after every iteration from the same backward pass
 (the ROI heads arrange that each loss reaches only its own module; see
@@ -73,7 +73,8 @@ def discriminator_of(model: torch.nn.Module) -> torch.nn.Module | None:
     """The FeatSR discriminator of ``model`` (DDP-wrapped or not), or None."""
     if isinstance(model, DistributedDataParallel):
         model = model.module
-    return getattr(getattr(model, "roi_heads", None), "discriminator", None)
+    branch = getattr(getattr(model, "roi_heads", None), "featsr", None)
+    return getattr(branch, "discriminator", None)
 
 
 @contextlib.contextmanager

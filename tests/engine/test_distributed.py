@@ -99,8 +99,8 @@ def test_featsr_stage2_ddp_two_cpu_processes(supervision, tiny_tt100k, tmp_path)
     )
     assert any(k.startswith("roi_heads.box_predictor.") for k in frozen)
     if supervision == "detection_only":
-        frozen_modules += ("roi_heads.discriminator.",)
-        assert any(k.startswith("roi_heads.discriminator.") for k in frozen)
+        frozen_modules += ("roi_heads.featsr.discriminator.",)
+        assert any(k.startswith("roi_heads.featsr.discriminator.") for k in frozen)
     assert all(k.startswith(frozen_modules) for k in frozen), frozen
     for r in ranks:
         for name in frozen:
@@ -114,15 +114,15 @@ def test_featsr_stage2_ddp_two_cpu_processes(supervision, tiny_tt100k, tmp_path)
         ]
 
     for module in (
-        "roi_heads.generator.",
-        "roi_heads.small_predictor.",
-        "roi_heads.small_box_head.",
+        "roi_heads.featsr.generator.",
+        "roi_heads.featsr.small_predictor.",
+        "roi_heads.featsr.small_head.",
     ):
         assert changed(module), f"{module} did not change"
     if supervision == "extractor":
-        assert changed("roi_heads.discriminator."), "the discriminator did not change"
+        assert changed("roi_heads.featsr.discriminator."), "the discriminator did not change"
     else:
-        assert not changed("roi_heads.discriminator."), "the discriminator has no objective"
+        assert not changed("roi_heads.featsr.discriminator."), "the discriminator has no objective"
 
     # Both ranks' generator and data states reached rank 0's final checkpoint.
     final = torch.load(tmp_path / "model_final.pth", weights_only=True)

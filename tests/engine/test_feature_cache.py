@@ -43,7 +43,7 @@ def _model_and_inputs(tiny_tt100k, supervision="extractor", num_images=2):
     )
     model = build_model(cfg)
     with torch.no_grad():  # G away from the identity, so that its input matters
-        for block in model.roi_heads.generator.blocks:
+        for block in model.roi_heads.featsr.generator.blocks:
             block.conv2.weight.normal_(std=0.05)
     dicts = [d for d in DatasetCatalog.get(train_name) if d["annotations"]][:num_images]
     mapper = DatasetMapper(cfg, is_train=True)
@@ -159,5 +159,9 @@ def test_trainer_pairs_arms_on_images_and_sampling_and_trains_only_what_the_phas
     losses = trainer.train(log_every=1)
     assert set(losses) >= {"loss_cls_small", "loss_sr_content", "loss_discriminator"}
     after = model.state_dict()
-    changed = {k.split(".")[1] for k in before if not torch.equal(before[k], after[k])}
-    assert changed == {"generator", "discriminator", "small_box_head", "small_predictor"}
+    changed = {
+        k.removeprefix("roi_heads.featsr.").split(".")[0]
+        for k in before
+        if not torch.equal(before[k], after[k])
+    }
+    assert changed == {"generator", "discriminator", "small_head", "small_predictor"}

@@ -11,8 +11,9 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, Keypoints, PolygonMasks
 from detectron2.utils.events import EventStorage
 
+from featsr_d2.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.layers import FeatSRROIPooler
-from featsr_d2.modeling.roi_heads import featsr_roi_heads
+from featsr_d2.modeling.roi_heads import FeatSRBoxBranch, featsr_roi_heads
 
 SMALL_LOSSES = {"loss_cls_small", "loss_box_reg_small"}
 SR_LOSSES = {"loss_sr_content", "loss_sr_adversarial", "loss_discriminator"}
@@ -55,6 +56,33 @@ def _detections(model, inputs):
         return [o["instances"] for o in model(inputs)]
 
 
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_generator_discriminator_and_small_predictor_are_one_child_of_the_heads(layout):
+    """FeatSR adds one child to Detectron2's heads, the FeatSRBoxBranch built in from_config; its
+    small predictor is a copy of the large one, not shared with it."""
+    cfg = tiny_featsr_cfg(layout, **MASK)
+    heads = build_model(cfg).roi_heads
+    base_cfg = cfg.clone()
+    base_cfg.MODEL.ROI_HEADS.NAME = {"C4": "Res5ROIHeads", "FPN": "StandardROIHeads"}[layout]
+    base_cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    base = build_model(base_cfg).roi_heads
+    base_children = [name for name, _ in base.named_children()]
+    assert [name for name, _ in heads.named_children()] == [*base_children, "featsr"]
+    assert isinstance(heads.featsr, FeatSRBoxBranch)
+    assert [name for name, _ in heads.featsr.named_children()] == [
+        "generator",
+        "discriminator",
+        "small_head",
+        "small_predictor",
+    ]
+    for large, small in heads._REPLICAS.items():
+        large, small = heads.get_submodule(large[:-1]), heads.get_submodule(small[:-1])
+        assert type(large) is type(small)
+        assert not {p.data_ptr() for p in large.parameters()} & {
+            p.data_ptr() for p in small.parameters()
+        }
+
+
 @pytest.mark.parametrize("stage", [2, 3])
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_featsr_on_mask_rcnn_trains_and_infers(layout, stage):
@@ -73,13 +101,13 @@ def test_featsr_on_mask_rcnn_trains_and_infers(layout, stage):
     assert all(math.isfinite(v.item()) for v in losses.values())
     sum(losses.values()).backward()
     assert _has_grad(heads.mask_head)
-    assert _has_grad(heads.small_predictor)
-    assert _has_grad(heads.generator) == (stage == 2)
+    assert _has_grad(heads.featsr.small_predictor)
+    assert _has_grad(heads.featsr.generator) == (stage == 2)
     assert _has_grad(heads.box_predictor) == (stage == 3)
 
     model.eval()
     with torch.no_grad():  # G away from the identity: the small path differs from the large
-        for block in heads.generator.blocks:
+        for block in heads.featsr.generator.blocks:
             torch.nn.init.normal_(block.conv2.weight, std=0.05)
     detections = _detections(model, _inputs(seed=1, with_gt=False))
     assert len(detections[0]) > 0
@@ -116,7 +144,7 @@ def test_featsr_with_a_keypoint_head_trains_and_infers():
     assert all(math.isfinite(v.item()) for v in losses.values())
     sum(losses.values()).backward()
     assert _has_grad(model.roi_heads.keypoint_head)
-    assert _has_grad(model.roi_heads.generator)
+    assert _has_grad(model.roi_heads.featsr.generator)
     detections = _detections(model.eval(), _inputs(seed=1, with_gt=False))
     assert len(detections[0]) > 0
     for instances in detections:
@@ -171,7 +199,7 @@ def _perturbed_model(cfg, seed):
     model = build_model(cfg).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.startswith(("roi_heads.generator.", "roi_heads.small")):
+            if name.startswith(("roi_heads.featsr.generator.", "roi_heads.featsr.small")):
                 p.add_(torch.randn_like(p) * 0.05)
     return model
 
@@ -183,7 +211,7 @@ def test_state_dict_of_the_heads_before_versioning_loads_with_identical_outputs(
     cfg = tiny_featsr_cfg(layout)
     model = _perturbed_model(cfg, seed=0)
     state = model.state_dict()
-    assert state._metadata["roi_heads"]["version"] == 2
+    assert state._metadata["roi_heads"]["version"] == 3
     old = copy.deepcopy(state)
     old._metadata["roi_heads"]["version"] = 1
     fresh = build_model(cfg).eval()
@@ -214,7 +242,7 @@ def test_small_predictor_is_filled_in_only_for_a_state_dict_without_it_before_ve
     result = fresh.load_state_dict(stage1, strict=False)  # no metadata: a version-1 dict
     assert not result.missing_keys and not result.unexpected_keys
     for large, small in zip(large_names, small_names):
-        a, b = getattr(fresh.roi_heads, large), getattr(fresh.roi_heads, small)
+        a, b = getattr(fresh.roi_heads, large), fresh.roi_heads.get_submodule(small)
         for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
             assert torch.equal(x, y), name
             assert torch.equal(x, getattr(heads, large).state_dict()[name])
@@ -230,3 +258,73 @@ def test_small_predictor_is_filled_in_only_for_a_state_dict_without_it_before_ve
     result = again.load_state_dict(current, strict=False)
     assert sorted(result.missing_keys) == sorted(k for k in state if k.startswith(prefixes))
     assert head_log == []
+
+
+# Prefixes (under roi_heads.) of G, D and the small predictor before state-dict version 3, and
+# theirs since.
+OLD_LAYOUT = {
+    "generator.": "featsr.generator.",
+    "discriminator.": "featsr.discriminator.",
+    "small_predictor.": "featsr.small_predictor.",
+}
+OLD_SMALL_HEAD = {"C4": "small_res5.", "FPN": "small_box_head."}
+
+
+def _old_layout(state, layout, version):
+    """``state`` as the FeatSR heads of ``version`` (1 or 2) wrote it: G, D and the small
+    predictor directly under the heads."""
+    renames = {
+        "roi_heads." + new: "roi_heads." + old
+        for old, new in {**OLD_LAYOUT, OLD_SMALL_HEAD[layout]: "featsr.small_head."}.items()
+    }
+
+    def rename(key):  # a state-dict key or a module's (metadata)
+        for new, old in renames.items():
+            if (key + ".").startswith(new):
+                return (old + (key + ".")[len(new) :])[:-1]
+        return key
+
+    old_state = type(state)((rename(k), v) for k, v in state.items())
+    old_state._metadata = type(state._metadata)(
+        (rename(k), dict(v)) for k, v in state._metadata.items() if k != "roi_heads.featsr"
+    )
+    old_state._metadata["roi_heads"]["version"] = version
+    return old_state
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_state_dict_of_the_layout_before_version_3_loads_strictly_with_identical_outputs(
+    layout, version, head_log, tmp_path
+):
+    """A state dict with G, D and the small predictor directly under the heads (versions 1 and
+    2) loads strictly, also through the checkpointer that requires every weight, into the same
+    weights and detections; the log names each renamed prefix once, and nothing is filled in."""
+    cfg = tiny_featsr_cfg(layout)
+    model = _perturbed_model(cfg, seed=0)
+    state = model.state_dict()
+    old = _old_layout(state, layout, version)
+    old_prefixes = [f"roi_heads.{p}" for p in [*OLD_LAYOUT, OLD_SMALL_HEAD[layout]]]
+    assert all(any(k.startswith(p) for k in old) for p in old_prefixes)
+    assert not any(k.startswith("roi_heads.featsr.") for k in old)
+    inputs = _inputs(seed=2, with_gt=False)
+    expected = _detections(model, inputs)
+
+    fresh = build_model(cfg).eval()
+    fresh.load_state_dict(copy.deepcopy(old))  # strict
+    assert list(fresh.state_dict()) == list(state)
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    for ours, theirs in zip(_detections(fresh, inputs), expected):
+        assert len(ours) > 0
+        assert torch.equal(ours.pred_boxes.tensor, theirs.pred_boxes.tensor)
+        assert torch.equal(ours.scores, theirs.scores)
+    assert len(head_log) == 1
+    assert all(f"{p}* to " in head_log[0] for p in old_prefixes)
+    assert "initialized" not in head_log[0]
+
+    torch.save({"model": old}, tmp_path / "old.pth")
+    again = build_model(cfg).eval()
+    AtomicDetectionCheckpointer(again, require_all_weights=True).load(str(tmp_path / "old.pth"))
+    for key, value in again.state_dict().items():
+        assert torch.equal(value, state[key]), key

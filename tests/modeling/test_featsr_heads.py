@@ -102,7 +102,9 @@ def test_heads_equal_the_base_head_at_initialization_and_route_small_proposals(l
         assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(ours, base))
         small = torch.sqrt(proposals[0].proposal_boxes.area()) < heads.small_size
         assert small.any() and (~small).any()
-        heads.small_predictor.cls_score.bias.add_(torch.linspace(0, 3, heads.num_classes + 1))
+        heads.featsr.small_predictor.cls_score.bias.add_(
+            torch.linspace(0, 3, heads.num_classes + 1)
+        )
         boxes = proposals[0].proposal_boxes
         large_pred = heads._predict_large(features, [boxes[~small]])
         small_pred = heads._predict_small(features, [boxes[small]])
@@ -118,31 +120,32 @@ def test_stage1_checkpoint_initializes_the_small_predictor(layout):
     stage1.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
     stage1.MODEL.ROI_HEADS.NAME = {"C4": "Res5ROIHeads", "FPN": "StandardROIHeads"}[layout]
     base = build_model(stage1)
-    assert not hasattr(base.roi_heads, "small_predictor")
+    assert not hasattr(base.roi_heads, "featsr")
     torch.manual_seed(3)
     featsr = build_model(tiny_featsr_cfg(layout))
     result = featsr.load_state_dict(base.state_dict(), strict=False)
     heads = featsr.roi_heads
-    new = ("roi_heads.generator.", "roi_heads.discriminator.")  # the only new modules
+    new = ("roi_heads.featsr.generator.", "roi_heads.featsr.discriminator.")  # the only new modules
     assert result.missing_keys and all(k.startswith(new) for k in result.missing_keys)
     assert not result.unexpected_keys
     for large_name, small_name in heads._REPLICAS.items():
         large = getattr(heads, large_name.rstrip("."))
-        small = getattr(heads, small_name.rstrip("."))
+        small = heads.get_submodule(small_name.rstrip("."))
         for (name, a), (_, b) in zip(large.state_dict().items(), small.state_dict().items()):
             assert torch.equal(a, b), name
             assert a.data_ptr() != b.data_ptr()  # a copy, not shared
     # A stage-2 checkpoint keeps its own small predictor.
     with torch.no_grad():
-        heads.small_predictor.bbox_pred.weight.add_(1.0)
+        heads.featsr.small_predictor.bbox_pred.weight.add_(1.0)
     state = copy.deepcopy(featsr.state_dict())
     again = build_model(tiny_featsr_cfg(layout))
     again.load_state_dict(state)
     assert torch.equal(
-        again.roi_heads.small_predictor.bbox_pred.weight, heads.small_predictor.bbox_pred.weight
+        again.roi_heads.featsr.small_predictor.bbox_pred.weight,
+        heads.featsr.small_predictor.bbox_pred.weight,
     )
     assert not torch.equal(
-        again.roi_heads.small_predictor.bbox_pred.weight,
+        again.roi_heads.featsr.small_predictor.bbox_pred.weight,
         again.roi_heads.box_predictor.bbox_pred.weight,
     )
 
@@ -202,16 +205,18 @@ def test_stage2_training_losses(tiny_tt100k, supervision):
         large = getattr(heads, name.rstrip("."))
         assert all(not p.requires_grad and p.grad is None for p in large.parameters())
         assert not large.training
-    assert _has_grad(heads.small_predictor)
+    assert _has_grad(heads.featsr.small_predictor)
     if supervision == "identity":  # G stays the identity: no gradient, eval mode, frozen
-        assert all(p.grad is None and not p.requires_grad for p in heads.generator.parameters())
-        assert not heads.generator.training
+        assert all(
+            p.grad is None and not p.requires_grad for p in heads.featsr.generator.parameters()
+        )
+        assert not heads.featsr.generator.training
     else:
-        assert _has_grad(heads.generator)
+        assert _has_grad(heads.featsr.generator)
     if supervision in ("detection_only", "identity"):
-        assert all(p.grad is None for p in heads.discriminator.parameters())
+        assert all(p.grad is None for p in heads.featsr.discriminator.parameters())
     else:
-        assert _has_grad(heads.discriminator)
+        assert _has_grad(heads.featsr.discriminator)
 
 
 def test_stage3_trains_only_the_predictors_and_the_large_one_on_large_proposals(tiny_tt100k):
@@ -231,9 +236,14 @@ def test_stage3_trains_only_the_predictors_and_the_large_one_on_large_proposals(
     logged = storage.latest()
     assert {"fast_rcnn/cls_accuracy", "small/fast_rcnn/cls_accuracy"} <= set(logged)
     sum(losses.values()).backward()
-    trained = {n.split(".")[1] for n, p in model.named_parameters() if p.grad is not None}
-    assert trained == set(name.rstrip(".") for kv in heads._REPLICAS.items() for name in kv)
-    assert not heads.generator.training and not heads.discriminator.training
+    names = set(name.rstrip(".") for kv in heads._REPLICAS.items() for name in kv)
+    trained = {
+        next((m for m in names if n.startswith(f"roi_heads.{m}.")), n)
+        for n, p in model.named_parameters()
+        if p.grad is not None
+    }
+    assert trained == names
+    assert not heads.featsr.generator.training and not heads.featsr.discriminator.training
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
@@ -243,21 +253,21 @@ def test_each_loss_reaches_only_its_own_module(tiny_tt100k, layout):
     cfg = tiny_featsr_cfg(layout, **{"MODEL.FEATSR.SMALL_SIZE": 48})
     model = build_model(cfg).train()
     heads = model.roi_heads
-    for block in heads.generator.blocks:  # a generator that is not the identity
+    for block in heads.featsr.generator.blocks:  # a generator that is not the identity
         torch.nn.init.normal_(block.conv2.weight, std=0.01)
     with EventStorage():
         losses = model(_batch(cfg, train_name, with_empty=False))
     grads = torch.autograd.grad(
         losses["loss_sr_adversarial"],
-        list(heads.generator.parameters()) + list(heads.discriminator.parameters()),
+        list(heads.featsr.generator.parameters()) + list(heads.featsr.discriminator.parameters()),
         allow_unused=True,
     )
-    n_g = len(list(heads.generator.parameters()))
+    n_g = len(list(heads.featsr.generator.parameters()))
     assert any(g is not None and g.abs().sum() > 0 for g in grads[:n_g])
     assert all(g is None for g in grads[n_g:])
     grads = torch.autograd.grad(
         losses["loss_discriminator"],
-        list(heads.generator.parameters()) + list(heads.discriminator.parameters()),
+        list(heads.featsr.generator.parameters()) + list(heads.featsr.discriminator.parameters()),
         allow_unused=True,
     )
     assert all(g is None for g in grads[:n_g])
@@ -296,14 +306,14 @@ def test_stage2_training_freezes_base_and_checkpoints_both_optimizers(tiny_tt100
         for k, v in model.named_parameters()
         if ".generator." in k or ".discriminator." in k or "small_predictor" in k
     }
-    d_params = {id(p) for p in model.roi_heads.discriminator.parameters()}
+    d_params = {id(p) for p in model.roi_heads.featsr.discriminator.parameters()}
     assert not any(id(p) in d_params for g in trainer.optimizer.param_groups for p in g["params"])
     trainer.train()
     for k, v in model.named_parameters():
         if k in frozen:
             assert torch.equal(v, frozen[k]), k  # bit-identical
     changed = {
-        k.split(".")[1]
+        k.split(".")[2]  # roi_heads.featsr.<module>
         for k, v in model.named_parameters()
         if k in trained and not torch.equal(v, trained[k])
     }
@@ -381,7 +391,7 @@ def test_heads_pool_base_and_sub_in_one_call_equal_to_detectron2_poolers(layout,
                     features[name], rois[k : k + 1], res, 1 / stride, 0, aligned=True
                 )
                 index = heads._sub_sources.index(name)
-                ref_sub[k] = heads.generator.project_sub(index, pooled)[0]
+                ref_sub[k] = heads.featsr.generator.project_sub(index, pooled)[0]
         assert levels.unique().numel() > 1  # the boxes span several levels
     torch.testing.assert_close(base, ref_base, rtol=0, atol=1e-6)
     torch.testing.assert_close(sub, ref_sub, rtol=0, atol=1e-6)
@@ -460,7 +470,7 @@ def test_shipped_fpn_configs_feed_g_a_real_sub_layer(config_file):
         assert sub not in heads.box_in_features  # a bottom-up stage, not a pyramid level
         assert shapes[sub].stride == max(shapes[base].stride // 2, 4), (base, sub)
     inputs = []
-    heads.generator.register_forward_hook(lambda _m, args, _out: inputs.append(args))
+    heads.featsr.generator.register_forward_hook(lambda _m, args, _out: inputs.append(args))
     torch.manual_seed(0)
     with torch.no_grad():
         model([{"image": torch.rand(3, 128, 128) * 255, "height": 128, "width": 128}])
@@ -518,10 +528,11 @@ def test_small_proposal_cap_zero_is_the_base_detector_bit_for_bit(layout):
     cfg = tiny_featsr_cfg(layout, **{"MODEL.FEATSR.MAX_SMALL_PER_IMAGE": 0})
     torch.manual_seed(0)
     featsr = build_model(cfg).eval()
-    for block in featsr.roi_heads.generator.blocks:  # G and the small predictor away from the
-        torch.nn.init.normal_(block.conv2.weight, std=0.01)  # identity and the large one
+    # G and the small predictor away from the identity and the large one
+    for block in featsr.roi_heads.featsr.generator.blocks:
+        torch.nn.init.normal_(block.conv2.weight, std=0.01)
     with torch.no_grad():
-        featsr.roi_heads.small_predictor.cls_score.bias.add_(0.5)
+        featsr.roi_heads.featsr.small_predictor.cls_score.bias.add_(0.5)
     base_cfg = cfg.clone()
     base_cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
     base_cfg.MODEL.ROI_HEADS.NAME = {"C4": "Res5ROIHeads", "FPN": "StandardROIHeads"}[layout]
@@ -529,7 +540,7 @@ def test_small_proposal_cap_zero_is_the_base_detector_bit_for_bit(layout):
     base.load_state_dict(featsr.state_dict(), strict=False)
     image = [{"image": torch.rand(3, 128, 128) * 255, "height": 128, "width": 128}]
     calls = []
-    featsr.roi_heads.generator.register_forward_hook(
+    featsr.roi_heads.featsr.generator.register_forward_hook(
         lambda _m, args, _o: calls.append(len(args[0]))
     )
     with torch.no_grad():
@@ -557,13 +568,13 @@ def test_pairs_per_image_are_capped_foreground_first(tiny_tt100k):
     model = build_model(cfg).train()
     heads = model.roi_heads
     counts = {}
-    generator = heads.generator.forward
+    generator = heads.featsr.generator.forward
 
     def count(base, sub):
         counts.setdefault(heads.max_pairs_per_image, []).append(len(base))
         return generator(base, sub)
 
-    heads.generator.forward = count
+    heads.featsr.generator.forward = count
     batch = _batch(cfg, train_name, with_empty=False)
     for cap in (-1, 2):
         heads.max_pairs_per_image = cap
@@ -591,7 +602,7 @@ def test_classify_boxes_and_generator_change(tiny_tt100k):
     large = heads.classify_boxes(features, boxes, small_path=False)
     assert small.shape == (2, 46) and torch.allclose(small.sum(1), torch.ones(2))
     torch.testing.assert_close(small, large)  # identity G and the copied predictor: the same
-    for block in heads.generator.blocks:
+    for block in heads.featsr.generator.blocks:
         torch.nn.init.normal_(block.conv2.weight, std=0.05)
     assert bool((heads.generator_change(features, boxes) > 0).all())
     assert not torch.allclose(heads.classify_boxes(features, boxes, small_path=True), large)

@@ -69,7 +69,7 @@ def test_stage3_refuses_a_stage1_detector_and_loads_stage2_weights(
     trainer = FeatSRTrainer(
         _cfg(tiny_tt100k, tmp_path, **stage3, **{"MODEL.WEIGHTS": stage1_weights})
     )
-    with pytest.raises(WeightsFileError, match=r"roi_heads\.generator.*FeatSR stage 3"):
+    with pytest.raises(WeightsFileError, match=r"roi_heads\.featsr\.generator.*FeatSR stage 3"):
         trainer.resume_or_load(resume=False)
     stage2 = _save(build_model(tiny_featsr_cfg()), tmp_path / "stage2.pth")
     trainer = FeatSRTrainer(_cfg(tiny_tt100k, tmp_path, **stage3, **{"MODEL.WEIGHTS": stage2}))

@@ -1,3 +1,4 @@
+from featsr_d2.modeling.roi_heads.featsr_box_branch import FeatSRBoxBranch
 from featsr_d2.modeling.roi_heads.featsr_roi_heads import SUPERVISIONS, FeatSRRes5ROIHeads
 from featsr_d2.modeling.roi_heads.sr_feature_discriminator import (
     SRFeatureDiscriminator,
@@ -9,6 +10,7 @@ from featsr_d2.modeling.roi_heads.sr_feature_generator import SRFeatureGenerator
 
 __all__ = [
     "SUPERVISIONS",
+    "FeatSRBoxBranch",
     "FeatSRRes5ROIHeads",
     "SRFeatureDiscriminator",
     "SRFeatureGenerator",

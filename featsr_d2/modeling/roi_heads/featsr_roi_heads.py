@@ -1,13 +1,14 @@
 """FeatSR's ROI heads (Noh et al., ICCV 2019, sections 4.2-4.4), for the C4 (Res5) and FPN layouts.
 
 Beside the base detector's head (the *large predictor*: ``res5`` / ``box_head``, and
-``box_predictor``) sit
+``box_predictor``) sits the child ``featsr``, a
+:class:`~featsr_d2.modeling.roi_heads.featsr_box_branch.FeatSRBoxBranch` built in ``from_config``:
 
 - the SR feature generator G, reading the base-layer RoI feature and the sub (former) layer's RoI
   feature pooled at the same box to the same size. The sub layer of each base level is a
   bottom-up feature (:func:`featsr_d2.config.featsr_sub_features`): C4 base ``res4``, sub
   ``res3``; FPN level P_k, sub the bottom-up stage C_(k-1) at twice its resolution (P2: C2);
-- the *small predictor* (``small_res5`` / ``small_box_head``, and ``small_predictor``), a replica of
+- the *small predictor* (``featsr.small_head``, and ``featsr.small_predictor``), a replica of
   the large one; when a checkpoint without it is loaded (the stage-1 base detector) it is
   initialized from the large one;
 - the three-layer MLP discriminator D.
@@ -59,12 +60,13 @@ training and on the merged detections at inference, and are trained in both phas
 part of FeatSR's routing).
 
 A checkpoint without the small predictor (the stage-1 base detector) initializes it from the large
-one, as the paper does, and says so in the log (:meth:`_FeatSRHeads._load_from_state_dict`).
+one, as the paper does, and says so in the log; one written before G, D and the small predictor
+moved under ``featsr.`` (state-dict version 2 and older) is renamed to this layout, also logged
+(:meth:`_FeatSRHeads._load_from_state_dict`).
 
 The small predictor's events (accuracy, foreground fraction) are logged under ``small/``.
 """
 
-import copy
 import logging
 
 import torch
@@ -75,19 +77,11 @@ from detectron2.modeling.poolers import ROIPooler, assign_boxes_to_levels
 from detectron2.modeling.roi_heads import Res5ROIHeads, StandardROIHeads
 from detectron2.modeling.roi_heads.roi_heads import select_foreground_proposals
 from detectron2.structures import Boxes, Instances
-from detectron2.utils.events import get_event_storage
 from torch import nn
-from torch.func import functional_call
 
 from featsr_d2.config import FEATSR_STAGES, featsr_sub_features
 from featsr_d2.layers import FEATSR_POOLER_TYPES, FeatSRROIPooler, multimap_roi_align
-from featsr_d2.modeling.roi_heads.sr_feature_discriminator import (
-    SRFeatureDiscriminator,
-    content_loss,
-    discriminator_loss,
-    generator_adversarial_loss,
-)
-from featsr_d2.modeling.roi_heads.sr_feature_generator import SRFeatureGenerator
+from featsr_d2.modeling.roi_heads.featsr_box_branch import FeatSRBoxBranch
 
 __all__ = ["FeatSRRes5ROIHeads", "FeatSRStandardROIHeads", "SUPERVISIONS"]
 
@@ -136,8 +130,9 @@ def _featsr_from_config(
     large_head: nn.Module,
     large_predictor: nn.Module,
 ) -> dict:
-    """The FeatSR arguments shared by both layouts: G, D, the small predictor (copies of the
-    large one: ``large_head`` and ``large_predictor``), the sub layers and the settings."""
+    """The FeatSR arguments shared by both layouts: the :class:`FeatSRBoxBranch` (G, D, and the
+    small predictor, copies of the large one: ``large_head`` and ``large_predictor``), the sub
+    layers and the settings."""
     f = cfg.MODEL.FEATSR
     subs = featsr_sub_features(cfg)
     missing = [s for s in dict.fromkeys(subs) if s not in input_shape]
@@ -149,18 +144,14 @@ def _featsr_from_config(
             "featsr_d2.enable_featsr does the former"
         )
     sources = list(dict.fromkeys(subs))
-    resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
     return {
-        "generator": SRFeatureGenerator(
+        "box_branch": FeatSRBoxBranch(
             cfg,
             base_channels=base_channels,
             sub_channels=[input_shape[s].channels for s in sources],
+            large_head=large_head,
+            large_predictor=large_predictor,
         ),
-        "discriminator": SRFeatureDiscriminator(
-            cfg, input_shape=(base_channels, resolution, resolution)
-        ),
-        "small_head": copy.deepcopy(large_head),
-        "small_predictor": copy.deepcopy(large_predictor),
         "sub_features": subs,
         "sub_scales": [1.0 / input_shape[s].stride for s in subs],
         "stage": f.STAGE,
@@ -169,32 +160,35 @@ def _featsr_from_config(
         "max_pairs_per_image": f.MAX_PAIRS_PER_IMAGE,
         "target_min_size": f.TARGET_MIN_SIZE,
         "supervision": f.SUPERVISION,
-        "content_weight": f.CONTENT_WEIGHT,
-        "adversarial_weight": f.ADVERSARIAL_WEIGHT,
-        "detection_weight": f.DETECTION_WEIGHT,
     }
 
 
 class _FeatSRHeads:
     """FeatSR's box branch, shared by the C4 and FPN heads: it replaces Detectron2's
-    ``_forward_box`` (routing, losses and inference) and keeps the small predictor's checkpoint
-    conversion. It comes first among the bases of a Detectron2 ROI head class, which provides the
-    large predictor and the poolers and implements the layout's hooks below (``_base_maps``,
-    ``_box_pooler``, ``_large_head``, ``_small_head``, ``_levels``) and ``_REPLICAS``."""
+    ``_forward_box`` (routing, pooling, losses and inference) around the child ``featsr`` (a
+    :class:`FeatSRBoxBranch`: G, D and the small predictor) and keeps the checkpoint conversion.
+    It comes first among the bases of a Detectron2 ROI head class, which provides the large
+    predictor and the poolers and implements the layout's hooks below (``_base_maps``,
+    ``_box_pooler``, ``_large_head``, ``_small_head``, ``_levels``), ``_REPLICAS`` and
+    ``_V2_LAYOUT``."""
 
     # The large predictor's parts and their replicas in the small predictor (state-dict prefixes).
     _REPLICAS: dict[str, str] = {}
-    # 2: written by these heads (a state dict of version 1 or without one may lack the small
-    # predictor: the stage-1 detector's). See _load_from_state_dict.
-    _version = 2
+    # Prefixes of G, D and the small predictor before version 3 (directly under the heads), and
+    # theirs in the FeatSRBoxBranch since.
+    _V2_LAYOUT: dict[str, str] = {
+        "generator.": "featsr.generator.",
+        "discriminator.": "featsr.discriminator.",
+        "small_predictor.": "featsr.small_predictor.",
+    }
+    # 3: G, D and the small predictor under ``featsr.``; 2: directly under the heads; 1 or none:
+    # as 2, but may lack the small predictor (the stage-1 detector's). See _load_from_state_dict.
+    _version = 3
 
     def _init_featsr(
         self,
         *,
-        generator: SRFeatureGenerator,
-        discriminator: SRFeatureDiscriminator,
-        small_head: nn.Module,
-        small_predictor: nn.Module,
+        box_branch: FeatSRBoxBranch,
         sub_features: list[str],
         sub_scales: list[float],
         stage: int,
@@ -203,9 +197,6 @@ class _FeatSRHeads:
         target_min_size: float,
         max_pairs_per_image: int = -1,
         supervision: str,
-        content_weight: float,
-        adversarial_weight: float,
-        detection_weight: float,
     ):
         if supervision not in SUPERVISIONS:
             raise ValueError(
@@ -213,11 +204,7 @@ class _FeatSRHeads:
             )
         if stage not in FEATSR_STAGES:
             raise ValueError(f"MODEL.FEATSR.STAGE must be one of {FEATSR_STAGES}, got {stage!r}")
-        self.generator = generator
-        self.discriminator = discriminator
-        small_head_name, small_predictor_name = (n.rstrip(".") for n in self._REPLICAS.values())
-        setattr(self, small_head_name, small_head)
-        setattr(self, small_predictor_name, small_predictor)
+        self.featsr = box_branch
         self.sub_features = list(sub_features)
         self.sub_scales = list(sub_scales)
         self._sub_sources = list(dict.fromkeys(sub_features))
@@ -227,9 +214,6 @@ class _FeatSRHeads:
         self.max_pairs_per_image = max_pairs_per_image
         self.target_min_size = target_min_size
         self.supervision = supervision
-        self.content_weight = content_weight
-        self.adversarial_weight = adversarial_weight
-        self.detection_weight = detection_weight
         for module in self.frozen_modules():
             module.requires_grad_(False)
 
@@ -258,17 +242,18 @@ class _FeatSRHeads:
         reaches it (``detection_only``), which also keeps it out of DDP's gradient reduction; G
         and D with ``identity``."""
         large = [getattr(self, name.rstrip(".")) for name in self._REPLICAS]
+        g, d = self.featsr.generator, self.featsr.discriminator
         if self.stage == 2:
             if self.supervision == "identity":
-                return [*large, self.generator, self.discriminator]
-            return large + ([self.discriminator] if self.supervision == "detection_only" else [])
-        return [self.generator, self.discriminator]
+                return [*large, g, d]
+            return large + ([d] if self.supervision == "detection_only" else [])
+        return [g, d]
 
     def modules_frozen_at_init(self) -> list[nn.Module]:
         """Frozen parts that keep their initialization rather than loaded weights: G (the
         identity) and D of the ``identity`` control in stage 2."""
         if self.stage == 2 and self.supervision == "identity":
-            return [self.generator, self.discriminator]
+            return [self.featsr.generator, self.featsr.discriminator]
         return []
 
     @property
@@ -310,7 +295,7 @@ class _FeatSRHeads:
         reads level k)."""
         levels = self._levels(boxes)
         sub_spec = ([features[f] for f in self.sub_features], self.sub_scales)
-        if self.generator.sub_projections is None:
+        if self.featsr.generator.sub_projections is None:
             base, sub, *rest = self._pool(
                 [self._base_maps(features), sub_spec, *extra], boxes, levels
             )
@@ -336,7 +321,7 @@ class _FeatSRHeads:
             masks = (layer == index).split(counts)
             layer_boxes = [Boxes(b.tensor[m]) for b, m in zip(boxes, masks)]
             (pooled,) = self._pool([([features[name]], [scale])], layer_boxes, None)
-            parts.append((torch.cat(masks), self.generator.project_sub(index, pooled)))
+            parts.append((torch.cat(masks), self.featsr.generator.project_sub(index, pooled)))
         out = parts[0][1].new_zeros((layer.numel(), *parts[0][1].shape[1:]))
         for mask, pooled in parts:
             out[mask] = pooled
@@ -345,11 +330,27 @@ class _FeatSRHeads:
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
-        """A state dict older than version 2 (the FeatSR heads' own before it, or a plain
-        Detectron2 head's: the stage-1 base detector) may lack the small predictor: its missing
-        entries are copied from the large predictor's, as the paper initializes it, and the log
-        says so. From version 2 on, a missing small predictor is reported as missing."""
+        """A state dict older than version 3 has G, D and the small predictor directly under the
+        heads: their entries move under ``featsr.`` (:attr:`_V2_LAYOUT`), and the log says so.
+        One older than version 2 (the FeatSR heads' own before it, or a plain Detectron2 head's:
+        the stage-1 base detector) may lack the small predictor: its missing entries are copied
+        from the large predictor's, as the paper initializes it, and the log says so. From
+        version 2 on, a missing small predictor is reported as missing."""
         version = local_metadata.get("version", None)
+        if version is None or version < 3:
+            renamed = set()
+            for key in list(state_dict):
+                for old, new in self._V2_LAYOUT.items():
+                    if key.startswith(prefix + old):
+                        state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
+                        renamed.add((prefix + old, prefix + new))
+                        break
+            if renamed:
+                logger.info(
+                    "FeatSR heads: a checkpoint of version %s; renamed %s",
+                    version,
+                    ", ".join(f"{old}* to {new}*" for old, new in sorted(renamed)),
+                )
         if version is None or version < 2:
             filled = set()
             for key in list(state_dict):
@@ -381,8 +382,8 @@ class _FeatSRHeads:
     def _predict_small(self, features, boxes: list[Boxes]):
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.stage == 2):
             base, sub, _ = self._pool_generator_inputs(features, boxes)
-            x = self.generator(base, sub)
-        return self.small_predictor(self._small_head(x))
+            x = self.featsr(base, sub)
+        return self.featsr.small_predictor(self._small_head(x))
 
     @torch.no_grad()
     def classify_boxes(self, features, boxes: list[Boxes], *, small_path: bool) -> torch.Tensor:
@@ -398,8 +399,7 @@ class _FeatSRHeads:
         """``||G(x) - x|| / ||x||`` of each box's base RoI feature x: how far training has moved G
         from the identity it starts as."""
         base, sub, _ = self._pool_generator_inputs(features, boxes)
-        change = (self.generator(base, sub) - base).flatten(1).norm(dim=1)
-        return change / base.flatten(1).norm(dim=1).clamp(min=1e-12)
+        return self.featsr.generator_change(base, sub)
 
     def _forward_box(self, features, proposals, *, lr_features=None, sr_targets=None):
         """Detectron2's box-branch hook: in training, the losses of the sampled ``proposals``;
@@ -421,9 +421,7 @@ class _FeatSRHeads:
             predictions = self._predict_large(features, [p.proposal_boxes for p in large])
             losses.update(self.box_predictor.losses(predictions, large))
         predictions = self._predict_small(features, [p.proposal_boxes for p in small])
-        with get_event_storage().name_scope("small"):
-            small_losses = self.small_predictor.losses(predictions, small)
-        losses.update({f"{k}_small": v * self.detection_weight for k, v in small_losses.items()})
+        losses.update(self.featsr.small_losses(predictions, small))
         if self.needs_lr_features:
             if lr_features is None or (self.needs_sr_targets and sr_targets is None):
                 raise ValueError(
@@ -454,21 +452,7 @@ class _FeatSRHeads:
         lr_base, lr_sub, (target,) = self._pool_generator_inputs(
             lr_features, lr_boxes, extra=[target_spec]
         )
-        sr = self.generator(lr_base, lr_sub)
-        target = target.detach()  # a fixed target: no gradient reaches the target maps
-        frozen_d = {k: v.detach() for k, v in self.discriminator.named_parameters()}
-        adversarial = generator_adversarial_loss(
-            functional_call(self.discriminator, frozen_d, (sr,))
-        )
-        losses = {
-            "loss_sr_adversarial": self.adversarial_weight * adversarial,
-            "loss_discriminator": discriminator_loss(
-                self.discriminator(target), self.discriminator(sr.detach())
-            ),
-        }
-        if self.supervision != "none":
-            losses["loss_sr_content"] = self.content_weight * content_loss(sr, target)
-        return losses
+        return self.featsr.sr_losses(lr_base, lr_sub, target, content=self.supervision != "none")
 
     def _capped(self, masks: list[torch.Tensor]) -> list[torch.Tensor]:
         """At most ``max_small_per_image`` small proposals per image, the first ones (the RPN's
@@ -504,15 +488,16 @@ class _FeatSRHeads:
 class FeatSRRes5ROIHeads(_FeatSRHeads, Res5ROIHeads):
     """Res5ROIHeads with FeatSR's generator, discriminator and small predictor (C4)."""
 
-    _REPLICAS = {"res5.": "small_res5.", "box_predictor.": "small_predictor."}
+    _REPLICAS = {"res5.": "featsr.small_head.", "box_predictor.": "featsr.small_predictor."}
+    _V2_LAYOUT = {**_FeatSRHeads._V2_LAYOUT, "small_res5.": "featsr.small_head."}
 
     @configurable
     def __init__(self, *, featsr: dict, **kwargs):
         """
         Args:
-            featsr: generator, discriminator, small_head, small_predictor, sub_features,
-                sub_scales, stage, small_size, target_min_size, supervision and the loss weights
-                (see :func:`_featsr_from_config`).
+            featsr: box_branch (a :class:`FeatSRBoxBranch`), sub_features, sub_scales, stage,
+                small_size, max_small_per_image, max_pairs_per_image, target_min_size and
+                supervision (see :func:`_featsr_from_config`).
             kwargs: the arguments of :class:`Res5ROIHeads`.
         """
         super().__init__(**kwargs)
@@ -565,7 +550,7 @@ class FeatSRRes5ROIHeads(_FeatSRHeads, Res5ROIHeads):
         return self.res5(x).mean(dim=(2, 3))
 
     def _small_head(self, x):
-        return self.small_res5(x).mean(dim=(2, 3))
+        return self.featsr.small_head(x).mean(dim=(2, 3))
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -573,7 +558,8 @@ class FeatSRStandardROIHeads(_FeatSRHeads, StandardROIHeads):
     """StandardROIHeads (FPN, DC5) with FeatSR's generator, discriminator and small predictor;
     its mask and keypoint heads work as in StandardROIHeads."""
 
-    _REPLICAS = {"box_head.": "small_box_head.", "box_predictor.": "small_predictor."}
+    _REPLICAS = {"box_head.": "featsr.small_head.", "box_predictor.": "featsr.small_predictor."}
+    _V2_LAYOUT = {**_FeatSRHeads._V2_LAYOUT, "small_box_head.": "featsr.small_head."}
 
     @configurable
     def __init__(self, *, featsr: dict, **kwargs):
@@ -639,4 +625,4 @@ class FeatSRStandardROIHeads(_FeatSRHeads, StandardROIHeads):
         return self.box_head(x)
 
     def _small_head(self, x):
-        return self.small_box_head(x)
+        return self.featsr.small_head(x)
