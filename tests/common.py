@@ -1,6 +1,6 @@
 """Configurations shared by tests of several packages (pytest puts tests/ on sys.path)."""
 
-from featsr_d2.engine import get_featsr_cfg
+from featsr_d2.config import get_featsr_cfg
 
 FPN = {
     "MODEL.BACKBONE.NAME": "FeatSRMobileNetV2FPN",

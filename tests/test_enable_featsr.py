@@ -14,8 +14,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from featsr_d2 import enable_featsr
-from featsr_d2.config import featsr_sub_features
-from featsr_d2.engine import get_featsr_cfg
+from featsr_d2.config import featsr_sub_features, get_featsr_cfg
 from featsr_d2.engine.setup import argument_parser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from featsr_d2.modeling.sr.imresize import imresize_np, round_to_uint8
+from featsr_d2.layers.imresize import imresize_np, round_to_uint8
 
 __all__ = [
     "BicubicDownscale",

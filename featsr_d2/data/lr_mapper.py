@@ -35,7 +35,7 @@ from detectron2.data import DatasetMapper
 from detectron2.data import transforms as T
 
 from featsr_d2.data.degradations import Degradation, build_sr_degradation
-from featsr_d2.modeling.sr.imresize import round_to_uint8
+from featsr_d2.layers.imresize import round_to_uint8
 
 __all__ = [
     "LRDetectionDatasetMapper",

@@ -39,6 +39,7 @@ from detectron2.utils.logger import setup_logger
 from fvcore.common.param_scheduler import ParamScheduler
 from torch import nn
 
+from featsr_d2.config import get_sr_cfg
 from featsr_d2.data.degradations import build_sr_degradation
 from featsr_d2.data.sr_dataset import (
     SRPatchSampler,
@@ -48,11 +49,10 @@ from featsr_d2.data.sr_dataset import (
     tensor_to_image,
 )
 from featsr_d2.engine.checkpoint import AtomicDetectionCheckpointer
+from featsr_d2.engine.setup import cpu_without_cuda
 from featsr_d2.evaluation.sr_metrics import psnr
 from featsr_d2.evaluation.sr_visualize import side_by_side, write_png
-from featsr_d2.modeling.sr import get_sr_cfg
-from featsr_d2.modeling.sr.config import cpu_without_cuda
-from featsr_d2.modeling.sr.imresize import imresize
+from featsr_d2.layers.imresize import imresize
 from featsr_d2.modeling.sr.losses import build_sr_loss, charbonnier_loss
 from featsr_d2.modeling.sr.registry import build_sr_network
 

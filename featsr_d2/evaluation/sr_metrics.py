@@ -38,8 +38,8 @@ from featsr_d2.data.degradations import BicubicDownscale, jpeg_roundtrip, mod_cr
 from featsr_d2.data.sr_dataset import image_to_tensor, read_rgb, tensor_to_image
 from featsr_d2.evaluation.paired_bootstrap import paired_bootstrap
 from featsr_d2.evaluation.sr_visualize import safe_file_stem
+from featsr_d2.layers.imresize import imresize_np
 from featsr_d2.modeling.sr.deblock import nlm_deblock
-from featsr_d2.modeling.sr.imresize import imresize_np
 
 __all__ = [
     "compare_sr",

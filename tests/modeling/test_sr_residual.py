@@ -6,15 +6,9 @@ import torch
 import torch.nn.functional as F
 
 import featsr_d2.modeling.sr  # noqa: F401  (registers the SR networks)
-from featsr_d2.engine import get_featsr_cfg
-from featsr_d2.modeling.sr import (
-    CAJNN,
-    SR_NETWORK_REGISTRY,
-    RRDBNet,
-    add_sr_config,
-    build_sr_network,
-    imresize,
-)
+from featsr_d2.config import add_sr_config, get_featsr_cfg
+from featsr_d2.layers import imresize
+from featsr_d2.modeling.sr import CAJNN, SR_NETWORK_REGISTRY, RRDBNet, build_sr_network
 from featsr_d2.modeling.sr.cajnn import rrdbnet_warm_start_map
 from featsr_d2.modeling.sr.ncnn_import import find_realesrgan_model, parse_ncnn_param
 

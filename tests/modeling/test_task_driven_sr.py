@@ -4,6 +4,7 @@ through the chain at 4x and 8x; LR inputs; the trainer's optimizer, dispatch and
 TDSR config."""
 
 import glob
+import inspect
 import os
 import re
 
@@ -17,9 +18,10 @@ from detectron2.utils.events import EventStorage
 from torch.nn.modules.batchnorm import _NormBase
 from train_hooks import StopAfter
 
+from featsr_d2.config import add_tdsr_config, get_featsr_cfg
 from featsr_d2.data.degradations import build_sr_degradation
 from featsr_d2.data.lr_mapper import LRDetectionDatasetMapper, lr_size, make_lr_image
-from featsr_d2.engine import FeatSRTrainer, TDSRTrainer, get_featsr_cfg, trainer_class
+from featsr_d2.engine import FeatSRTrainer, TDSRTrainer, trainer_class
 from featsr_d2.modeling.meta_arch.task_driven_sr import (
     TaskDrivenSR,
     get_detector_cfg,
@@ -106,13 +108,12 @@ def test_every_tdsr_config_loads_and_dispatches():
 
 
 def test_every_tdsr_key_has_a_comment():
-    path = os.path.join(REPO, "featsr_d2", "modeling", "meta_arch", "tdsr_config.py")
-    with open(path) as f:
-        lines = f.read().splitlines()
+    source, first = inspect.getsourcelines(add_tdsr_config)  # in featsr_d2/config.py
+    lines = [line.rstrip("\n") for line in source]
     keys = [i for i, line in enumerate(lines) if re.match(r"\s*_C(\.\w+)+ = ", line)]
     assert len(keys) == 1 + len(get_featsr_cfg().MODEL.TDSR)
     for i in keys:
-        assert lines[i - 1].strip().startswith("#"), f"tdsr_config.py:{i + 1} has no comment"
+        assert lines[i - 1].strip().startswith("#"), f"config.py:{first + i} has no comment"
 
 
 def test_training_steps_change_sr_only(tiny_tt100k, tmp_path):

@@ -60,6 +60,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
 
+from featsr_d2.config import get_featsr_cfg
 from featsr_d2.data.degradations import Degradation, build_sr_degradation
 from featsr_d2.data.lr_mapper import hr_to_rgb, lr_seed, make_lr_image
 from featsr_d2.modeling.sr.losses import build_sr_loss
@@ -79,8 +80,6 @@ logger = logging.getLogger(__name__)
 def get_detector_cfg(cfg):
     """The frozen detector's config: ``MODEL.TDSR.DETECTOR_CONFIG`` with featsr_d2's keys, merged
     with ``MODEL.TDSR.DETECTOR_OPTS``, on the TDSR config's ``MODEL.DEVICE``; not frozen."""
-    from featsr_d2.engine.setup import get_featsr_cfg  # here: featsr_d2.engine imports modeling
-
     path = cfg.MODEL.TDSR.DETECTOR_CONFIG
     if not path:
         raise ValueError("MODEL.TDSR.DETECTOR_CONFIG must name the detector's config file")

@@ -28,7 +28,7 @@ import torch
 from detectron2.utils.registry import Registry
 from torch import nn
 
-from featsr_d2.modeling.sr.imresize import imresize
+from featsr_d2.layers.imresize import imresize
 from featsr_d2.modeling.sr.self_ensemble import self_ensemble_x8
 from featsr_d2.utils.pickle_weights import WeightsFileError
 
@@ -145,8 +145,6 @@ def read_sr_state_dict(path: str) -> dict[str, torch.Tensor]:
     (what :class:`featsr_d2.engine.sr_trainer.SRTrainer` writes), the SR stage (``sr.*``) of a
     ``TaskDrivenSR`` checkpoint, or a ``realesrgan://`` name."""
     from detectron2.utils.file_io import PathManager
-
-    from featsr_d2.modeling.sr import ncnn_import  # noqa: F401  (registers realesrgan://)
 
     try:
         with PathManager.open(path, "rb") as f:
