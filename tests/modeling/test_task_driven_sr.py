@@ -20,7 +20,13 @@ from train_hooks import StopAfter
 
 from featsr_d2.config import add_tdsr_config, get_featsr_cfg
 from featsr_d2.data.degradations import build_sr_degradation
-from featsr_d2.data.lr_mapper import LRDetectionDatasetMapper, lr_size, make_lr_image
+from featsr_d2.data.lr_mapper import (
+    LRDetectionDatasetMapper,
+    hr_to_rgb,
+    lr_seed,
+    lr_size,
+    make_lr_image,
+)
 from featsr_d2.engine import FeatSRTrainer, TDSRTrainer, trainer_class
 from featsr_d2.modeling.meta_arch.task_driven_sr import (
     TaskDrivenSR,
@@ -210,7 +216,8 @@ def test_loss_is_linear_in_alpha_and_beta(tiny_tt100k, tmp_path):
 @pytest.mark.parametrize("scale,sr", [(4, "DBPN"), (8, "DBPN"), (4, "Bicubic")])
 def test_shapes_through_the_chain(scale, sr, tiny_tt100k, tmp_path):
     """HR 128 x 120 (120 is not a multiple of 8): LR ceil(H/s) x ceil(W/s), SR output cropped to
-    the HR size, detections and the SR image at the right sizes, the same LR however made."""
+    the HR size, detections and the SR image at the right sizes, the same LR however made; an
+    input without "lr_image" is refused."""
     cfg = tiny_cfg(tiny_tt100k, tmp_path, "MODEL.SR.SCALE", scale, "MODEL.SR.NAME", sr,
                    "MODEL.TDSR.RETURN_SR_IMAGE", True)  # fmt: skip
     model = build_model(cfg).eval()
@@ -218,12 +225,23 @@ def test_shapes_through_the_chain(scale, sr, tiny_tt100k, tmp_path):
     mapped = DatasetMapper(get_detector_cfg(cfg), is_train=False)(dict(d))
     mapped["image"] = mapped["image"][:, :, :120]  # a width that is no multiple of the scale
     x = dict(mapped)
-    x["lr_image"] = model.lr_image(mapped)  # made by the model from "image" (no lr_image given)
+    mapper = LRDetectionDatasetMapper(cfg, False, detector_cfg=get_detector_cfg(cfg))
+    x["lr_image"] = mapper.lr_image(mapped)  # made by the TDSR mapper from "image"
     assert tuple(x["lr_image"].shape) == (3, *lr_size(128, 120, scale))
     assert x["lr_image"].dtype == torch.uint8
+    # The same LR made from the public functions, with the test-time seed of the image's id.
+    lr = make_lr_image(
+        hr_to_rgb(mapped["image"], model.input_format),
+        scale,
+        build_sr_degradation(cfg),
+        np.random.default_rng(lr_seed(cfg.INPUT.SR.SEED, mapped)),
+    )
+    made = dict(mapped, lr_image=torch.as_tensor(np.ascontiguousarray(lr.transpose(2, 0, 1))))
+    with pytest.raises(KeyError, match="lr_image"):  # the mapper makes the inputs, not the model
+        model([mapped])
     with torch.no_grad():
         (out_given,) = model([x])
-        (out_made,) = model([mapped])
+        (out_made,) = model([made])
         sr_images = model.super_resolve([x["lr_image"]])
     assert tuple(sr_images[0].shape) == (
         3,

@@ -21,10 +21,10 @@ Inputs, per image (Detectron2's dataset-dict convention):
 
 - ``"image"``: the HR image x_h in D's ``INPUT.FORMAT`` (uint8 or float, 0..255), after D's
   augmentations (:class:`featsr_d2.data.lr_mapper.LRDetectionDatasetMapper`);
-- ``"lr_image"``: the LR image x_l, RGB uint8 (3, ceil(H / s), ceil(W / s)). When it is missing the
-  model makes it from ``"image"`` with its degradation pipeline (``INPUT.SR``), seeded by the
-  image's id: so the model also runs behind a plain ``DatasetMapper`` (as in
-  ``DefaultTrainer.test``), and on real LR images when the caller supplies ``"lr_image"`` itself;
+- ``"lr_image"``: the LR image x_l, RGB uint8 (3, ceil(H / s), ceil(W / s)) (or float in [0, 1]),
+  made by the mapper (:class:`~featsr_d2.data.lr_mapper.LRDetectionDatasetMapper` degrades
+  ``"image"`` with ``INPUT.SR``; the TDSR trainer's train and test loaders use it), or a real LR
+  image supplied by the caller; the model itself makes no input;
 - ``"instances"`` (training), ``"height"`` / ``"width"`` (the output size of the detections).
 
 The SR network works in RGB [0, 1] (its convention); its output, cropped to (H, W), is converted
@@ -52,7 +52,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
@@ -61,8 +60,6 @@ from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
 
 from featsr_d2.config import get_featsr_cfg
-from featsr_d2.data.degradations import Degradation, build_sr_degradation
-from featsr_d2.data.lr_mapper import hr_to_rgb, lr_seed, make_lr_image
 from featsr_d2.modeling.sr.losses import build_sr_loss
 from featsr_d2.modeling.sr.registry import SRNetwork, build_sr_network
 from featsr_d2.utils.pickle_weights import refuse_untrusted_pickle
@@ -132,8 +129,6 @@ class TaskDrivenSR(nn.Module):
         alpha: float = 1.0,
         beta: float = 0.01,
         reconstruction_loss=None,
-        degradation: Degradation | None = None,
-        seed: int = 0,
         return_sr_image: bool = False,
     ):
         """
@@ -144,9 +139,6 @@ class TaskDrivenSR(nn.Module):
             alpha: weight of L_rec.
             beta: weight of L_task; 0 skips D in training.
             reconstruction_loss: L_rec as ``loss(sr, hr) -> scalar`` (default: MSE).
-            degradation: makes ``"lr_image"`` from ``"image"`` when an input lacks it (None: every
-                input must carry ``"lr_image"``).
-            seed: seed of those degradations, with each image's id.
             return_sr_image: at inference, add ``"sr_image"`` to each result.
         """
         super().__init__()
@@ -157,20 +149,11 @@ class TaskDrivenSR(nn.Module):
             raise ValueError(
                 f"the detector's INPUT.FORMAT must be RGB or BGR, got {self.input_format!r}"
             )
-        if degradation is not None and getattr(degradation, "scale", sr_network.scale) != (
-            sr_network.scale
-        ):
-            raise ValueError(
-                f"the degradation downscales by {degradation.scale}, the SR network upscales by "
-                f"{sr_network.scale}"
-            )
         self.sr = sr_network
         self.detector = detector
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.reconstruction_loss = reconstruction_loss or nn.functional.mse_loss
-        self.degradation = degradation
-        self.seed = int(seed)
         self.return_sr_image = bool(return_sr_image)
         freeze_detector(self.detector)
 
@@ -189,8 +172,6 @@ class TaskDrivenSR(nn.Module):
             "alpha": cfg.MODEL.TDSR.ALPHA,
             "beta": cfg.MODEL.TDSR.BETA,
             "reconstruction_loss": build_sr_loss(cfg),
-            "degradation": build_sr_degradation(cfg),
-            "seed": cfg.INPUT.SR.SEED,
             "return_sr_image": cfg.MODEL.TDSR.RETURN_SR_IMAGE,
         }
 
@@ -222,15 +203,14 @@ class TaskDrivenSR(nn.Module):
         return x.flip(0) if self.input_format == "BGR" else x
 
     def lr_image(self, dataset_dict: dict) -> torch.Tensor:
-        """The input's ``"lr_image"`` (RGB uint8 (3, h, w)), or one made from its ``"image"``."""
-        if "lr_image" in dataset_dict:
-            return dataset_dict["lr_image"]
-        if self.degradation is None:
-            raise KeyError("the input has no 'lr_image' and the model has no degradation")
-        hr = hr_to_rgb(dataset_dict["image"], self.input_format)
-        rng = np.random.default_rng(lr_seed(self.seed, dataset_dict))
-        lr = make_lr_image(hr, self.scale, self.degradation, rng)
-        return torch.as_tensor(np.ascontiguousarray(lr.transpose(2, 0, 1)))
+        """The input's ``"lr_image"`` (RGB (3, h, w)), which its mapper made."""
+        if "lr_image" not in dataset_dict:
+            raise KeyError(
+                "a TaskDrivenSR input needs 'lr_image' (the LR image, RGB (3, h, w)): map the "
+                "dataset with featsr_d2.data.lr_mapper.LRDetectionDatasetMapper (the TDSR "
+                "trainer's loaders do), or supply the LR image"
+            )
+        return dataset_dict["lr_image"]
 
     # ----------------------------------------------------------------------------------------
     # The SR stage
