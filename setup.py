@@ -71,6 +71,19 @@ setup(
     "(FeatSR, TDSR, CAJNN)",
     packages=find_packages(exclude=("tests", "tests.*", "configs", "tools", "bench")),
     python_requires=">=3.10",
+    # Supported ranges; requirements.txt pins the versions CI tests (tests/test_readme.py checks
+    # that they agree). Detectron2 is not on PyPI: install it as its README says.
+    install_requires=[
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "Pillow>=9.0",
+        "matplotlib>=3.7",
+        "pycocotools>=2.0.6",
+        "tqdm>=4.60",
+        "fvcore>=0.1.5",
+    ],
     ext_modules=get_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     zip_safe=False,

@@ -34,8 +34,9 @@ from detectron2.data import build_detection_test_loader
 from detectron2.utils.events import EventStorage
 
 import featsr_d2  # noqa: F401  (registers datasets, backbones and heads)
+from featsr_d2.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.config import get_featsr_cfg
-from featsr_d2.engine import AtomicDetectionCheckpointer, FeatSRTrainer
+from featsr_d2.engine import FeatSRTrainer
 from featsr_d2.utils.file_io import atomic_write_json
 from featsr_d2.utils.memory import measure_peak_rss_rise
 

@@ -150,8 +150,7 @@ def _sample_rows(start, end, size, sampling_ratio, bins=7):
 def bench_roi_align(device, reps, channels=256):
     from detectron2.modeling.poolers import ROIPooler, assign_boxes_to_levels
 
-    from featsr_d2.layers import roi_align
-    from featsr_d2.modeling.poolers import FeatSRROIPooler
+    from featsr_d2.layers import FeatSRROIPooler, roi_align
 
     g = torch.Generator().manual_seed(1)
     shapes = [(IMAGE_HW[0] // s, IMAGE_HW[1] // s) for s in STRIDES]

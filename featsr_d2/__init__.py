@@ -8,6 +8,7 @@ featsr_d2 YAML; :func:`enable_featsr` turns a Detectron2 Faster R-CNN config int
 __version__ = "0.1.0"
 
 from featsr_d2 import (
+    checkpoint,  # noqa: F401  (registers the featsr:// weights scheme)
     data,  # noqa: F401  (registers the builtin TT100K datasets)
     modeling,  # noqa: F401  (registers backbones)
 )

@@ -154,7 +154,7 @@ def add_sr_config(cfg):
     _C.MODEL.SR.NAME = "DBPN"
     # Upscaling factor (DBPN: 2, 4, 8; CAJNN: 2, 3, 4, 8; RRDBNet: 1, 2, 4; Bicubic: any).
     _C.MODEL.SR.SCALE = 4
-    # Weights: "" (initialization), a .pth state dict or checkpoint, or realesrgan://x4plus.
+    # Weights: "" (initialization), a .pth state dict or checkpoint, or featsr://realesrgan/x4plus.
     _C.MODEL.SR.WEIGHTS = ""
     # Partial start when WEIGHTS is "": another network's weights (CAJNN: an RRDBNet, e.g. x4plus).
     _C.MODEL.SR.WARM_START = ""

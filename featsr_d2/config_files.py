@@ -5,12 +5,22 @@ such as ``!!python/object/apply:os.system`` in a config (or in one of its ``_BAS
 code. :func:`merge_config_file` reads with safe YAML only and refuses such a file, naming it and
 the line. Every config featsr_d2 reads (``--config-file``, ``MODEL.TDSR.DETECTOR_CONFIG``, the
 tools' ``--model`` and ``--row`` configs) goes through it.
+
+A config key that names another file (:data:`PATH_KEYS`) is relative to the folder of the config
+file that sets it (the file of the ``_BASE_`` chain whose value wins), as ``_BASE_`` itself is;
+:func:`merge_config_file` makes it absolute. A value given by ``opts`` is left as it is (relative
+to the working directory).
 """
+
+import os
 
 import yaml
 from detectron2.utils.file_io import PathManager
 
-__all__ = ["UnsafeConfigError", "merge_config_file"]
+__all__ = ["PATH_KEYS", "UnsafeConfigError", "merge_config_file"]
+
+# Keys whose value is a file path, relative to the config file that sets it.
+PATH_KEYS = ("MODEL.TDSR.DETECTOR_CONFIG",)
 
 
 class UnsafeConfigError(ValueError):
@@ -43,3 +53,39 @@ def merge_config_file(cfg, path: str) -> None:
             f"{path} (or one of its _BASE_ files) is not a YAML mapping of config keys to values "
             f"(empty, or a list?): {e}"
         ) from e
+    _resolve_path_keys(cfg, path)
+
+
+def _setting_file(path: str, keys: list[str]) -> str | None:
+    """The file of ``path``'s ``_BASE_`` chain that sets ``keys`` last (``path`` itself when it
+    sets them), or None; bases are found as Detectron2 finds them."""
+    with PathManager.open(path, "r") as f:
+        data = yaml.safe_load(f)
+    node = data
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            break
+        node = node[key]
+    else:
+        return path
+    base = data.get("_BASE_") if isinstance(data, dict) else None
+    if not base:
+        return None
+    base = os.path.expanduser(base)
+    if not base.startswith(("/", "https://", "http://")):
+        base = os.path.join(os.path.dirname(path), base)
+    return _setting_file(base, keys)
+
+
+def _resolve_path_keys(cfg, path: str) -> None:
+    for name in PATH_KEYS:
+        *parents, leaf = name.split(".")
+        node = cfg
+        for key in parents:
+            node = node.get(key) if node is not None else None
+        value = node.get(leaf) if node is not None else None
+        if not value or os.path.isabs(os.path.expanduser(value)) or "://" in value:
+            continue
+        setter = _setting_file(path, name.split("."))
+        if setter is not None:
+            node[leaf] = os.path.abspath(os.path.join(os.path.dirname(setter), value))

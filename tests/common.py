@@ -1,6 +1,11 @@
 """Configurations shared by tests of several packages (pytest puts tests/ on sys.path)."""
 
+import os
+
 from featsr_d2.config import get_featsr_cfg
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TDSR_SYNTH = os.path.join(REPO, "configs", "tdsr", "tdsr_dbpn_x4_synth.yaml")
 
 FPN = {
     "MODEL.BACKBONE.NAME": "FeatSRMobileNetV2FPN",
@@ -53,4 +58,39 @@ def tiny_featsr_cfg(layout="C4", **overrides):
     opts.update(overrides)
     for key, value in opts.items():
         cfg.merge_from_list([key, str(value) if isinstance(value, list) else value])
+    return cfg
+
+
+# The demo detector at 128 px with few proposals, BatchNorm in the backbone (to check that its
+# statistics do not move), no pretrained backbone.
+TDSR_DETECTOR_OPTS = [
+    "MODEL.MNV2.NORM", "BN", "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128",
+    "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128", "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "64", "MODEL.RPN.POST_NMS_TOPK_TEST", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+    "MODEL.ROI_HEADS.NUM_CLASSES", "45",  # the tiny set's type45 classes (the demo has ten)
+]  # fmt: skip
+TINY_DBPN = [
+    "MODEL.SR.DBPN.FEAT",
+    16,
+    "MODEL.SR.DBPN.BASE_FILTER",
+    8,
+    "MODEL.SR.DBPN.NUM_STAGES",
+    2,
+]
+
+
+def tiny_tdsr_cfg(tiny_tt100k, output_dir, *opts, detector_opts=()):
+    """TDSR on the tiny synthetic TT100K (the ``tiny_tt100k`` fixture): a tiny D-DBPN in front of
+    the demo detector at 128 px, no weights, outputs in ``output_dir``."""
+    train_name, test_name, _ = tiny_tt100k
+    cfg = get_featsr_cfg(TDSR_SYNTH)
+    cfg.merge_from_list([
+        "MODEL.DEVICE", "cpu", "MODEL.SR.WEIGHTS", "", "MODEL.TDSR.DETECTOR_WEIGHTS", "",
+        "MODEL.TDSR.DETECTOR_OPTS", [*TDSR_DETECTOR_OPTS, *detector_opts], *TINY_DBPN,
+        "DATASETS.TRAIN", (train_name,), "DATASETS.TEST", (test_name,),
+        "DATALOADER.NUM_WORKERS", 0, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_ITER", 2,
+        "SOLVER.STEPS", (), "SOLVER.CHECKPOINT_PERIOD", 1, "INPUT.SR.PATCH_SIZE", 64,
+        "TEST.TT100K.NUM_VIS_IMAGES", 0, "TEST.TT100K.TYPES", "type45",
+        "OUTPUT_DIR", str(output_dir), *opts,
+    ])  # fmt: skip
     return cfg

@@ -20,8 +20,6 @@ REGISTRIES = {
     ROI_HEADS_REGISTRY: (
         "FeatSRRes5ROIHeads",
         "FeatSRStandardROIHeads",
-        "FeatSRPoolerRes5ROIHeads",
-        "FeatSRPoolerStandardROIHeads",
     ),
 }
 # Names of a paper's method rather than FeatSR-prefixed (STYLE.md allows them).

@@ -8,7 +8,7 @@ Configs can instead name ``featsr://imagenet/mobilenet_v2[_fpn]`` in MODEL.WEIGH
 converts on first use into a cache.
 """
 
-from featsr_d2.modeling.backbone.pretrained import main
+from featsr_d2.checkpoint.torchvision_mobilenet_v2 import main
 
 if __name__ == "__main__":
     main()

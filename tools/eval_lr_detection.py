@@ -29,23 +29,31 @@ from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 import featsr_d2  # noqa: F401  (registers datasets, the TaskDrivenSR meta-architecture, SR networks)
+from featsr_d2.checkpoint import TDSRCheckpointer
 from featsr_d2.config import get_featsr_cfg
 from featsr_d2.data import set_bad_record_policy
+from featsr_d2.data.dataset_views import first_images
 from featsr_d2.engine import cpu_without_cuda
 from featsr_d2.engine.tdsr_trainer import build_lr_detection_mapper
 from featsr_d2.evaluation.lr_detection import (
     LRDetectionRow,
-    PaddedLRDetector,
     build_lr_detection_evaluator,
-    compare_rows,
     default_metrics,
     evaluate_lr_detection,
-    first_images,
-    format_lr_detection_table,
 )
+from featsr_d2.evaluation.lr_detection_report import compare_rows, format_lr_detection_table
+from featsr_d2.evaluation.padded_lr_detector import PaddedLRDetector
 from featsr_d2.evaluation.paired_bootstrap import format_interval, parse_compare
 from featsr_d2.evaluation.sr_visualize import safe_file_stem
 from featsr_d2.utils.file_io import atomic_write_json, atomic_write_text
+
+
+def build_tdsr_model(cfg):
+    """The ``TaskDrivenSR`` model of ``cfg`` with the detector's and the SR network's weights
+    that it names (``MODEL.TDSR.DETECTOR_WEIGHTS``, ``MODEL.SR.WEIGHTS``)."""
+    model = build_model(cfg)
+    TDSRCheckpointer.from_config(cfg, model).load("")
+    return model
 
 
 def parse_args(argv=None):
@@ -92,7 +100,7 @@ def main(argv=None):
         dataset = first_images(dataset, args.max_images)
     scale = base.MODEL.SR.SCALE
 
-    bicubic = build_model(
+    bicubic = build_tdsr_model(
         cpu_without_cuda(
             get_featsr_cfg(args.config, [*opts, "MODEL.SR.NAME", "Bicubic", "MODEL.SR.WEIGHTS", ""])
         )
@@ -112,7 +120,7 @@ def main(argv=None):
             cfg.MODEL.SR.WEIGHTS = weights
         if cfg.MODEL.SR.SCALE != scale:
             raise SystemExit(f"row {label} upscales by {cfg.MODEL.SR.SCALE}, the table by {scale}")
-        rows[label] = LRDetectionRow(build_model(cfg), "sr")
+        rows[label] = LRDetectionRow(build_tdsr_model(cfg), "sr")
     for a, b in pairs:
         if a not in rows or b not in rows:
             raise SystemExit(f"--compare {a}:{b}: rows are {list(rows)}")
@@ -142,6 +150,8 @@ def main(argv=None):
         vis_dir=os.path.join(args.output, "vis") if args.num_vis > 0 else None,
         num_vis=args.num_vis,
         vis_min_score=base.TEST.TT100K.MIN_SCORE,
+        vis_iou=base.TEST.TT100K.IOU,
+        vis_types=base.TEST.TT100K.TYPES if "tt100k" in metrics else "all",
     )
     degradations = " + ".join(base.INPUT.SR.DEGRADATIONS)
     if "jpeg" in base.INPUT.SR.DEGRADATIONS:

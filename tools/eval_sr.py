@@ -24,6 +24,7 @@ import os
 
 from detectron2.utils.logger import setup_logger
 
+from featsr_d2.checkpoint import load_initial_sr_weights
 from featsr_d2.config import get_sr_cfg
 from featsr_d2.data.sr_dataset import resolve_sr_images
 from featsr_d2.engine import cpu_without_cuda
@@ -88,7 +89,11 @@ def main(argv=None):
         opts = list(args.opts) + (["MODEL.SR.WEIGHTS", weights] if weights else [])
         cfg = cpu_without_cuda(get_sr_cfg(config, opts))
         cfgs.append(cfg)
-        models[label] = build_sr_network(cfg).eval()
+        model = build_sr_network(cfg)
+        load_initial_sr_weights(
+            model, weights=cfg.MODEL.SR.WEIGHTS, warm_start=cfg.MODEL.SR.WARM_START
+        )
+        models[label] = model.eval()
     base = cfgs[0] if cfgs else cpu_without_cuda(get_sr_cfg(None, args.opts))
     scales = {cfg.MODEL.SR.SCALE for cfg in cfgs} | ({args.scale} if args.scale else set())
     if len(scales) > 1:

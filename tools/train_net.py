@@ -19,7 +19,8 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 import featsr_d2  # noqa: F401  (registers datasets, backbones and heads)
-from featsr_d2.engine import AtomicDetectionCheckpointer, argument_parser, setup, trainer_class
+from featsr_d2.checkpoint import AtomicDetectionCheckpointer
+from featsr_d2.engine import argument_parser, setup, trainer_class
 
 
 def main(args):

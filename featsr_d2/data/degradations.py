@@ -17,7 +17,10 @@ uint8 image; the input is never modified. Random parameters are drawn from the g
   an inclusive range (CAJNN trains on [10, 100]);
 - :func:`cajnn_degradation`: CAJNN's pipeline, downscale then compress.
 
-``build_sr_degradation(cfg)`` assembles ``INPUT.SR.DEGRADATIONS``.
+``build_sr_degradation(cfg)`` assembles ``INPUT.SR.DEGRADATIONS``. This module is the one place an
+LR image is made: :func:`make_lr_image` (a pipeline on an HR image padded to a multiple of the
+scale: the detection mapper, TDSR), :func:`degrade` (a pipeline with a seed: the SR trainer's
+samples) and :func:`make_benchmark_lr` (the SR benchmarks' bicubic and JPEG).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from featsr_d2.layers.imresize import imresize_np, round_to_uint8
+from featsr_d2.layers.imresize import imresize_np
+from featsr_d2.utils.image import round_to_uint8, swap_rgb_bgr
 
 __all__ = [
     "BicubicDownscale",
@@ -42,6 +46,9 @@ __all__ = [
     "cajnn_degradation",
     "degrade",
     "jpeg_roundtrip",
+    "lr_size",
+    "make_benchmark_lr",
+    "make_lr_image",
     "mod_crop",
 ]
 
@@ -150,10 +157,10 @@ def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     _check_image(image)
     if not 1 <= quality <= 100:
         raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
-    ok, buf = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    ok, buf = cv2.imencode(".jpg", swap_rgb_bgr(image), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise RuntimeError("OpenCV failed to encode a JPEG")
-    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+    return swap_rgb_bgr(cv2.imdecode(buf, cv2.IMREAD_COLOR))
 
 
 class JPEGCompression(Degradation):
@@ -199,6 +206,50 @@ def cajnn_degradation(scale: int = 4, quality: int | Sequence[int] = (10, 100)) 
     """CAJNN's training pipeline (section IV-A): bicubic downscale by ``scale``, then JPEG with a
     quality drawn uniformly from [10, 100] (or fixed)."""
     return Compose([BicubicDownscale(scale), JPEGCompression(quality)])
+
+
+# --------------------------------------------------------------------------------------------------
+# Making an LR image: the one place (the detection mapper, the SR samples and benchmarks use it)
+# --------------------------------------------------------------------------------------------------
+
+
+def lr_size(height: int, width: int, scale: int) -> tuple[int, int]:
+    """The LR size of an (height, width) HR image: (ceil(height / scale), ceil(width / scale))."""
+    return math.ceil(height / scale), math.ceil(width / scale)
+
+
+def make_lr_image(
+    hr: np.ndarray, scale: int, degradation: Degradation, rng: np.random.Generator
+) -> np.ndarray:
+    """The LR image (ceil(H / s), ceil(W / s), 3) of an RGB uint8 (H, W, 3) HR image: padded to a
+    multiple of ``scale`` by edge replication, then ``degradation`` (which downscales by
+    ``scale``)."""
+    if hr.dtype != np.uint8 or hr.ndim != 3 or hr.shape[2] != 3:
+        raise ValueError(f"expected an RGB uint8 (H, W, 3) image, got {hr.dtype} {hr.shape}")
+    h, w = hr.shape[:2]
+    lh, lw = lr_size(h, w, scale)
+    if (lh * scale, lw * scale) != (h, w):
+        hr = np.pad(hr, ((0, lh * scale - h), (0, lw * scale - w), (0, 0)), mode="edge")
+    lr = degradation(np.ascontiguousarray(hr), rng)
+    if lr.shape != (lh, lw, 3):
+        raise ValueError(
+            f"the degradation made {lr.shape} from a {hr.shape} image; expected ({lh}, {lw}, 3): "
+            f"does it downscale by {scale}?"
+        )
+    return lr
+
+
+def make_benchmark_lr(
+    hr: np.ndarray, scale: int, quality: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The SR benchmarks' LR image (CAJNN's protocol): ``(LR, cropped HR)``, ``hr`` cropped to a
+    multiple of ``scale`` (:func:`mod_crop`), MATLAB-bicubic downscaled and, when ``quality`` > 0,
+    JPEG-compressed at that quality."""
+    hr = mod_crop(hr, scale)
+    lr = BicubicDownscale(scale)(hr, np.random.default_rng(0))
+    if quality:
+        lr = jpeg_roundtrip(lr, quality)
+    return lr, np.ascontiguousarray(hr)
 
 
 _STEP_NAMES = ("blur", "bicubic", "noise", "jpeg")

@@ -3,7 +3,8 @@ that the degradation pipeline makes from it (TDSR section 4.1, CAJNN section IV-
 
 :class:`LRDetectionDatasetMapper` is a ``DatasetMapper`` (so the detector's own resizing, flips and
 crops apply, and its boxes follow them) whose output also carries ``"lr_image"``: an RGB uint8
-tensor of shape (3, ceil(H / s), ceil(W / s)) made by :func:`make_lr_image` from the augmented
+tensor of shape (3, ceil(H / s), ceil(W / s)) made by
+:func:`featsr_d2.data.degradations.make_lr_image` from the augmented
 ``"image"`` (H, W), s = ``MODEL.SR.SCALE``. ``"image"`` stays the HR image in the detector's
 ``INPUT.FORMAT``: the reconstruction target of TDSR and the input of the table's HR row. With
 ``INPUT.SR.PATCH_SIZE`` > 0, training images are cropped at random to that side after the
@@ -14,7 +15,7 @@ Choices the papers leave open:
 
 - sizes: when H or W is not a multiple of s, the HR image is padded at the bottom and right by
   replicating its last row / column before degrading, so no object is cut off; models crop the
-  s-times upscaled output back to (H, W) (:func:`lr_size`);
+  s-times upscaled output back to (H, W) (:func:`featsr_d2.data.degradations.lr_size`);
 - randomness: at test time each image's degradation (noise, JPEG quality in a range) is drawn from a
   generator seeded by ``INPUT.SR.SEED`` and the image's id (:func:`lr_seed`), so every method of a
   table sees the same LR images and runs repeat; in training it is drawn from NumPy's global
@@ -23,7 +24,6 @@ Choices the papers leave open:
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -34,21 +34,13 @@ from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import transforms as T
 
-from featsr_d2.data.degradations import Degradation, build_sr_degradation
-from featsr_d2.layers.imresize import round_to_uint8
+from featsr_d2.data.degradations import Degradation, build_sr_degradation, make_lr_image
+from featsr_d2.utils.image import detector_to_rgb
 
 __all__ = [
     "LRDetectionDatasetMapper",
-    "hr_to_rgb",
     "lr_seed",
-    "lr_size",
-    "make_lr_image",
 ]
-
-
-def lr_size(height: int, width: int, scale: int) -> tuple[int, int]:
-    """The LR size of an (height, width) HR image: (ceil(height / scale), ceil(width / scale))."""
-    return math.ceil(height / scale), math.ceil(width / scale)
 
 
 def lr_seed(seed: int, dataset_dict: Mapping[str, Any]) -> list[int]:
@@ -58,43 +50,6 @@ def lr_seed(seed: int, dataset_dict: Mapping[str, Any]) -> list[int]:
     if key is None:
         raise KeyError("the dataset dict has neither 'image_id' nor 'file_name'")
     return [int(seed), zlib.crc32(str(key).encode("utf-8"))]
-
-
-def make_lr_image(
-    hr: np.ndarray, scale: int, degradation: Degradation, rng: np.random.Generator
-) -> np.ndarray:
-    """The LR image (ceil(H / s), ceil(W / s), 3) of an RGB uint8 (H, W, 3) HR image: padded to a
-    multiple of ``scale`` by edge replication, then ``degradation`` (which downscales by
-    ``scale``)."""
-    if hr.dtype != np.uint8 or hr.ndim != 3 or hr.shape[2] != 3:
-        raise ValueError(f"expected an RGB uint8 (H, W, 3) image, got {hr.dtype} {hr.shape}")
-    h, w = hr.shape[:2]
-    lh, lw = lr_size(h, w, scale)
-    if (lh * scale, lw * scale) != (h, w):
-        hr = np.pad(hr, ((0, lh * scale - h), (0, lw * scale - w), (0, 0)), mode="edge")
-    lr = degradation(np.ascontiguousarray(hr), rng)
-    if lr.shape != (lh, lw, 3):
-        raise ValueError(
-            f"the degradation made {lr.shape} from a {hr.shape} image; expected ({lh}, {lw}, 3): "
-            f"does it downscale by {scale}?"
-        )
-    return lr
-
-
-def hr_to_rgb(image: torch.Tensor | np.ndarray, input_format: str) -> np.ndarray:
-    """A (3, H, W) image in the detector's ``input_format`` ("RGB" or "BGR", 0..255) as RGB uint8
-    (H, W, 3)."""
-    if input_format not in ("RGB", "BGR"):
-        raise ValueError(f"TDSR supports INPUT.FORMAT RGB or BGR, not {input_format!r}")
-    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if array.ndim != 3 or array.shape[0] != 3:
-        raise ValueError(f"expected a (3, H, W) image, got {array.shape}")
-    array = array.transpose(1, 2, 0)
-    if input_format == "BGR":
-        array = array[..., ::-1]
-    if array.dtype != np.uint8:
-        array = round_to_uint8(array)
-    return np.ascontiguousarray(array)
 
 
 class LRDetectionDatasetMapper(DatasetMapper):
@@ -153,10 +108,11 @@ class LRDetectionDatasetMapper(DatasetMapper):
 
     def lr_image(self, dataset_dict: dict, rng: np.random.Generator | None = None) -> torch.Tensor:
         """The LR input (RGB uint8 (3, ceil(H / s), ceil(W / s))) of a mapped dict's ``"image"``
-        (H, W): :func:`make_lr_image` with the generator ``rng``, by default the test-time one
-        seeded by ``INPUT.SR.SEED`` and the image's id (:func:`lr_seed`)."""
+        (H, W): :func:`~featsr_d2.data.degradations.make_lr_image` with the generator ``rng``, by
+        default the test-time one seeded by ``INPUT.SR.SEED`` and the image's id
+        (:func:`lr_seed`)."""
         if rng is None:
             rng = np.random.default_rng(lr_seed(self.seed, dataset_dict))
-        hr = hr_to_rgb(dataset_dict["image"], self.image_format)
+        hr = detector_to_rgb(dataset_dict["image"], self.image_format)
         lr = make_lr_image(hr, self.scale, self.degradation, rng)
         return torch.as_tensor(np.ascontiguousarray(lr.transpose(2, 0, 1)))

@@ -39,15 +39,14 @@ import torch
 from detectron2.config import configurable
 
 from featsr_d2.data.degradations import Degradation, build_sr_degradation
+from featsr_d2.utils.image import rgb_to_tensor, swap_rgb_bgr
 from featsr_d2.utils.packages import package_dir
 
 __all__ = [
     "SRPatchSampler",
     "bundled_photos",
-    "image_to_tensor",
     "read_rgb",
     "resolve_sr_images",
-    "tensor_to_image",
 ]
 
 logger = logging.getLogger(__name__)
@@ -150,23 +149,7 @@ def read_rgb(path: str) -> np.ndarray:
         image = np.repeat(image, 3, axis=2)
     if image.shape[2] != 3:
         raise ValueError(f"{path}: unsupported channel count {image.shape[2]}")
-    return np.ascontiguousarray(image[:, :, ::-1])  # OpenCV reads BGR
-
-
-def image_to_tensor(images: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) image(s) of one size -> float (N, 3, H, W) in [0, 1]."""
-    if isinstance(images, np.ndarray) and images.ndim == 3:
-        images = [images]
-    batch = np.stack(list(images))
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def tensor_to_image(x: torch.Tensor) -> np.ndarray:
-    """A (3, H, W) float tensor in [0, 1] -> RGB uint8 (H, W, 3), clamped and rounded."""
-    if x.dim() != 3:
-        raise ValueError(f"expected (3, H, W), got {tuple(x.shape)}")
-    array = x.detach().float().clamp(0, 1).mul(255.0).add(0.5).floor().byte().permute(1, 2, 0)
-    return np.ascontiguousarray(array.cpu().numpy())
+    return swap_rgb_bgr(image)  # OpenCV reads BGR
 
 
 class SRPatchSampler:
@@ -252,4 +235,4 @@ class SRPatchSampler:
         """Batch ``iteration``: (LR (N, 3, p/s, p/s), HR (N, 3, p, p)), float in [0, 1]."""
         rng = np.random.default_rng([self.seed, iteration])
         pairs = [self.sample(rng) for _ in range(self.batch_size)]
-        return image_to_tensor([lr for lr, _ in pairs]), image_to_tensor([hr for _, hr in pairs])
+        return rgb_to_tensor([lr for lr, _ in pairs]), rgb_to_tensor([hr for _, hr in pairs])

@@ -14,13 +14,17 @@ The official release (and :mod:`featsr_d2.data.synthetic`) lays a dataset out as
 Bad input never reaches training as a crash: every problem is reported as a
 :class:`TT100KFormatError` naming the file, the record and the fix, or, with
 ``on_bad_record="skip"``, counted, logged and skipped. A bad object skips that object; a bad image
-(unknown or duplicated id, missing or unreadable file, ``objects`` not a list) skips the image.
+(unknown or duplicated id, missing or unreadable file, ``objects`` missing or not a list) skips the
+image.
 Boxes may overhang the image border by up to ``BORDER_TOLERANCE`` pixels (annotation rounding) and
 are clipped (``tt100k_bbox`` keeps the box as annotated); further out they are bad.
 
-:func:`parse_object` is the one validator of an object: the evaluation protocol
-(:mod:`featsr_d2.evaluation.tt100k`) uses it too, and the training-time evaluator scores the
-ground truth this loader returned, so that loading and evaluation never disagree about a record.
+:func:`parse_object` is the one validator of an object, and this module the one reader of TT100K
+files: the evaluation protocol (:mod:`featsr_d2.evaluation.tt100k_protocol`) and
+``tools/tt100k_eval.py`` read ground truth and results files with :func:`load_annotations`,
+:func:`load_results` and :func:`load_ids`, which check every record strictly (any bad record is an
+error naming the file and the record), and the training-time evaluator scores the ground truth
+this loader returned, so that loading and evaluation never disagree about a record.
 """
 
 import json
@@ -28,7 +32,7 @@ import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from numbers import Real
 from typing import Any
 
@@ -116,7 +120,8 @@ def read_json(path: str, what: str = "annotation file", missing_hint: str = "") 
 
 
 def read_annotations(json_file: str) -> dict:
-    """Read and check the top level of a TT100K ``annotations.json``."""
+    """Read and check the top level of a TT100K ``annotations.json`` for the loader (records are
+    checked one by one as they are loaded, under the ``on_bad_record`` policy)."""
     hint = (
         "Point the dataset at the folder holding annotations.json (for the builtin names: "
         "$DETECTRON2_DATASETS/tt100k)."
@@ -127,18 +132,22 @@ def read_annotations(json_file: str) -> dict:
             f"{json_file}: expected an object with an 'imgs' mapping of image id to record "
             "(the TT100K annotations.json format)."
         )
-    types = annos.get("types", [])
+    check_types(annos.get("types", []), json_file)
+    return annos
+
+
+def check_types(types: Any, source: str) -> None:
+    """``types`` (an annotation file's category list) must be a list of distinct names."""
     if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
-        raise TT100KFormatError(f"{json_file}: 'types' must be a list of category names.")
+        raise TT100KFormatError(f"{source}: 'types' must be a list of category names.")
     repeated = (
         sorted({t for t in types if types.count(t) > 1}) if len(set(types)) < len(types) else []
     )
     if repeated:
         raise TT100KFormatError(
-            f"{json_file}: 'types' lists {repeated[:5]} more than once (class ids would be "
+            f"{source}: 'types' lists {repeated[:5]} more than once (class ids would be "
             "ambiguous). Remove the repetitions."
         )
-    return annos
 
 
 def read_ids(ids_file: str) -> list[tuple[int, str]]:
@@ -246,6 +255,111 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+# --------------------------------------------------------------------------------------------------
+# Whole files: the ground truth and results files of the evaluation protocol, strictly checked
+# --------------------------------------------------------------------------------------------------
+
+PathLike = str | os.PathLike
+
+
+def image_records(annos: Any, source: str) -> Mapping[str, Any]:
+    """The ``imgs`` mapping (image id -> record) of a ground-truth or results mapping."""
+    if not isinstance(annos, Mapping):
+        raise TT100KFormatError(f"{source}: expected a JSON object, got {type(annos).__name__}")
+    if "imgs" not in annos:
+        raise TT100KFormatError(f"{source}: missing key 'imgs'")
+    imgs = annos["imgs"]
+    if not isinstance(imgs, Mapping):
+        raise TT100KFormatError(f"{source}: 'imgs' must be an object, got {type(imgs).__name__}")
+    return imgs
+
+
+def record_objects(record: Any, where: str) -> list[Any]:
+    """The ``objects`` list of one image record."""
+    if not isinstance(record, Mapping):
+        raise TT100KFormatError(f"{where}: expected an object, got {type(record).__name__}")
+    if "objects" not in record:
+        raise TT100KFormatError(f"{where}: missing key 'objects'")
+    objects = record["objects"]
+    if not isinstance(objects, list):
+        raise TT100KFormatError(f"{where}: 'objects' must be a list, got {type(objects).__name__}")
+    return objects
+
+
+def validate_record(record: Any, where: str, *, require_score: bool) -> None:
+    """Validates one image record object by object (:func:`parse_object`), raising on the first
+    problem."""
+    for k, obj in enumerate(record_objects(record, where)):
+        parse_object(obj, f"{where}.objects[{k}]", require_score=require_score)
+
+
+def validate_annotations(
+    annos: Any,
+    *,
+    source: str = "<annotations>",
+    require_score: bool,
+    img_ids: Iterable[str] | None = None,
+) -> None:
+    """Checks every record of a ground-truth (``require_score=False``) or results mapping, or only
+    those of ``img_ids`` (the evaluated split; ids absent from ``annos`` are skipped). A ground
+    truth's ``types``, when present, must be a list of distinct names (:func:`check_types`).
+
+    Raises:
+        TT100KFormatError: naming ``source`` and the offending record.
+    """
+    imgs = image_records(annos, source)
+    if not require_score:
+        check_types(annos.get("types", []), source)
+    ids = imgs if img_ids is None else [i for i in img_ids if i in imgs]
+    for img_id in ids:
+        validate_record(imgs[img_id], f"{source}: imgs[{img_id!r}]", require_score=require_score)
+
+
+def load_annotations(path: PathLike) -> dict[str, Any]:
+    """Loads and validates a TT100K ground-truth ``annotations.json``."""
+    annos = read_json(os.fspath(path), "annotation file")
+    validate_annotations(annos, source=str(path), require_score=False)
+    return annos
+
+
+def load_results(path: PathLike) -> dict[str, Any]:
+    """Loads and validates a TT100K results file (every object must have a ``score``)."""
+    annos = read_json(os.fspath(path), "results file")
+    validate_annotations(annos, source=str(path), require_score=True)
+    return annos
+
+
+def load_ids(path: PathLike, gt_annos: Mapping[str, Any] | None = None) -> list[str]:
+    """Reads a split file (one image id per line; blank lines are skipped).
+
+    Raises:
+        TT100KFormatError: on a duplicated id, or, when ``gt_annos`` is given, on ids it lacks.
+    """
+    ids: list[str] = []
+    lines: dict[str, int] = {}
+    for lineno, img_id in read_ids(os.fspath(path)):
+        if img_id in lines:
+            raise TT100KFormatError(
+                f"{path}:{lineno}: image id {img_id!r} already listed on line {lines[img_id]}"
+            )
+        lines[img_id] = lineno
+        ids.append(img_id)
+    if gt_annos is not None:
+        imgs = image_records(gt_annos, "<ground truth>")
+        missing = [i for i in ids if i not in imgs]
+        if missing:
+            raise TT100KFormatError(
+                f"{path}: {len(missing)} image id(s) absent from the ground truth, first at line "
+                f"{lines[missing[0]]}: {missing[:5]}"
+            )
+    return ids
+
+
+# --------------------------------------------------------------------------------------------------
+# One split as Detectron2 dicts, bad records reported or skipped
+# --------------------------------------------------------------------------------------------------
+
+
 def load_tt100k_json(
     json_file: str,
     ids_file: str,
@@ -292,13 +406,10 @@ def load_tt100k_json(
         if not isinstance(rec, dict) or not isinstance(rec.get("path"), str):
             bad("malformed image record", f"{json_file}: imgs[{img_id!r}] has no 'path' string.")
             continue
-        objects = rec.get("objects", [])
-        if not isinstance(objects, list):
-            bad(
-                "malformed image record",
-                f"{json_file}: imgs[{img_id!r}]: 'objects' must be a list, got "
-                f"{type(objects).__name__}.",
-            )
+        try:  # as strict as the protocol: a record without an 'objects' list is malformed
+            objects = record_objects(rec, f"{json_file}: imgs[{img_id!r}]")
+        except TT100KFormatError as e:
+            bad("malformed image record", f"{e}.")
             continue
         file_name = os.path.join(image_root, rec["path"])
         try:

@@ -39,9 +39,10 @@ from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
+from featsr_d2.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.config import get_featsr_cfg
+from featsr_d2.data.tt100k import load_annotations, load_results
 from featsr_d2.data.tt100k_categories import SIZE_BINS
-from featsr_d2.engine.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.engine.feature_cache import (
     CachedHeadsTrainer,
     CachedImage,
@@ -51,8 +52,7 @@ from featsr_d2.engine.feature_cache import (
 )
 from featsr_d2.evaluation.featsr_study_report import build_study_report, write_study_report
 from featsr_d2.evaluation.sliced_inference import SlicedDetector
-from featsr_d2.evaluation.tt100k import load_annotations, load_results
-from featsr_d2.evaluation.tt100k_evaluator import TT100KEvaluator
+from featsr_d2.evaluation.tt100k_evaluator import build_tt100k_evaluator
 from featsr_d2.utils.file_io import atomic_write_json
 
 __all__ = ["ARMS", "StudySettings", "run_study"]
@@ -219,14 +219,8 @@ def proposal_recall_small(cache: Sequence[CachedImage], iou: float = 0.5) -> dic
 
 def _evaluate(cfg, dicts, instances, out_dir: str) -> dict:
     """TT100K results of ``instances`` (one per dict), written to ``out_dir``."""
-    evaluator = TT100KEvaluator(
-        cfg.DATASETS.TEST[0],
-        out_dir,
-        iou=cfg.TEST.TT100K.IOU,
-        min_score=cfg.TEST.TT100K.MIN_SCORE,
-        types=cfg.TEST.TT100K.TYPES,
-        save_plots=False,
-        distributed=False,
+    evaluator = build_tt100k_evaluator(
+        cfg, cfg.DATASETS.TEST[0], out_dir, save_plots=False, distributed=False
     )
     evaluator.reset()
     for d, inst in zip(dicts, instances):

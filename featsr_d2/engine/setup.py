@@ -10,9 +10,9 @@ from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from featsr_d2.checkpoint import ALLOW_PICKLE_FLAG, allow_pickle_weights
 from featsr_d2.config import FEATSR_STAGES, get_featsr_cfg
 from featsr_d2.data import set_bad_record_policy
-from featsr_d2.engine.checkpoint import ALLOW_PICKLE_FLAG, allow_pickle_weights
 
 __all__ = ["argument_parser", "cpu_without_cuda", "setup"]
 

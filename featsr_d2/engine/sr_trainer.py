@@ -39,22 +39,18 @@ from detectron2.utils.logger import setup_logger
 from fvcore.common.param_scheduler import ParamScheduler
 from torch import nn
 
+from featsr_d2.checkpoint import AtomicDetectionCheckpointer, load_initial_sr_weights
 from featsr_d2.config import get_sr_cfg
-from featsr_d2.data.degradations import build_sr_degradation
-from featsr_d2.data.sr_dataset import (
-    SRPatchSampler,
-    image_to_tensor,
-    read_rgb,
-    resolve_sr_images,
-    tensor_to_image,
-)
-from featsr_d2.engine.checkpoint import AtomicDetectionCheckpointer
+from featsr_d2.data.degradations import build_sr_degradation, degrade, mod_crop
+from featsr_d2.data.sr_dataset import SRPatchSampler, read_rgb, resolve_sr_images
 from featsr_d2.engine.setup import cpu_without_cuda
+from featsr_d2.evaluation.sr_inference import super_resolve
 from featsr_d2.evaluation.sr_metrics import psnr
 from featsr_d2.evaluation.sr_visualize import side_by_side, write_png
 from featsr_d2.layers.imresize import imresize
 from featsr_d2.modeling.sr.losses import build_sr_loss, charbonnier_loss
 from featsr_d2.modeling.sr.registry import build_sr_network
+from featsr_d2.utils.image import rgb_to_tensor, tensor_to_rgb
 
 __all__ = [
     "CosineRestartsParamScheduler",
@@ -149,10 +145,8 @@ class SRSampleHook(HookBase):
                 ch, cw = min(crop, h), min(crop, w)
                 y, x = (h - ch) // 2, (w - cw) // 2
                 hr = hr[y : y + ch, x : x + cw]
-            hr = np.ascontiguousarray(
-                hr[: hr.shape[0] // scale * scale, : hr.shape[1] // scale * scale]
-            )
-            lr = degradation(hr, np.random.default_rng(k))
+            hr = np.ascontiguousarray(mod_crop(hr, scale))
+            lr = degrade(hr, degradation, k)
             pairs.append((lr, hr))
         return cls(period=cfg.TEST.SR.SAMPLE_PERIOD, pairs=pairs, output_dir=cfg.OUTPUT_DIR)
 
@@ -164,9 +158,9 @@ class SRSampleHook(HookBase):
         rows, scores, bicubic_scores = [], [], []
         try:
             for lr, hr in self.pairs:
-                x = image_to_tensor(lr).to(device)
-                out = tensor_to_image(model(x)[0])
-                bic = tensor_to_image(imresize(x.double(), float(model.scale))[0])
+                out = super_resolve(model, lr, device)
+                x = rgb_to_tensor(lr).to(device)
+                bic = tensor_to_rgb(imresize(x.double(), float(model.scale))[0])
                 border = model.scale
                 scores.append(psnr(out, hr, crop_border=border))
                 bicubic_scores.append(psnr(bic, hr, crop_border=border))
@@ -249,13 +243,18 @@ class SRTrainer(TrainerBase):
 
     def resume_or_load(self, resume: bool = True) -> None:
         """With ``resume`` and a checkpoint in ``OUTPUT_DIR``: load model, optimizer, scheduler and
-        continue after its iteration. Otherwise keep the network as built (``MODEL.SR.WEIGHTS``
-        is loaded by :func:`build_sr_network`) and start at 0."""
+        continue after its iteration. Otherwise load the initial weights (``MODEL.SR.WEIGHTS``, else
+        ``MODEL.SR.WARM_START``) and start at 0."""
         if resume and self.checkpointer.has_checkpoint():
             checkpoint = self.checkpointer.resume_or_load("", resume=True)
             self.start_iter = checkpoint.get("iteration", -1) + 1
             logger.info("Resuming SR training at iteration %d", self.start_iter)
         else:
+            load_initial_sr_weights(
+                self.model,
+                weights=self.cfg.MODEL.SR.WEIGHTS,
+                warm_start=self.cfg.MODEL.SR.WARM_START,
+            )
             self.start_iter = 0
 
     def train(self) -> None:

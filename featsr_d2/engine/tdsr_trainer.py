@@ -9,6 +9,10 @@ COCO evaluators) with:
   trainable parameter, so it has no optimizer state; :meth:`TDSRTrainer.build_optimizer` checks it;
 - the schedule: Detectron2's ``SOLVER.LR_SCHEDULER_NAME`` (the configs: divided by 10 at 2/3 of the
   run, ``SOLVER.STEPS``);
+- the checkpointer: :class:`featsr_d2.checkpoint.tdsr_checkpointer.TDSRCheckpointer` (chosen by
+  :func:`featsr_d2.checkpoint.build_checkpointer`), which loads the frozen detector's weights and
+  the SR network's initial ones at :meth:`resume_or_load` unless the checkpoint holds them (the
+  model is built without weights);
 - data through :class:`featsr_d2.data.lr_mapper.LRDetectionDatasetMapper`: the detector's
   augmentations (its config's ``INPUT``) make the HR image and its boxes, the degradation pipeline
   (``INPUT.SR``) the LR input, for training and for the evaluations.

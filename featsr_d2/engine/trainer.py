@@ -50,12 +50,12 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
+from featsr_d2.checkpoint import build_checkpointer
 from featsr_d2.data.checked_mapper import CheckedMapper
 from featsr_d2.data.resumable_loader import build_resumable_train_loader
 from featsr_d2.data.rng_state import isolated_rng
-from featsr_d2.engine.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.engine.training_state import TrainingStateHook
-from featsr_d2.evaluation import TT100KEvaluator
+from featsr_d2.evaluation.tt100k_evaluator import build_tt100k_evaluator
 
 logger = logging.getLogger(__name__)
 
@@ -65,15 +65,7 @@ def build_featsr_evaluator(cfg, dataset_name: str, output_folder: str | None = N
     AP-S/M/L) for every other registered dataset, VOC included."""
     output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     if MetadataCatalog.get(dataset_name).get("evaluator_type") == "tt100k":
-        return TT100KEvaluator(
-            dataset_name,
-            output_folder,
-            iou=cfg.TEST.TT100K.IOU,
-            min_score=cfg.TEST.TT100K.MIN_SCORE,
-            types=cfg.TEST.TT100K.TYPES,
-            save_plots=cfg.TEST.TT100K.SAVE_PLOTS,
-            num_vis_images=cfg.TEST.TT100K.NUM_VIS_IMAGES,
-        )
+        return build_tt100k_evaluator(cfg, dataset_name, output_folder)
     return COCOEvaluator(dataset_name, output_dir=output_folder)
 
 
@@ -127,7 +119,8 @@ class FeatSRTrainer(DefaultTrainer):
         trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = AtomicDetectionCheckpointer(
+        self.checkpointer = build_checkpointer(
+            cfg,
             model,
             cfg.OUTPUT_DIR,
             require_weights=self._frozen_weights(cfg, model),

@@ -1,6 +1,6 @@
 """Side-by-side comparison of TT100K detectors on small objects: which ones one detector finds and
 the other misses, and pictures of them (``make demo``: the control against FeatSR). Matches come
-from saved detections with the official protocol of :mod:`featsr_d2.evaluation.tt100k`.
+from saved detections with the official protocol of :mod:`featsr_d2.evaluation.tt100k_protocol`.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from featsr_d2.data.tt100k_categories import SIZE_BINS
-from featsr_d2.evaluation.tt100k import match_detections
+from featsr_d2.evaluation.tt100k_protocol import match_detections
 from featsr_d2.evaluation.visualize import (
     FN_COLOR,
     FP_COLOR,
@@ -19,6 +19,7 @@ from featsr_d2.evaluation.visualize import (
     tile,
     write_png,
 )
+from featsr_d2.utils.image import swap_rgb_bgr
 
 __all__ = [
     "small_object_differences",
@@ -42,8 +43,8 @@ def small_object_differences(
 ) -> list[tuple[str, int, int]]:
     """Images where the two models' outcomes on small ground-truth objects differ.
 
-    ``matches_*`` are :func:`~featsr_d2.evaluation.tt100k.match_detections` outputs on the same
-    images. Returns ``(img_id, found only by b, found only by a)`` for every image with a
+    ``matches_*`` are :func:`~featsr_d2.evaluation.tt100k_protocol.match_detections` outputs on
+    the same images. Returns ``(img_id, found only by b, found only by a)`` for every image with a
     difference, most differences first.
     """
     out = []
@@ -105,7 +106,7 @@ def save_comparison_png(
         bgr = cv2.imread(image_files[img_id], cv2.IMREAD_COLOR)
         if bgr is None:
             raise FileNotFoundError(f"cannot read image {image_files[img_id]} (image id {img_id})")
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        rgb = swap_rgb_bgr(bgr)
         x0, y0, x1, y1 = _crop_around(matches[names[0]][img_id], rgb.shape)
         crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
         for name in names:

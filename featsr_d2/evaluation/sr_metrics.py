@@ -34,9 +34,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from featsr_d2.data.degradations import BicubicDownscale, jpeg_roundtrip, mod_crop
-from featsr_d2.data.sr_dataset import image_to_tensor, read_rgb, tensor_to_image
+from featsr_d2.data.degradations import make_benchmark_lr
+from featsr_d2.data.sr_dataset import read_rgb
 from featsr_d2.evaluation.paired_bootstrap import paired_bootstrap
+from featsr_d2.evaluation.sr_inference import super_resolve
 from featsr_d2.evaluation.sr_visualize import safe_file_stem
 from featsr_d2.layers.imresize import imresize_np
 from featsr_d2.modeling.sr.deblock import nlm_deblock
@@ -45,11 +46,9 @@ __all__ = [
     "compare_sr",
     "evaluate_sr",
     "format_sr_table",
-    "make_lr",
     "psnr",
     "rgb_to_y",
     "ssim",
-    "super_resolve",
     "tune_deblock_strengths",
 ]
 
@@ -117,28 +116,6 @@ def ssim(a: np.ndarray, b: np.ndarray, *, crop_border: int = 0, y_channel: bool 
     if a.ndim == 2:
         return _ssim_2d(a, b)
     return float(np.mean([_ssim_2d(a[..., c], b[..., c]) for c in range(a.shape[2])]))
-
-
-def make_lr(hr: np.ndarray, scale: int, quality: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(LR, cropped HR): ``hr`` cropped to a multiple of ``scale``, MATLAB-bicubic downscaled and,
-    when ``quality`` > 0, JPEG-compressed at that quality."""
-    hr = mod_crop(hr, scale)
-    lr = BicubicDownscale(scale)(hr, np.random.default_rng(0))
-    if quality:
-        lr = jpeg_roundtrip(lr, quality)
-    return lr, np.ascontiguousarray(hr)
-
-
-@torch.no_grad()
-def super_resolve(model: nn.Module, lr: np.ndarray, device: str | torch.device = "cpu"):
-    """``model`` (eval mode) on one RGB uint8 image -> RGB uint8 output."""
-    was_training = model.training
-    model.eval()
-    try:
-        out = model(image_to_tensor(lr).to(device))
-    finally:
-        model.train(was_training)
-    return tensor_to_image(out[0])
 
 
 def num_parameters(model: nn.Module) -> int:
@@ -220,7 +197,7 @@ def evaluate_sr(
             name = f"{name}_{len(evaluated)}"
         evaluated.append(name)
         for quality in qualities:
-            lr, gt = make_lr(gt_full, scale, quality)
+            lr, gt = make_benchmark_lr(gt_full, scale, quality)
             outputs = {}
             for label, model in models.items():
                 if hasattr(model, "set_jpeg_quality"):  # a baseline told the quality
@@ -350,7 +327,7 @@ def tune_deblock_strengths(
         if not quality:
             best[int(quality)] = 0.0
             continue
-        pairs = [make_lr(hr, scale, quality) for hr in images]
+        pairs = [make_benchmark_lr(hr, scale, quality) for hr in images]
         scores = []
         for h in grid:
             scores.append(np.mean([

@@ -2,7 +2,7 @@
 
 The evaluator collects each image's detections in TT100K's result format (categories by name, boxes
 ``xmin/ymin/xmax/ymax`` in original-image pixels, Detectron2's scores in ``[0, 1]``), gathers them
-across processes, and scores them with :func:`featsr_d2.evaluation.tt100k.evaluate_tt100k`.
+across processes, and scores them with :func:`featsr_d2.evaluation.tt100k_protocol.evaluate_tt100k`.
 
 The ground truth is the registered dataset as loaded (``DatasetCatalog.get(dataset_name)``): its
 images are the evaluated ids, and its ``annotations`` are the objects, with the box as annotated
@@ -20,7 +20,7 @@ Each dataset dict carries ``image_id`` (an int or a string; compared as a string
 and ``annotations`` (Detectron2's format); each model input carries ``image_id``.
 
 Files written into ``output_dir`` (atomically): ``tt100k_results.json``, the detections as a TT100K
-results file (``python -m featsr_d2.evaluation.tt100k --results`` evaluates it again), and, with
+results file (``tools/tt100k_eval.py --results`` evaluates it again), and, with
 ``save_plots``, ``tt100k_curve.png``, the accuracy-recall curve with the operating point marked, and
 ``tt100k_detections.png``, the first ``num_vis_images`` images with their true positives, false
 positives and misses drawn (:mod:`featsr_d2.evaluation.visualize`).
@@ -42,22 +42,24 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
-from featsr_d2.evaluation.tt100k import (
-    TABLE_BINS,
+from featsr_d2.evaluation.tt100k_protocol import (
     Types,
     accuracy_recall_curve,
     check_results,
     evaluate_tt100k,
-    format_table,
     match_detections,
     resolve_class_set,
+)
+from featsr_d2.evaluation.tt100k_report import (
+    TABLE_BINS,
+    format_table,
     save_curve_png,
     write_json_atomic,
 )
 from featsr_d2.evaluation.visualize import save_matches_png
 from featsr_d2.utils.file_io import remove_stale_temporaries
 
-__all__ = ["TT100KEvaluator"]
+__all__ = ["TT100KEvaluator", "build_tt100k_evaluator"]
 
 logger = logging.getLogger(__name__)
 
@@ -272,3 +274,26 @@ class TT100KEvaluator(DatasetEvaluator):
             for name, key in itertools.product(TABLE_BINS, ("f1", "recall", "accuracy"))
         }
         return OrderedDict(tt100k=scores)
+
+
+def build_tt100k_evaluator(
+    cfg,
+    dataset_name: str,
+    output_dir: str | None,
+    *,
+    save_plots: bool | None = None,
+    distributed: bool = True,
+) -> TT100KEvaluator:
+    """The :class:`TT100KEvaluator` of ``cfg.TEST.TT100K`` (IoU, score threshold, class set,
+    pictures) on ``dataset_name``; ``save_plots`` None takes ``cfg.TEST.TT100K.SAVE_PLOTS``."""
+    protocol = cfg.TEST.TT100K
+    return TT100KEvaluator(
+        dataset_name,
+        output_dir,
+        iou=protocol.IOU,
+        min_score=protocol.MIN_SCORE,
+        types=protocol.TYPES,
+        save_plots=protocol.SAVE_PLOTS if save_plots is None else save_plots,
+        num_vis_images=protocol.NUM_VIS_IMAGES,
+        distributed=distributed,
+    )

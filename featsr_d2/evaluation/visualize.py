@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from featsr_d2.utils.file_io import atomic_write
+from featsr_d2.utils.image import swap_rgb_bgr
 
 # RGB colours of the three outcomes.
 TP_COLOR = (0, 200, 0)
@@ -22,7 +23,7 @@ FN_COLOR = (0, 90, 255)
 
 def write_png(path: str, rgb: np.ndarray) -> None:
     """Write an RGB uint8 image as PNG, atomically, creating its folder."""
-    ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    ok, png = cv2.imencode(".png", swap_rgb_bgr(rgb))
     if not ok:
         raise RuntimeError(f"OpenCV could not encode the picture for {path}")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -41,8 +42,9 @@ def _draw_box(canvas: np.ndarray, box, scale: float, color, label: str) -> None:
 def draw_matches(
     image: np.ndarray, matches: Mapping[str, Sequence[Mapping[str, Any]]], *, min_side: int = 512
 ) -> np.ndarray:
-    """Draw one image's outcomes (an entry of :func:`~featsr_d2.evaluation.tt100k.match_detections`)
-    on an RGB uint8 ``image``, enlarged so that its short side is at least ``min_side`` pixels."""
+    """Draw one image's outcomes (an entry of
+    :func:`~featsr_d2.evaluation.tt100k_protocol.match_detections`) on an RGB uint8 ``image``,
+    enlarged so that its short side is at least ``min_side`` pixels."""
     scale = max(1.0, min_side / min(image.shape[:2]))
     size = (int(round(image.shape[1] * scale)), int(round(image.shape[0] * scale)))
     canvas = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC)
@@ -99,7 +101,7 @@ def save_matches_png(
         bgr = cv2.imread(image_files[img_id], cv2.IMREAD_COLOR)
         if bgr is None:
             raise FileNotFoundError(f"cannot read image {image_files[img_id]} (image id {img_id})")
-        drawn.append(draw_matches(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), matches[img_id]))
+        drawn.append(draw_matches(swap_rgb_bgr(bgr), matches[img_id]))
     mosaic = tile(drawn)
     picture = np.concatenate([_legend(mosaic.shape[1], title), mosaic], axis=0)
     write_png(path, picture)

@@ -30,7 +30,9 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["cubic_kernel", "imresize", "imresize_np", "resize_matrix", "round_to_uint8"]
+from featsr_d2.utils.image import round_to_uint8
+
+__all__ = ["cubic_kernel", "imresize", "imresize_np", "resize_matrix"]
 
 
 def cubic_kernel(x: np.ndarray) -> np.ndarray:
@@ -118,12 +120,6 @@ def imresize(
         resize_matrix(x.shape[-1], out_w, sw, antialias), dtype=x.dtype, device=x.device
     )
     return wh @ x @ ww.T
-
-
-def round_to_uint8(image: np.ndarray) -> np.ndarray:
-    """Saturate to [0, 255] and round half away from zero (all values are then non-negative), as
-    MATLAB's conversion to uint8 does."""
-    return np.floor(np.clip(image, 0, 255) + 0.5).astype(np.uint8)
 
 
 def imresize_np(

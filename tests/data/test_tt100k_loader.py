@@ -11,7 +11,7 @@ from detectron2.structures import BoxMode
 from PIL import Image
 
 from featsr_d2.data import TT100KFormatError, load_tt100k_json, register_tt100k_instances
-from featsr_d2.data.tt100k import set_bad_record_policy
+from featsr_d2.data.tt100k import load_annotations, set_bad_record_policy
 from featsr_d2.data.tt100k_categories import TYPE45
 
 
@@ -263,6 +263,21 @@ def test_objects_not_a_list_is_a_bad_image_record(tmp_path, caplog):
     assert "1 malformed image record" in caplog.text
 
 
+def test_missing_objects_is_a_bad_image_record_as_in_the_protocol(tmp_path, caplog):
+    """One reader, one strictness: a record without 'objects', refused by the protocol's
+    load_annotations, is a malformed image record for the loader too (not an empty image)."""
+    imgs = {"1": {"path": "train/1.jpg", "id": 1}, "2": _rec(2, [])}
+    json_file, ids_file = write_tt100k(str(tmp_path), imgs, train_ids=[1, 2])
+    with pytest.raises(TT100KFormatError, match=r"imgs\['1'\]: missing key 'objects'"):
+        load_annotations(json_file)
+    with pytest.raises(TT100KFormatError, match=r"imgs\['1'\]: missing key 'objects'"):
+        load_tt100k_json(json_file, ids_file, str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="featsr_d2.data.tt100k"):
+        dicts = load_tt100k_json(json_file, ids_file, str(tmp_path), on_bad_record="skip")
+    assert [d["image_id"] for d in dicts] == [2]
+    assert "1 malformed image record" in caplog.text
+
+
 def test_duplicate_id_in_split_file(tmp_path, caplog):
     imgs = {"1": _rec(1, [{"category": "i2", "bbox": _box(1, 1, 20, 20)}]), "2": _rec(2, [])}
     json_file, ids_file = write_tt100k(str(tmp_path), imgs, train_ids=[1, 2, 1])
@@ -315,3 +330,16 @@ def test_repeated_type_is_refused(tmp_path):
     )
     with pytest.raises(TT100KFormatError, match=r"'types' lists \['pl40'\] more than once"):
         load_tt100k_json(json_file, ids_file, str(tmp_path), class_set="all")
+
+
+def test_protocol_reader_checks_types_as_the_loader_does(tmp_path):
+    """The evaluation's ground truth reader refuses a repeated or non-string type too."""
+    json_file, _ = write_tt100k(
+        str(tmp_path), {"1": _rec(1, [])}, train_ids=[1], types=("pl40", "i2", "pl40")
+    )
+    with pytest.raises(TT100KFormatError, match=r"'types' lists \['pl40'\] more than once"):
+        load_annotations(json_file)
+    with open(json_file, "w") as f:
+        json.dump({"types": "pl40", "imgs": {}}, f)
+    with pytest.raises(TT100KFormatError, match="'types' must be a list of category names"):
+        load_annotations(json_file)

@@ -84,7 +84,7 @@ def test_sr_configs_found_and_every_one_loads():
 )  # fmt: skip
 def test_every_sr_config_trains_a_step(path, hr_folder, tmp_path, monkeypatch):
     """The config's real network (full size) takes one Adam step on one tiny patch."""
-    monkeypatch.setenv("FEATSR_CACHE", str(tmp_path / "cache"))  # realesrgan:// converts there
+    monkeypatch.setenv("FEATSR_CACHE", str(tmp_path / "cache"))  # featsr:// converts there
     cfg = get_sr_cfg(path)
     scale = cfg.MODEL.SR.SCALE
     cfg = tiny_cfg(hr_folder, tmp_path, "INPUT.SR.PATCH_SIZE", 4 * scale,

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from featsr_d2.data.degradations import make_benchmark_lr
 from featsr_d2.data.sr_dataset import read_rgb
-from featsr_d2.evaluation.sr_metrics import evaluate_sr, make_lr, tune_deblock_strengths
+from featsr_d2.evaluation.sr_metrics import evaluate_sr, tune_deblock_strengths
 from featsr_d2.layers import imresize_np
 from featsr_d2.modeling.sr import Bicubic
 from featsr_d2.modeling.sr.deblock import DeblockBicubic, nlm_deblock
@@ -99,7 +100,7 @@ def test_all_images_too_small_is_an_error_naming_them(images):
 
 def test_deblocking_baseline_is_nlm_then_matlab_bicubic():
     hr = read_rgb(os.path.join(SKIMAGE_DATA, "coffee.png"))[:64, :64]
-    lr, _ = make_lr(hr, 4, 10)
+    lr, _ = make_benchmark_lr(hr, 4, 10)
     model = DeblockBicubic(4, {10: 8.0, 0: 0.0})
     with pytest.raises(RuntimeError, match="set_jpeg_quality"):
         model(torch.rand(1, 3, 4, 4))

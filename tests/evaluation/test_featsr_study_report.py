@@ -16,7 +16,7 @@ from featsr_d2.evaluation.featsr_study_report import (
     per_image_counts,
     write_study_report,
 )
-from featsr_d2.evaluation.tt100k import evaluate_tt100k
+from featsr_d2.evaluation.tt100k_protocol import evaluate_tt100k
 
 CLASSES = ("pl40", "pn", "i5")
 NUM_IMAGES = 8

@@ -14,7 +14,8 @@ from torch import nn
 
 from featsr_d2.config import get_featsr_cfg
 from featsr_d2.data.degradations import BicubicDownscale, JPEGCompression
-from featsr_d2.evaluation.lr_detection import PaddedLRDetector, format_lr_detection_table
+from featsr_d2.evaluation.lr_detection_report import format_lr_detection_table
+from featsr_d2.evaluation.padded_lr_detector import PaddedLRDetector
 from featsr_d2.evaluation.sr_metrics import psnr
 from featsr_d2.layers import imresize_np
 from featsr_d2.modeling.meta_arch.task_driven_sr import get_detector_cfg
@@ -174,7 +175,7 @@ def test_voc_evaluator_reports_ap50_per_class(tmp_path):
     from detectron2.data import MetadataCatalog
     from detectron2.data.datasets import register_pascal_voc
 
-    from featsr_d2.evaluation.lr_detection import VOCPerClassEvaluator
+    from featsr_d2.evaluation.voc_per_class import VOCPerClassEvaluator
 
     classes = ("aeroplane", "bicycle")
     (tmp_path / "Annotations").mkdir()
@@ -263,3 +264,36 @@ def test_image_ids_cannot_write_outside_the_output_folder(tmp_path):
     assert len(written) == 3 and all(w.startswith("a/b/out/vis/") for w in written), written
     assert "a/b/out/vis/ok_1.png" in written  # safe ids keep their names
     assert results["per_image"]["image_ids"] == ids
+
+
+def test_pictures_match_as_the_protocol_does():
+    """The pictures' matcher is the TT100K protocol's: greedy by IoU, not by score. A
+    high-scoring detection that overlaps less loses the ground truth to a better-placed one, as in
+    the table; boxes are scaled for display after matching."""
+    from featsr_d2.evaluation.lr_detection import _matches
+    from featsr_d2.evaluation.tt100k_protocol import match_detections
+
+    gt = [([10.0, 10.0, 50.0, 50.0], 0), ([60.0, 60.0, 90.0, 90.0], 1)]
+    inst = Instances((100, 100))
+    boxes = [[14.0, 14.0, 50.0, 50.0], [11.0, 11.0, 50.0, 50.0], [60.0, 60.0, 90.0, 90.0],
+             [0.0, 0.0, 5.0, 5.0]]  # fmt: skip
+    inst.pred_boxes = Boxes(torch.tensor(boxes))
+    inst.scores = torch.tensor([0.9, 0.6, 0.8, 0.1])
+    inst.pred_classes = torch.tensor([0, 0, 0, 0])
+    matches = _matches(
+        gt, inst, ["a", "b"], iou=0.5, min_score=0.5, types="all", to_display=(0.5, 2.0)
+    )
+    assert [d["matched"] for d in matches["det"]] == [False, True, False]  # by IoU, not score
+    assert [g["matched"] for g in matches["gt"]] == [True, False]  # class b is never detected
+    assert matches["det"][1]["bbox"] == pytest.approx([5.5, 22.0, 25.0, 100.0])
+    key = lambda box: dict(zip(("xmin", "ymin", "xmax", "ymax"), box))  # noqa: E731
+    protocol = match_detections(
+        {"imgs": {"1": {"objects": [{"category": "ab"[c], "bbox": key(b)} for b, c in gt]}}},
+        {"imgs": {"1": {"objects": [
+            {"category": "a", "bbox": key(b), "score": s}
+            for b, s in zip(inst.pred_boxes.tensor.tolist(), inst.scores.tolist())
+        ]}}},
+        min_score=0.5, types="all",
+    )["1"]  # fmt: skip
+    assert [d["matched"] for d in protocol["det"]] == [d["matched"] for d in matches["det"]]
+    assert [g["matched"] for g in protocol["gt"]] == [g["matched"] for g in matches["gt"]]

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from featsr_d2.data.degradations import make_benchmark_lr
 from featsr_d2.data.sr_dataset import read_rgb
 from featsr_d2.evaluation.sr_metrics import (
     evaluate_sr,
     format_sr_table,
-    make_lr,
     psnr,
     rgb_to_y,
     ssim,
@@ -92,9 +92,9 @@ def test_evaluate_sr_protocol_and_table(tmp_path, pair):
     )  # fmt: skip
     mean = results["mean"]["Bicubic"]
     assert mean[10]["psnr"] < mean[0]["psnr"] and mean[10]["ssim"] < mean[0]["ssim"]
-    lr, hr = make_lr(gt, 4, 0)
+    lr, hr = make_benchmark_lr(gt, 4, 0)
     bic = Bicubic(scale=4)
-    from featsr_d2.evaluation.sr_metrics import super_resolve
+    from featsr_d2.evaluation.sr_inference import super_resolve
 
     first = [r for r in results["per_image"] if r["image"] == "a" and r["quality"] == 0][0]
     assert math.isclose(first["psnr"], psnr(super_resolve(bic, lr), hr, crop_border=4))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import runpy
 import uuid
 
 import numpy as np
@@ -18,7 +19,10 @@ from PIL import Image
 from featsr_d2.data import TT100KFormatError, register_tt100k_instances, set_bad_record_policy
 from featsr_d2.data.tt100k_categories import TYPE45
 from featsr_d2.evaluation import TT100KEvaluator
-from featsr_d2.evaluation import tt100k as protocol
+from featsr_d2.evaluation.tt100k_protocol import check_results
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+cli_main = runpy.run_path(os.path.join(REPO, "tools", "tt100k_eval.py"))["main"]
 
 
 def _box(x0, y0, x1, y1):
@@ -152,11 +156,11 @@ def test_check_results_other_split_and_empty_ground_truth():
         }
     }
     det = {"imgs": {"7": {"objects": []}, "8": {"objects": []}}}
-    problems = protocol.check_results(gt, det, img_ids=["1", "2"])
+    problems = check_results(gt, det, img_ids=["1", "2"])
     assert any("none of the 2 result images is among the 2 evaluated" in p for p in problems)
     assert any("hold no ground truth in the class set: recall is 1" in p for p in problems)
     det = {"imgs": {"1": {"objects": [{**GOOD, "score": 0.5}]}, "9": {"objects": []}}}
-    problems = protocol.check_results({"imgs": {"1": {"objects": [GOOD]}}}, det)
+    problems = check_results({"imgs": {"1": {"objects": [GOOD]}}}, det)
     assert problems == ["1 of 2 result images are not in the evaluated split and are ignored"]
 
 
@@ -167,19 +171,19 @@ def test_command_line_errors(tmp_path, capsys):
     res.write_text(json.dumps({"imgs": {"1": {"objects": [{**GOOD, "score": 0.9}]}}}))
     for iou in ("nan", "1.5", "-0.1"):
         with pytest.raises(SystemExit) as e:
-            protocol.main(["--gt", str(gt), "--results", str(res), "--iou", iou])
+            cli_main(["--gt", str(gt), "--results", str(res), "--iou", iou])
         assert e.value.code == 2
         assert "--iou" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        protocol.main(["--gt", str(gt), "--results", str(res), "--minscore", "nan"])
+        cli_main(["--gt", str(gt), "--results", str(res), "--minscore", "nan"])
     assert "--minscore" in capsys.readouterr().err
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     out = blocker / "out.json"
-    assert protocol.main(["--gt", str(gt), "--results", str(res), "--json", str(out)]) == 2
+    assert cli_main(["--gt", str(gt), "--results", str(res), "--json", str(out)]) == 2
     assert f"--json {out}: cannot write" in capsys.readouterr().err
     gt.write_bytes(b'{"imgs": {"\xff": {}}}')
-    assert protocol.main(["--gt", str(gt), "--results", str(res)]) == 2
+    assert cli_main(["--gt", str(gt), "--results", str(res)]) == 2
     assert "gt.json: not UTF-8" in capsys.readouterr().err
 
 
@@ -215,9 +219,9 @@ def test_command_line_validates_only_the_evaluated_split(tmp_path, capsys):
     res.write_text(json.dumps({"imgs": {"1": {"objects": [{**GOOD, "score": 0.9}]}}}))
     ids = tmp_path / "ids.txt"
     ids.write_text("1\n")
-    assert protocol.main(["--gt", str(gt), "--results", str(res), "--ids", str(ids)]) == 0
+    assert cli_main(["--gt", str(gt), "--results", str(res), "--ids", str(ids)]) == 0
     assert "100.0" in capsys.readouterr().out
-    assert protocol.main(["--gt", str(gt), "--results", str(res)]) == 2  # every image evaluated
+    assert cli_main(["--gt", str(gt), "--results", str(res)]) == 2  # every image evaluated
     assert "gt.json: imgs['2'].objects[0]: bbox['xmax'] must be a finite number" in (
         capsys.readouterr().err
     )

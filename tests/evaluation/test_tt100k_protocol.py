@@ -1,9 +1,12 @@
-"""The official TT100K protocol (featsr_d2.evaluation.tt100k): one hand-built case per rule, a
-plain-loop reference of the rules compared on seeded random data, the curve, loading and the CLI."""
+"""The official TT100K protocol (featsr_d2.evaluation.tt100k_protocol, tools/tt100k_eval.py): one
+hand-built case per rule, a plain-loop reference of the rules compared on seeded random data, the
+curve, loading and the CLI."""
 
 from __future__ import annotations
 
 import json
+import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -12,19 +15,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from featsr_d2.data.tt100k import TT100KFormatError, load_annotations, load_ids, load_results
 from featsr_d2.data.tt100k_categories import SIZE_BINS, TYPE45
-from featsr_d2.evaluation.tt100k import (
-    TT100KFormatError,
-    accuracy_recall_curve,
-    evaluate_tt100k,
-    format_table,
-    load_annotations,
-    load_ids,
-    load_results,
-    main,
-    save_curve_png,
-    summarize,
-)
+from featsr_d2.evaluation.tt100k_protocol import accuracy_recall_curve, evaluate_tt100k
+from featsr_d2.evaluation.tt100k_report import format_table, save_curve_png, summarize
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLI = os.path.join(REPO, "tools", "tt100k_eval.py")
+main = runpy.run_path(CLI)["main"]
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -574,10 +572,11 @@ def test_cli_end_to_end(tmp_path):
     gt_path, res_path, ids_path, expected = _write_cli_inputs(tmp_path)
     out_json, out_png = tmp_path / "out" / "metrics.json", tmp_path / "out" / "curve.png"
     out_json.parent.mkdir()
-    cmd = [sys.executable, "-m", "featsr_d2.evaluation.tt100k", "--gt", str(gt_path)]
+    cmd = [sys.executable, CLI, "--gt", str(gt_path)]
     cmd += ["--results", str(res_path), "--ids", str(ids_path), "--iou", "0.5"]
     cmd += ["--minscore", "0.3", "--types", "all", "--json", str(out_json), "--curve", str(out_png)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    env = dict(os.environ, PYTHONPATH=REPO)  # this checkout's featsr_d2, as the tests import it
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "Overall" in proc.stdout and "res" in proc.stdout.splitlines()[-1]
     assert json.loads(out_json.read_text()) == expected

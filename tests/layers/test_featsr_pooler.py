@@ -1,19 +1,11 @@
-"""FeatSRROIPooler against Detectron2's ROIPooler, and its use from a config."""
+"""FeatSRROIPooler against Detectron2's ROIPooler (its use from a config: tests/modeling)."""
 
 import pytest
 import torch
-from detectron2.config import get_cfg
-from detectron2.layers import ShapeSpec
-from detectron2.modeling import ROI_HEADS_REGISTRY, build_roi_heads
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes
-from torch import nn
 
-from featsr_d2.modeling.poolers import (
-    FeatSRPoolerStandardROIHeads,
-    FeatSRROIPooler,
-    convert_to_featsr_poolers,
-)
+from featsr_d2.layers import FeatSRROIPooler
 
 STRIDES = (4, 8, 16, 32)
 IMAGE = (256, 320)  # (H, W)
@@ -77,51 +69,3 @@ def test_single_level_and_empty_inputs():
     assert pooler(no_images, []).shape == (0, 8, 4, 4)
     with pytest.raises(ValueError):
         FeatSRROIPooler(7, [1.0 / 16], 0, "ROIPool")
-
-
-def test_convert_to_featsr_poolers():
-    scales = [1.0 / s for s in STRIDES]
-    model = nn.Module()
-    model.head = nn.Module()
-    model.head.box_pooler = ROIPooler(7, scales, 0, "ROIAlign")
-    model.head.other = ROIPooler(7, scales, 0, "ROIPool")  # not an ROIAlign: left alone
-    convert_to_featsr_poolers(model)
-    assert isinstance(model.head.box_pooler, FeatSRROIPooler)
-    assert model.head.box_pooler.pooler_type == "FeatSRROIAlign"
-    assert type(model.head.other) is ROIPooler
-
-
-def _fpn_cfg(pooler_type):
-    cfg = get_cfg()
-    cfg.MODEL.ROI_HEADS.NAME = "FeatSRPoolerStandardROIHeads"
-    cfg.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
-    cfg.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
-    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 1
-    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 32
-    cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE = pooler_type
-    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
-    cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0
-    return cfg
-
-
-def test_standard_roi_heads_from_config():
-    assert ROI_HEADS_REGISTRY.get("FeatSRPoolerStandardROIHeads") is FeatSRPoolerStandardROIHeads
-    assert ROI_HEADS_REGISTRY.get("FeatSRPoolerRes5ROIHeads") is not None
-    shapes = {f"p{i}": ShapeSpec(channels=8, stride=s) for i, s in zip(range(2, 6), STRIDES)}
-    torch.manual_seed(0)
-    heads = build_roi_heads(_fpn_cfg("FeatSRROIAlignV2"), shapes)
-    assert isinstance(heads, FeatSRPoolerStandardROIHeads)
-    assert isinstance(heads.box_pooler, FeatSRROIPooler)
-    torch.manual_seed(0)
-    cfg_ref = _fpn_cfg("ROIAlignV2")
-    cfg_ref.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
-    ref = build_roi_heads(cfg_ref, shapes)
-    assert type(ref.box_pooler) is ROIPooler
-    feats = fpn_features()
-    boxes = [random_boxes(20, seed=3), random_boxes(7, seed=4)]
-    assert torch.equal(heads.box_pooler(feats, boxes), ref.box_pooler(feats, boxes))
-    # The whole box head gives the same features (same seed, same weights).
-    assert torch.equal(
-        heads.box_head(heads.box_pooler(feats, boxes)), ref.box_head(ref.box_pooler(feats, boxes))
-    )

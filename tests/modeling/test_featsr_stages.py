@@ -8,8 +8,8 @@ import torch
 from common import tiny_featsr_cfg
 from detectron2.modeling import build_model
 
+from featsr_d2.checkpoint import WeightsFileError
 from featsr_d2.engine import FeatSRTrainer
-from featsr_d2.engine.checkpoint import WeightsFileError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = pytest.mark.usefixtures("one_thread")

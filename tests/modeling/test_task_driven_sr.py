@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from common import TDSR_SYNTH as SYNTH
+from common import tiny_tdsr_cfg as tiny_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
@@ -19,61 +21,18 @@ from torch.nn.modules.batchnorm import _NormBase
 from train_hooks import StopAfter
 
 from featsr_d2.config import add_tdsr_config, get_featsr_cfg
-from featsr_d2.data.degradations import build_sr_degradation
-from featsr_d2.data.lr_mapper import (
-    LRDetectionDatasetMapper,
-    hr_to_rgb,
-    lr_seed,
-    lr_size,
-    make_lr_image,
-)
+from featsr_d2.data.degradations import build_sr_degradation, lr_size, make_lr_image
+from featsr_d2.data.lr_mapper import LRDetectionDatasetMapper, lr_seed
 from featsr_d2.engine import FeatSRTrainer, TDSRTrainer, trainer_class
-from featsr_d2.modeling.meta_arch.task_driven_sr import (
-    TaskDrivenSR,
-    get_detector_cfg,
-    load_detector_weights,
-)
+from featsr_d2.modeling.meta_arch.task_driven_sr import get_detector_cfg
+from featsr_d2.utils.image import detector_to_rgb
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TDSR_CONFIGS = sorted(
     glob.glob(os.path.join(REPO, "configs", "tdsr", "**", "*.yaml"), recursive=True)
 )
-SYNTH = os.path.join(REPO, "configs", "tdsr", "tdsr_dbpn_x4_synth.yaml")
-
-# The demo detector at 128 px with few proposals, BatchNorm in the backbone (to check that its
-# statistics do not move), no pretrained backbone.
-DETECTOR_OPTS = [
-    "MODEL.MNV2.NORM", "BN", "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128",
-    "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128", "MODEL.RPN.POST_NMS_TOPK_TRAIN",
-    "64", "MODEL.RPN.POST_NMS_TOPK_TEST", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-    "MODEL.ROI_HEADS.NUM_CLASSES", "45",  # the tiny set's type45 classes (the demo has ten)
-]  # fmt: skip
-TINY_DBPN = [
-    "MODEL.SR.DBPN.FEAT",
-    16,
-    "MODEL.SR.DBPN.BASE_FILTER",
-    8,
-    "MODEL.SR.DBPN.NUM_STAGES",
-    2,
-]
-
 
 pytestmark = pytest.mark.usefixtures("one_thread_in_repo")
-
-
-def tiny_cfg(tiny_tt100k, output_dir, *opts, detector_opts=()):
-    train_name, test_name, _ = tiny_tt100k
-    cfg = get_featsr_cfg(SYNTH)
-    cfg.merge_from_list([
-        "MODEL.DEVICE", "cpu", "MODEL.SR.WEIGHTS", "", "MODEL.TDSR.DETECTOR_WEIGHTS", "",
-        "MODEL.TDSR.DETECTOR_OPTS", [*DETECTOR_OPTS, *detector_opts], *TINY_DBPN,
-        "DATASETS.TRAIN", (train_name,), "DATASETS.TEST", (test_name,),
-        "DATALOADER.NUM_WORKERS", 0, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_ITER", 2,
-        "SOLVER.STEPS", (), "SOLVER.CHECKPOINT_PERIOD", 1, "INPUT.SR.PATCH_SIZE", 64,
-        "TEST.TT100K.NUM_VIS_IMAGES", 0, "TEST.TT100K.TYPES", "type45",
-        "OUTPUT_DIR", str(output_dir), *opts,
-    ])  # fmt: skip
-    return cfg
 
 
 def lr_batch(cfg, tiny_tt100k, n=2, is_train=True):
@@ -231,7 +190,7 @@ def test_shapes_through_the_chain(scale, sr, tiny_tt100k, tmp_path):
     assert x["lr_image"].dtype == torch.uint8
     # The same LR made from the public functions, with the test-time seed of the image's id.
     lr = make_lr_image(
-        hr_to_rgb(mapped["image"], model.input_format),
+        detector_to_rgb(mapped["image"], model.input_format),
         scale,
         build_sr_degradation(cfg),
         np.random.default_rng(lr_seed(cfg.INPUT.SR.SEED, mapped)),
@@ -291,23 +250,6 @@ def test_bgr_detector_gets_bgr_and_the_target_is_rgb(tiny_tt100k, tmp_path):
     degradation = build_sr_degradation(cfg)
     lr = make_lr_image(np.ascontiguousarray(hr), 4, degradation, np.random.default_rng(0))
     assert np.array_equal(batch[0]["lr_image"].permute(1, 2, 0).numpy(), lr)
-
-
-def test_detector_weights_load_strictly(tiny_tt100k, tmp_path):
-    cfg = tiny_cfg(tiny_tt100k, tmp_path)
-    detector = build_model(get_detector_cfg(cfg))
-    path = tmp_path / "detector.pth"
-    torch.save({"model": detector.state_dict()}, path)
-    model = build_model(tiny_cfg(tiny_tt100k, tmp_path, "MODEL.TDSR.DETECTOR_WEIGHTS", str(path)))
-    loaded = model.detector.state_dict()
-    assert all(torch.equal(v, loaded[k]) for k, v in detector.state_dict().items())
-    state = detector.state_dict()
-    state.pop(next(k for k in state if k.startswith("roi_heads")))
-    torch.save({"model": state}, path)
-    with pytest.raises(RuntimeError, match="lacks 1 detector weights"):
-        load_detector_weights(build_model(get_detector_cfg(cfg)), str(path))
-    with pytest.raises(ValueError, match="alpha"):
-        TaskDrivenSR(sr_network=model.sr, detector=model.detector, alpha=0.0, beta=0.0)
 
 
 def test_resume_is_exact(tiny_tt100k, tmp_path):
@@ -370,14 +312,3 @@ def test_retinanet_detector(tiny_tt100k, tmp_path):
     with torch.no_grad():
         (out,) = model(batch)
     assert out["instances"].image_size == (batch[0]["height"], batch[0]["width"])
-
-
-def test_detector_pkl_weights_are_refused_without_the_opt_in(tmp_path):
-    """Reading a .pkl runs the code it holds: TDSR's detector weights need the opt-in too."""
-    from featsr_d2.engine.checkpoint import WeightsFileError
-    from featsr_d2.modeling.meta_arch.task_driven_sr import load_detector_weights
-
-    path = tmp_path / "detector.pkl"
-    path.write_bytes(b"never unpickled")
-    with pytest.raises(WeightsFileError, match="allow-pickle-weights"):
-        load_detector_weights(torch.nn.Linear(1, 1), str(path))

@@ -41,14 +41,14 @@ Freezing (``MODEL.MNV2.FREEZE_AT``), as ``MODEL.BACKBONE.FREEZE_AT`` for Detectr
 block's parameters get ``requires_grad=False`` and its BN/SyncBN layers become
 ``FrozenBatchNorm2d``.
 
-The parameter names map one to one onto torchvision's by
-:func:`convert_torchvision_mobilenet_v2`; ``featsr_d2.modeling.backbone.pretrained`` turns the
-shipped ImageNet checkpoint into a Detectron2 one.
+The parameter names map one to one onto torchvision's
+(:mod:`featsr_d2.checkpoint.torchvision_mobilenet_v2` converts torchvision's checkpoints). FeatSR's
+target extractor and the registered backbones (``FeatSRMobileNetV2``, ``FeatSRMobileNetV2FPN``)
+are in :mod:`featsr_d2.modeling.backbone.mobilenet_v2_target_extractor`.
 """
 
 import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import fvcore.nn.weight_init as weight_init
@@ -56,19 +56,15 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import CNNBlockBase, Conv2d, FrozenBatchNorm2d, ShapeSpec, get_norm
-from detectron2.modeling import BACKBONE_REGISTRY, Backbone
-from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+from detectron2.modeling import Backbone
 from torch import nn
-
-from featsr_d2.modeling.backbone.target_extractor import FeatSRFPN, atrous_conv, featsr_passthrough
 
 __all__ = [
     "MobileNetV2Backbone",
     "InvertedResidual",
     "MobileNetV2Stem",
-    "FeatSRMobileNetV2",
-    "FeatSRMobileNetV2FPN",
-    "convert_torchvision_mobilenet_v2",
+    "BlockSpec",
+    "block_specs",
     "make_divisible",
 ]
 
@@ -88,8 +84,6 @@ _INVERTED_RESIDUAL_SETTING = (
     (6, 160, 3, 2, "stage5"),
     (6, 320, 1, 1, "stage5"),
 )
-# Index of torchvision's final 1x1 conv to 1280 channels (features.18), left out of this backbone.
-_TORCHVISION_LAST_CONV_INDEX = 1 + sum(n for _, _, n, _, _ in _INVERTED_RESIDUAL_SETTING)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -101,7 +95,9 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return rounded
 
 
-class _BlockSpec(NamedTuple):
+class BlockSpec(NamedTuple):
+    """One inverted residual block as torchvision builds it, and where it lies in our stages."""
+
     features_index: int  # the block's index in torchvision's ``features``
     stage: str
     index_in_stage: int
@@ -111,7 +107,7 @@ class _BlockSpec(NamedTuple):
     expand_ratio: int
 
 
-def _block_specs(width_mult: float) -> list[_BlockSpec]:
+def block_specs(width_mult: float) -> list[BlockSpec]:
     """Every inverted residual block, in order, as torchvision builds them."""
     specs = []
     in_channels = make_divisible(_STEM_CHANNELS * width_mult)
@@ -120,7 +116,7 @@ def _block_specs(width_mult: float) -> list[_BlockSpec]:
         out_channels = make_divisible(c * width_mult)
         for i in range(n):
             specs.append(
-                _BlockSpec(
+                BlockSpec(
                     features_index=len(specs) + 1,
                     stage=stage,
                     index_in_stage=per_stage[stage],
@@ -211,14 +207,6 @@ class InvertedResidual(_FreezableBlock):
         out = self.project(self.depthwise(out))
         return x + out if self.use_residual else out
 
-    def extract_targets(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
-        """:meth:`forward` as FeatSR's target extractor runs it (see ``target_extractor``);
-        ``fused`` runs the strided depthwise convolution as the fused conv + max pool op."""
-        out = x if self.expand is None else atrous_conv(self.expand, x)
-        out = atrous_conv(self.depthwise, out, fused=fused)
-        out = atrous_conv(self.project, out)
-        return x + out if self.use_residual else out
-
 
 class MobileNetV2Backbone(Backbone):
     """MobileNetV2 features with Detectron2's backbone interface; see the module docstring for the
@@ -238,7 +226,6 @@ class MobileNetV2Backbone(Backbone):
         out_features: Sequence[str] = ("stage5",),
         norm: str = "FrozenBN",
         freeze_at: int = 0,
-        fused_targets: bool = False,
     ):
         """
         Args:
@@ -248,8 +235,6 @@ class MobileNetV2Backbone(Backbone):
             norm: one of "FrozenBN", "BN", "SyncBN", "GN", "" (none).
             freeze_at: 0 trains everything, 1 freezes the stem, N in 2..5 the stem and
                 stage2..stageN.
-            fused_targets: run :meth:`extract_targets`' strided layers with the fused dilated
-                convolution + max pool op (same result, less memory).
         """
         super().__init__()
         if width_mult <= 0:
@@ -273,7 +258,7 @@ class MobileNetV2Backbone(Backbone):
         self._out_feature_strides = {}
         self._out_feature_channels = {}
         stride = self.stem.stride
-        specs = _block_specs(width_mult)
+        specs = block_specs(width_mult)
         for name in self.stage_names:
             blocks = [
                 InvertedResidual(
@@ -291,7 +276,6 @@ class MobileNetV2Backbone(Backbone):
             self._out_feature_strides[name] = stride
             self._out_feature_channels[name] = blocks[-1].out_channels
         self._out_features = out_features
-        self.fused_targets = fused_targets
         self.freeze(freeze_at)
 
     @classmethod
@@ -302,7 +286,6 @@ class MobileNetV2Backbone(Backbone):
             "out_features": cfg.MODEL.MNV2.OUT_FEATURES,
             "norm": cfg.MODEL.MNV2.NORM,
             "freeze_at": cfg.MODEL.MNV2.FREEZE_AT,
-            "fused_targets": cfg.MODEL.FEATSR.FUSED_EXTRACTOR,
         }
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -324,18 +307,6 @@ class MobileNetV2Backbone(Backbone):
                 outputs[name] = x
         return outputs
 
-    def extract_targets(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The features of :meth:`forward` as FeatSR's SR target extractor computes them on the
-        1.0x image: same names and shapes, the receptive field of the 0.5x image."""
-        outputs = {}
-        x = atrous_conv(self.stem.conv, x, fused=self.fused_targets)
-        for name in self.stage_names:
-            for block in getattr(self, name):
-                x = block.extract_targets(x, self.fused_targets)
-            if name in self._out_features:
-                outputs[name] = x
-        return outputs
-
     def freeze(self, freeze_at: int = 0) -> "MobileNetV2Backbone":
         """Freeze the stem (``freeze_at >= 1``) and stage2 .. stage``freeze_at``: their parameters
         stop requiring gradients and their BN layers become ``FrozenBatchNorm2d``.
@@ -350,97 +321,3 @@ class MobileNetV2Backbone(Backbone):
                 for block in getattr(self, name).children():
                     block.freeze()
         return self
-
-
-def convert_torchvision_mobilenet_v2(
-    state_dict: Mapping[str, torch.Tensor],
-) -> dict[str, torch.Tensor]:
-    """Rename a torchvision ``MobileNetV2`` state dict (any width multiplier) to
-    :class:`MobileNetV2Backbone`'s parameter names (without a ``backbone.`` prefix).
-
-    ``features.0.{0,1}`` become ``stem.conv`` and ``stem.conv.norm``; block ``features.i.conv.*``
-    becomes ``stageK.j.{expand,depthwise,project}`` (``.norm`` for its batch norm). Dropped:
-    ``classifier.*`` and ``features.18.*`` (not part of this backbone) and every
-    ``num_batches_tracked`` (meaningless for frozen norms; ``BatchNorm2d`` restarts the count when
-    it is missing).
-
-    Raises:
-        ValueError: on a key that is not part of torchvision's MobileNetV2.
-    """
-    blocks = {s.features_index: s for s in _block_specs(1.0)}
-    # torchvision's InvertedResidual.conv children -> our module names, with and without expansion.
-    with_expand = {
-        "0.0": "expand",
-        "0.1": "expand.norm",
-        "1.0": "depthwise",
-        "1.1": "depthwise.norm",
-        "2": "project",
-        "3": "project.norm",
-    }
-    without_expand = {
-        "0.0": "depthwise",
-        "0.1": "depthwise.norm",
-        "1": "project",
-        "2": "project.norm",
-    }
-    conv_params = ("weight",)
-    norm_params = ("weight", "bias", "running_mean", "running_var")
-
-    converted = {}
-    for key, value in state_dict.items():
-        if key.startswith("classifier.") or key.endswith(".num_batches_tracked"):
-            continue
-        match = re.fullmatch(r"features\.(\d+)\.(.+)\.(\w+)", key)
-        if match is None:
-            raise ValueError(f"Not a torchvision MobileNetV2 key: {key!r}")
-        index, module, param = int(match.group(1)), match.group(2), match.group(3)
-        if index == _TORCHVISION_LAST_CONV_INDEX:
-            continue
-        if index == 0:
-            target = {"0": "stem.conv", "1": "stem.conv.norm"}.get(module)
-        elif index in blocks and module.startswith("conv."):
-            spec = blocks[index]
-            names = with_expand if spec.expand_ratio != 1 else without_expand
-            local = names.get(module[len("conv.") :])
-            target = local and f"{spec.stage}.{spec.index_in_stage}.{local}"
-        else:
-            target = None
-        allowed = norm_params if target and target.endswith("norm") else conv_params
-        if target is None or param not in allowed:
-            raise ValueError(f"Not a torchvision MobileNetV2 key: {key!r}")
-        converted[f"{target}.{param}"] = value
-    return converted
-
-
-# Registry keys are the builders' names, prefixed FeatSR so that no other plugin collides.
-@BACKBONE_REGISTRY.register()
-def FeatSRMobileNetV2(cfg, input_shape: ShapeSpec) -> MobileNetV2Backbone:
-    """MobileNetV2 from ``MODEL.MNV2.*`` (``MODEL.BACKBONE.NAME: "FeatSRMobileNetV2"``)."""
-    return MobileNetV2Backbone(cfg, input_shape)
-
-
-@BACKBONE_REGISTRY.register()
-def FeatSRMobileNetV2FPN(cfg, input_shape: ShapeSpec) -> FeatSRFPN:
-    """Detectron2's FPN on MobileNetV2 (``MODEL.BACKBONE.NAME: "FeatSRMobileNetV2FPN"``),
-    with a max-pooled extra level (p6) as in Detectron2's ResNet-FPN.
-
-    ``MODEL.FPN.IN_FEATURES`` (contiguous, ending at "stage5", e.g. ["stage2", "stage3", "stage4",
-    "stage5"] for p2..p6) must all be in ``MODEL.MNV2.OUT_FEATURES``.
-    """
-    bottom_up = FeatSRMobileNetV2(cfg, input_shape)
-    in_features = list(cfg.MODEL.FPN.IN_FEATURES)
-    missing = [f for f in in_features if f not in bottom_up.output_shape()]
-    if not in_features or missing:
-        raise ValueError(
-            f"MODEL.FPN.IN_FEATURES {in_features} must be non-empty and within "
-            f"MODEL.MNV2.OUT_FEATURES {list(cfg.MODEL.MNV2.OUT_FEATURES)}"
-        )
-    return FeatSRFPN(
-        bottom_up=bottom_up,
-        in_features=in_features,
-        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
-        norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelMaxPool(),
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-        passthrough=featsr_passthrough(cfg),
-    )

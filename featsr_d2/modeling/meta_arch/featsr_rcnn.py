@@ -1,5 +1,6 @@
-"""FeatSR's meta-architecture: Faster R-CNN whose training step also makes the 0.5x images and
-the SR target extractor's features for the FeatSR ROI heads (Noh et al., ICCV 2019, section 4.3).
+"""FeatSR's meta-architecture: Faster R-CNN (or Mask R-CNN) whose training step also makes the
+0.5x images and the SR target extractor's features for the FeatSR ROI heads (Noh et al., ICCV
+2019, section 4.3).
 
 At inference it is :class:`GeneralizedRCNN`: the only extra cost is in the ROI heads (the generator
 and small predictor on small proposals). In the paper's stages 2 and 3 (``MODEL.FEATSR.STAGE``) the

@@ -50,27 +50,37 @@ sub RoI features of a set of proposals come from one call, and so do the pairs' 
 sub) and T^1.0, with every RoI pooled from its own pyramid level and no per-level masking (when
 the sub layers differ in width, each sub layer is pooled by its own call and projected by G). The
 box pooler's type sets the alignment and sampling ("ROIAlign", "ROIAlignV2", or featsr_d2's
-"FeatSRROIAlign(V2)", which the heads also accept); the result equals Detectron2's poolers.
+"FeatSRROIAlign(V2)", which the heads also accept for every pooler: box, mask, keypoint); the result
+equals Detectron2's poolers.
+
+The heads replace only the box branch (``_forward_box``); Detectron2's mask and keypoint branches
+(``MODEL.MASK_ON``, ``MODEL.KEYPOINT_ON``) run as in the base heads, on the sampled proposals in
+training and on the merged detections at inference, and are trained in both phases (they are not
+part of FeatSR's routing).
+
+A checkpoint without the small predictor (the stage-1 base detector) initializes it from the large
+one, as the paper does, and says so in the log (:meth:`_FeatSRHeads._load_from_state_dict`).
 
 The small predictor's events (accuracy, foreground fraction) are logged under ``small/``.
 """
 
 import copy
+import logging
 
 import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling import ROI_HEADS_REGISTRY
-from detectron2.modeling.poolers import assign_boxes_to_levels
+from detectron2.modeling.poolers import ROIPooler, assign_boxes_to_levels
 from detectron2.modeling.roi_heads import Res5ROIHeads, StandardROIHeads
+from detectron2.modeling.roi_heads.roi_heads import select_foreground_proposals
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
 from torch.func import functional_call
 
 from featsr_d2.config import FEATSR_STAGES, featsr_sub_features
-from featsr_d2.layers import multimap_roi_align
-from featsr_d2.modeling.poolers import FeatSRPoolersMixin
+from featsr_d2.layers import FEATSR_POOLER_TYPES, FeatSRROIPooler, multimap_roi_align
 from featsr_d2.modeling.roi_heads.sr_feature_discriminator import (
     SRFeatureDiscriminator,
     content_loss,
@@ -83,13 +93,51 @@ __all__ = ["FeatSRRes5ROIHeads", "FeatSRStandardROIHeads", "SUPERVISIONS"]
 
 SUPERVISIONS = ("extractor", "naive", "none", "detection_only", "identity")
 
+logger = logging.getLogger(__name__)
+
+# ROI-head arguments holding a pooler, and the config node of their pooler type.
+_POOLER_NODES = {
+    "box_pooler": "ROI_BOX_HEAD",
+    "pooler": "ROI_BOX_HEAD",  # Res5ROIHeads
+    "mask_pooler": "ROI_MASK_HEAD",
+    "keypoint_pooler": "ROI_KEYPOINT_HEAD",
+}
+
 
 def _sqrt_area(boxes: Boxes) -> torch.Tensor:
     return boxes.area().clamp(min=0).sqrt()
 
 
-def _featsr_from_config(cfg, input_shape: dict[str, ShapeSpec], base_channels: int) -> dict:
-    """The FeatSR arguments shared by both layouts: G, D, the sub layers and the settings."""
+def _base_heads_from_config(heads_cls, cfg, input_shape: dict[str, ShapeSpec]) -> dict:
+    """The arguments of the Detectron2 heads ``heads_cls`` from ``cfg``, where a pooler type may
+    also be one of :data:`~featsr_d2.layers.FEATSR_POOLER_TYPES`: Detectron2 builds the heads
+    with the matching type, then each such pooler becomes a :class:`FeatSRROIPooler`."""
+    featsr_types = {
+        node: cfg.MODEL[node].POOLER_TYPE
+        for node in set(_POOLER_NODES.values())
+        if cfg.MODEL[node].POOLER_TYPE in FEATSR_POOLER_TYPES
+    }
+    if featsr_types:
+        cfg = cfg.clone()
+        cfg.defrost()
+        for node, pooler_type in featsr_types.items():
+            cfg.MODEL[node].POOLER_TYPE = FEATSR_POOLER_TYPES[pooler_type][1]
+    ret = heads_cls.from_config(cfg, input_shape)
+    for key, node in _POOLER_NODES.items():
+        if node in featsr_types and isinstance(ret.get(key), ROIPooler):
+            ret[key] = FeatSRROIPooler.from_pooler(ret[key], featsr_types[node])
+    return ret
+
+
+def _featsr_from_config(
+    cfg,
+    input_shape: dict[str, ShapeSpec],
+    base_channels: int,
+    large_head: nn.Module,
+    large_predictor: nn.Module,
+) -> dict:
+    """The FeatSR arguments shared by both layouts: G, D, the small predictor (copies of the
+    large one: ``large_head`` and ``large_predictor``), the sub layers and the settings."""
     f = cfg.MODEL.FEATSR
     subs = featsr_sub_features(cfg)
     missing = [s for s in dict.fromkeys(subs) if s not in input_shape]
@@ -111,6 +159,8 @@ def _featsr_from_config(cfg, input_shape: dict[str, ShapeSpec], base_channels: i
         "discriminator": SRFeatureDiscriminator(
             cfg, input_shape=(base_channels, resolution, resolution)
         ),
+        "small_head": copy.deepcopy(large_head),
+        "small_predictor": copy.deepcopy(large_predictor),
         "sub_features": subs,
         "sub_scales": [1.0 / input_shape[s].stride for s in subs],
         "stage": f.STAGE,
@@ -126,21 +176,25 @@ def _featsr_from_config(cfg, input_shape: dict[str, ShapeSpec], base_channels: i
 
 
 class _FeatSRHeads:
-    """Routing, losses and inference shared by the C4 and FPN heads. A subclass provides
-    ``_base_maps(features)`` (the maps, one per pyramid level, and their spatial scales, that the
-    base RoI feature of a RoI on level k comes from; one level for C4), ``_box_pooler`` (the base
-    detector's pooler, whose alignment and sampling the heads use), ``_large_head(x)`` and
-    ``_small_head(x)`` (what stands between a RoI feature and the large / small predictor),
-    ``_levels(boxes)`` on a pyramid, and ``_REPLICAS``: the large predictor's parts and their
-    replicas in the small predictor."""
+    """FeatSR's box branch, shared by the C4 and FPN heads: it replaces Detectron2's
+    ``_forward_box`` (routing, losses and inference) and keeps the small predictor's checkpoint
+    conversion. It comes first among the bases of a Detectron2 ROI head class, which provides the
+    large predictor and the poolers and implements the layout's hooks below (``_base_maps``,
+    ``_box_pooler``, ``_large_head``, ``_small_head``, ``_levels``) and ``_REPLICAS``."""
 
+    # The large predictor's parts and their replicas in the small predictor (state-dict prefixes).
     _REPLICAS: dict[str, str] = {}
+    # 2: written by these heads (a state dict of version 1 or without one may lack the small
+    # predictor: the stage-1 detector's). See _load_from_state_dict.
+    _version = 2
 
     def _init_featsr(
         self,
         *,
         generator: SRFeatureGenerator,
         discriminator: SRFeatureDiscriminator,
+        small_head: nn.Module,
+        small_predictor: nn.Module,
         sub_features: list[str],
         sub_scales: list[float],
         stage: int,
@@ -161,8 +215,9 @@ class _FeatSRHeads:
             raise ValueError(f"MODEL.FEATSR.STAGE must be one of {FEATSR_STAGES}, got {stage!r}")
         self.generator = generator
         self.discriminator = discriminator
-        for large, small in self._REPLICAS.items():
-            setattr(self, small.rstrip("."), copy.deepcopy(getattr(self, large.rstrip("."))))
+        small_head_name, small_predictor_name = (n.rstrip(".") for n in self._REPLICAS.values())
+        setattr(self, small_head_name, small_head)
+        setattr(self, small_predictor_name, small_predictor)
         self.sub_features = list(sub_features)
         self.sub_scales = list(sub_scales)
         self._sub_sources = list(dict.fromkeys(sub_features))
@@ -177,7 +232,25 @@ class _FeatSRHeads:
         self.detection_weight = detection_weight
         for module in self.frozen_modules():
             module.requires_grad_(False)
-        self._register_load_state_dict_pre_hook(self._init_small_predictor_from_large)
+
+    # Layout hooks, implemented by each layout's heads.
+    @property
+    def _box_pooler(self) -> ROIPooler:
+        """The base detector's box pooler, whose alignment and sampling the heads use."""
+        raise NotImplementedError
+
+    def _base_maps(self, features) -> tuple[list[torch.Tensor], list[float]]:
+        """The maps (one per pyramid level) that the base RoI feature of a RoI on level k comes
+        from, and their spatial scales; one level for C4."""
+        raise NotImplementedError
+
+    def _large_head(self, x: torch.Tensor) -> torch.Tensor:
+        """What stands between a base RoI feature and the large predictor."""
+        raise NotImplementedError
+
+    def _small_head(self, x: torch.Tensor) -> torch.Tensor:
+        """What stands between G's output and the small predictor."""
+        raise NotImplementedError
 
     def frozen_modules(self) -> list[nn.Module]:
         """The parts of the heads this phase does not train (kept in eval mode by the
@@ -269,15 +342,33 @@ class _FeatSRHeads:
             out[mask] = pooled
         return out
 
-    def _init_small_predictor_from_large(self, state_dict, prefix, *args):
-        """Loading a checkpoint without the small predictor (the stage-1 base detector) copies the
-        large predictor's weights into it, as the paper initializes it."""
-        for key in list(state_dict):
-            for large, small in self._REPLICAS.items():
-                if key.startswith(prefix + large):
-                    replica = prefix + small + key[len(prefix + large) :]
-                    if replica not in state_dict:
-                        state_dict[replica] = state_dict[key].clone()
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        """A state dict older than version 2 (the FeatSR heads' own before it, or a plain
+        Detectron2 head's: the stage-1 base detector) may lack the small predictor: its missing
+        entries are copied from the large predictor's, as the paper initializes it, and the log
+        says so. From version 2 on, a missing small predictor is reported as missing."""
+        version = local_metadata.get("version", None)
+        if version is None or version < 2:
+            filled = set()
+            for key in list(state_dict):
+                for large, small in self._REPLICAS.items():
+                    if key.startswith(prefix + large):
+                        replica = prefix + small + key[len(prefix + large) :]
+                        if replica not in state_dict:
+                            state_dict[replica] = state_dict[key].clone()
+                            filled.add((prefix + large, prefix + small))
+            if filled:
+                logger.info(
+                    "FeatSR heads: the checkpoint has no small predictor (the stage-1 detector's); "
+                    "initialized %s from %s",
+                    ", ".join(small + "*" for _, small in sorted(filled)),
+                    ", ".join(large + "*" for large, _ in sorted(filled)),
+                )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     # ------------------------------------------------------------------------------------------
     def _small_masks(self, boxes: list[Boxes]) -> list[torch.Tensor]:
@@ -310,20 +401,18 @@ class _FeatSRHeads:
         change = (self.generator(base, sub) - base).flatten(1).norm(dim=1)
         return change / base.flatten(1).norm(dim=1).clamp(min=1e-12)
 
-    def forward(
-        self, images, features, proposals, targets=None, *, lr_features=None, sr_targets=None
-    ):
-        """
+    def _forward_box(self, features, proposals, *, lr_features=None, sr_targets=None):
+        """Detectron2's box-branch hook: in training, the losses of the sampled ``proposals``;
+        at inference, the detections (small proposals through G and the small predictor).
+
         Args:
-            images, features, proposals, targets: as :meth:`ROIHeads.forward`.
+            features, proposals: as :meth:`StandardROIHeads._forward_box`.
             lr_features: in stage-2 training, the backbone's features of the 0.5x images.
             sr_targets: in stage-2 training, the SR target extractor's features of the 1.0x
                 images (``needs_sr_targets``).
         """
-        del images
         if not self.training:
-            return self._inference(features, proposals), {}
-        proposals = self.label_and_sample_proposals(proposals, targets)
+            return self._inference(features, proposals)
         masks = self._small_masks([p.proposal_boxes for p in proposals])
         small = [p[m] for p, m in zip(proposals, masks)]
         losses = {}
@@ -344,7 +433,7 @@ class _FeatSRHeads:
             target_maps = features if self.supervision == "naive" else sr_targets
             boxes = [p.proposal_boxes for p in proposals]
             losses.update(self._sr_pair_losses(boxes, lr_features, target_maps))
-        return [], losses
+        return losses
 
     def _sr_pair_losses(
         self, boxes: list[Boxes], lr_features, target_maps
@@ -412,7 +501,7 @@ class _FeatSRHeads:
 
 
 @ROI_HEADS_REGISTRY.register()
-class FeatSRRes5ROIHeads(FeatSRPoolersMixin, _FeatSRHeads, Res5ROIHeads):
+class FeatSRRes5ROIHeads(_FeatSRHeads, Res5ROIHeads):
     """Res5ROIHeads with FeatSR's generator, discriminator and small predictor (C4)."""
 
     _REPLICAS = {"res5.": "small_res5.", "box_predictor.": "small_predictor."}
@@ -421,22 +510,49 @@ class FeatSRRes5ROIHeads(FeatSRPoolersMixin, _FeatSRHeads, Res5ROIHeads):
     def __init__(self, *, featsr: dict, **kwargs):
         """
         Args:
-            featsr: generator, discriminator, sub_features, sub_scales, stage, small_size,
-                target_min_size, supervision and the loss weights (see
-                :func:`_featsr_from_config`).
+            featsr: generator, discriminator, small_head, small_predictor, sub_features,
+                sub_scales, stage, small_size, target_min_size, supervision and the loss weights
+                (see :func:`_featsr_from_config`).
             kwargs: the arguments of :class:`Res5ROIHeads`.
         """
         super().__init__(**kwargs)
-        if self.mask_on:
-            raise ValueError("FeatSR heads predict boxes only: set MODEL.MASK_ON False")
         self._init_featsr(**featsr)
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
-        ret = super().from_config(cfg, input_shape)
+        ret = _base_heads_from_config(Res5ROIHeads, cfg, input_shape)
         base = input_shape[ret["in_features"][0]].channels
-        ret["featsr"] = _featsr_from_config(cfg, input_shape, base)
+        ret["featsr"] = _featsr_from_config(
+            cfg, input_shape, base, ret["res5"], ret["box_predictor"]
+        )
         return ret
+
+    def forward(
+        self, images, features, proposals, targets=None, *, lr_features=None, sr_targets=None
+    ):
+        """:meth:`Res5ROIHeads.forward` with FeatSR's box branch (``_forward_box``); Res5 has no
+        box hook of its own. The mask head reads ``res5`` of the foreground proposals in
+        training and of the detections at inference, as in Res5ROIHeads.
+
+        Args:
+            images, features, proposals, targets: as :meth:`ROIHeads.forward`.
+            lr_features, sr_targets: see :meth:`_FeatSRHeads._forward_box`.
+        """
+        del images
+        if not self.training:
+            instances = self._forward_box(features, proposals)
+            return self.forward_with_given_boxes(features, instances), {}
+        proposals = self.label_and_sample_proposals(proposals, targets)
+        losses = self._forward_box(
+            features, proposals, lr_features=lr_features, sr_targets=sr_targets
+        )
+        if self.mask_on:
+            proposals, _ = select_foreground_proposals(proposals, self.num_classes)
+            x = self._shared_roi_transform(
+                [features[f] for f in self.in_features], [p.proposal_boxes for p in proposals]
+            )
+            losses.update(self.mask_head(x, proposals))
+        return [], losses
 
     @property
     def _box_pooler(self):
@@ -453,8 +569,9 @@ class FeatSRRes5ROIHeads(FeatSRPoolersMixin, _FeatSRHeads, Res5ROIHeads):
 
 
 @ROI_HEADS_REGISTRY.register()
-class FeatSRStandardROIHeads(FeatSRPoolersMixin, _FeatSRHeads, StandardROIHeads):
-    """StandardROIHeads (FPN, DC5) with FeatSR's generator, discriminator and small predictor."""
+class FeatSRStandardROIHeads(_FeatSRHeads, StandardROIHeads):
+    """StandardROIHeads (FPN, DC5) with FeatSR's generator, discriminator and small predictor;
+    its mask and keypoint heads work as in StandardROIHeads."""
 
     _REPLICAS = {"box_head.": "small_box_head.", "box_predictor.": "small_predictor."}
 
@@ -466,16 +583,41 @@ class FeatSRStandardROIHeads(FeatSRPoolersMixin, _FeatSRHeads, StandardROIHeads)
             kwargs: the arguments of :class:`StandardROIHeads`.
         """
         super().__init__(**kwargs)
-        if self.mask_on or self.keypoint_on:
-            raise ValueError("FeatSR heads predict boxes only: set MODEL.MASK_ON False")
+        if self.train_on_pred_boxes:
+            raise ValueError(
+                "FeatSR heads train the mask and keypoint heads on the sampled proposals: set "
+                "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES False"
+            )
         self._init_featsr(**featsr)
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
-        ret = super().from_config(cfg, input_shape)
+        ret = _base_heads_from_config(StandardROIHeads, cfg, input_shape)
         channels = input_shape[cfg.MODEL.ROI_HEADS.IN_FEATURES[0]].channels
-        ret["featsr"] = _featsr_from_config(cfg, input_shape, channels)
+        ret["featsr"] = _featsr_from_config(
+            cfg, input_shape, channels, ret["box_head"], ret["box_predictor"]
+        )
         return ret
+
+    def forward(
+        self, images, features, proposals, targets=None, *, lr_features=None, sr_targets=None
+    ):
+        """:meth:`StandardROIHeads.forward`, whose training step also hands the stage-2 SR pairs'
+        inputs to the box branch.
+
+        Args:
+            images, features, proposals, targets: as :meth:`ROIHeads.forward`.
+            lr_features, sr_targets: see :meth:`_FeatSRHeads._forward_box`.
+        """
+        if not self.training:
+            return super().forward(images, features, proposals)
+        proposals = self.label_and_sample_proposals(proposals, targets)
+        losses = self._forward_box(
+            features, proposals, lr_features=lr_features, sr_targets=sr_targets
+        )
+        losses.update(self._forward_mask(features, proposals))
+        losses.update(self._forward_keypoint(features, proposals))
+        return [], losses
 
     def _levels(self, boxes):
         p = self.box_pooler

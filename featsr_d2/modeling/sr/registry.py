@@ -9,7 +9,8 @@ Input convention, for every registered network:
 
 Networks subclass :class:`SRNetwork`, implement ``sr_forward`` and register with
 ``@SR_NETWORK_REGISTRY.register()``. ``build_sr_network(cfg)`` builds ``cfg.MODEL.SR.NAME`` through
-its ``@configurable`` ``from_config`` and loads ``cfg.MODEL.SR.WEIGHTS`` when set. With
+its ``@configurable`` ``from_config`` (weights are the checkpointer's:
+:mod:`featsr_d2.checkpoint.sr_weights`). With
 ``MODEL.SR.SELF_ENSEMBLE`` the network averages the 8 flips and rotations of its input in eval
 mode (:mod:`featsr_d2.modeling.sr.self_ensemble`); training is unaffected.
 
@@ -22,25 +23,18 @@ and training starts no worse than it.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from detectron2.utils.registry import Registry
 from torch import nn
 
 from featsr_d2.layers.imresize import imresize
 from featsr_d2.modeling.sr.self_ensemble import self_ensemble_x8
-from featsr_d2.utils.pickle_weights import WeightsFileError
 
 __all__ = [
     "SR_NETWORK_REGISTRY",
     "SRNetwork",
     "build_sr_network",
-    "load_sr_weights",
-    "read_sr_state_dict",
 ]
-
-logger = logging.getLogger(__name__)
 
 SR_NETWORK_REGISTRY = Registry("SR_NETWORK")
 SR_NETWORK_REGISTRY.__doc__ = """
@@ -140,56 +134,8 @@ class SRNetwork(nn.Module):
         return f"scale={self.scale}, self_ensemble={self.self_ensemble}, residual={self.residual}"
 
 
-def read_sr_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """The SR network state dict in ``path``: a state dict, a checkpoint with a ``"model"`` entry
-    (what :class:`featsr_d2.engine.sr_trainer.SRTrainer` writes), the SR stage (``sr.*``) of a
-    ``TaskDrivenSR`` checkpoint, or a ``realesrgan://`` name."""
-    from detectron2.utils.file_io import PathManager
-
-    try:
-        with PathManager.open(path, "rb") as f:
-            data = torch.load(f, map_location="cpu", weights_only=True)
-    except (OSError, FileNotFoundError):
-        raise
-    except Exception as e:  # torch.load raises anything on an empty or foreign file
-        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        raise WeightsFileError(
-            f"{path}: not a readable SR checkpoint ({type(e).__name__}: {reason}). Is it empty or "
-            "truncated (a killed copy), or a file of another kind? MODEL.SR.WEIGHTS takes a .pth "
-            "written by tools/train_sr.py or tools/train_net.py, or realesrgan://x4plus."
-        ) from e
-    state = data["model"] if isinstance(data, dict) and "model" in data else data
-    if not isinstance(state, dict):
-        raise WeightsFileError(f"{path} holds no state dict (a {type(state).__name__})")
-    if any(k.startswith("detector.") for k in state):  # a TaskDrivenSR checkpoint: its SR stage
-        state = {k[len("sr.") :]: v for k, v in state.items() if k.startswith("sr.")}
-    return state
-
-
-def load_sr_weights(model: nn.Module, path: str) -> None:
-    """Load ``path`` (see :func:`read_sr_state_dict`) into ``model`` strictly.
-
-    Raises:
-        RuntimeError: keys or shapes do not match the network exactly.
-    """
-    model.load_state_dict(read_sr_state_dict(path), strict=True)
-    logger.info("Loaded SR weights %s into %s", path, type(model).__name__)
-
-
 def build_sr_network(cfg) -> SRNetwork:
-    """Build ``cfg.MODEL.SR.NAME`` on ``cfg.MODEL.DEVICE`` and load ``cfg.MODEL.SR.WEIGHTS``
-    when set; otherwise, when ``cfg.MODEL.SR.WARM_START`` is set, initialize the parts of the
-    network that the network's ``warm_start_`` maps from those weights (CAJNN: from an
-    RRDBNet)."""
-    name = cfg.MODEL.SR.NAME
-    model = SR_NETWORK_REGISTRY.get(name)(cfg)
-    if cfg.MODEL.SR.WEIGHTS:
-        load_sr_weights(model, cfg.MODEL.SR.WEIGHTS)
-    elif cfg.MODEL.SR.WARM_START:
-        if not hasattr(model, "warm_start_"):
-            raise ValueError(
-                f"MODEL.SR.WARM_START is set but {name} has no warm start (CAJNN has one); "
-                "clear the key or use MODEL.SR.WEIGHTS for weights of the same network"
-            )
-        model.warm_start_(read_sr_state_dict(cfg.MODEL.SR.WARM_START), cfg.MODEL.SR.WARM_START)
-    return model.to(torch.device(cfg.MODEL.DEVICE))
+    """Build ``cfg.MODEL.SR.NAME`` on ``cfg.MODEL.DEVICE``, as initialized: it loads no weights
+    (:func:`featsr_d2.checkpoint.sr_weights.load_initial_sr_weights` loads those the config
+    names)."""
+    return SR_NETWORK_REGISTRY.get(cfg.MODEL.SR.NAME)(cfg).to(torch.device(cfg.MODEL.DEVICE))

