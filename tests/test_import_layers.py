@@ -6,13 +6,15 @@ collected: at module level and inside functions, absolute and relative, ``import
 ``importlib.import_module("featsr_d2...")`` with a literal name. Each module belongs to a layer,
 lowest first:
 
-    config -> layers, utils -> data, modeling -> checkpoint -> evaluation -> engine (-> tools)
+    config -> utils -> layers -> data, modeling -> checkpoint -> evaluation -> engine (-> tools)
 
-A module may import its own layer and the layers below it; the two layers of one rank (``layers``
-and ``utils``, ``data`` and ``modeling``) never import each other. ``featsr_d2/__init__.py`` sits
-above them all (it imports the subpackages so that importing the package registers everything),
-and nothing inside the package imports it. Besides, the module graph has no cycle: a
-function-local import that dodges one is still one.
+A module may import its own layer and the layers below it; the two layers of one rank (``data`` and
+``modeling``) never import each other. The issue names ``layers`` and ``utils`` side by side; here
+``utils`` (helpers that may import the config layer only) sits below ``layers``, whose ops may use
+them (the MATLAB resize rounds with :func:`featsr_d2.utils.image.round_to_uint8`).
+``featsr_d2/__init__.py`` sits above them all (it imports the subpackages so that importing the
+package registers everything), and nothing inside the package imports it. Besides, the module
+graph has no cycle: a function-local import that dodges one is still one.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ PACKAGE = "featsr_d2"
 # The layers, lowest first; the layers of one tuple share a rank and never import each other.
 ORDER: tuple[tuple[str, ...], ...] = (
     ("config",),
-    ("layers", "utils"),
+    ("utils",),
+    ("layers",),
     ("data", "modeling"),
     ("checkpoint",),
     ("evaluation",),
@@ -273,6 +276,7 @@ def test_the_walk_sees_the_package(edges):
     assert ("featsr_d2", "featsr_d2.modeling") in pairs  # from featsr_d2 import modeling
     assert ("featsr_d2.layers.compiled", "featsr_d2._C") in pairs  # in a function
     assert ("featsr_d2.data.degradations", "featsr_d2.layers.imresize") in pairs
+    assert ("featsr_d2.layers.imresize", "featsr_d2.utils.image") in pairs  # utils below layers
     assert ("featsr_d2.engine.setup", "featsr_d2.config") in pairs
     assert not PENDING or all(isinstance(why, str) and why for why in PENDING.values())
 
