@@ -25,7 +25,7 @@ from featsr_d2.data.degradations import build_sr_degradation, lr_size, make_lr_i
 from featsr_d2.data.lr_mapper import LRDetectionDatasetMapper, lr_seed
 from featsr_d2.engine import FeatSRTrainer, TDSRTrainer, trainer_class
 from featsr_d2.modeling.meta_arch.task_driven_sr import get_detector_cfg
-from featsr_d2.utils.image import detector_to_rgb
+from featsr_d2.utils.image import detector_to_rgb, detector_to_rgb_tensor, rgb_tensor_to_detector
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TDSR_CONFIGS = sorted(
@@ -241,10 +241,11 @@ def test_lr_mapper_is_seeded_per_image_at_test_time(tiny_tt100k, tmp_path):
 def test_bgr_detector_gets_bgr_and_the_target_is_rgb(tiny_tt100k, tmp_path):
     cfg = tiny_cfg(tiny_tt100k, tmp_path, detector_opts=["INPUT.FORMAT", "BGR"])
     model = build_model(cfg)
+    assert model.input_format == "BGR"  # the conversions of featsr_d2.utils.image use it
     rgb = torch.rand(3, 8, 8)
-    bgr = model.to_detector_format(rgb)
+    bgr = rgb_tensor_to_detector(rgb, model.input_format)
     assert torch.allclose(bgr[0], rgb[2] * 255) and torch.allclose(bgr[2], rgb[0] * 255)
-    assert torch.allclose(model.hr_rgb(bgr), rgb)
+    assert torch.allclose(detector_to_rgb_tensor(bgr, model.input_format), rgb)
     batch = lr_batch(cfg, tiny_tt100k, n=1, is_train=False)
     hr = batch[0]["image"].flip(0).permute(1, 2, 0).numpy()  # the mapper's BGR back to RGB
     degradation = build_sr_degradation(cfg)

@@ -30,8 +30,9 @@ Inputs, per image (Detectron2's dataset-dict convention):
 - ``"instances"`` (training), ``"height"`` / ``"width"`` (the output size of the detections).
 
 The SR network works in RGB [0, 1] (its convention); its output, cropped to (H, W), is converted
-to D's format (x 255, RGB -> BGR when D takes BGR) and handed to D as ``"image"``, which normalizes
-it with its own ``PIXEL_MEAN`` / ``PIXEL_STD``. Choices the paper leaves open:
+to D's format (x 255, RGB -> BGR when D takes BGR: :mod:`featsr_d2.utils.image`) and handed to D
+as ``"image"``, which normalizes it with its own ``PIXEL_MEAN`` / ``PIXEL_STD``. Choices the
+paper leaves open:
 
 - in training the SR output goes to D unclamped (clamping would zero the gradient of saturated
   pixels); at inference it is clamped to [0, 1], the image one would save;
@@ -65,6 +66,11 @@ from torch.nn.modules.dropout import _DropoutNd
 from featsr_d2.config import get_featsr_cfg
 from featsr_d2.modeling.sr.losses import build_sr_loss
 from featsr_d2.modeling.sr.registry import SRNetwork, build_sr_network
+from featsr_d2.utils.image import (
+    DETECTOR_FORMATS,
+    detector_to_rgb_tensor,
+    rgb_tensor_to_detector,
+)
 
 __all__ = [
     "TaskDrivenSR",
@@ -155,7 +161,7 @@ class TaskDrivenSR(nn.Module):
         if alpha < 0 or beta < 0 or alpha + beta == 0:
             raise ValueError(f"need alpha, beta >= 0, not both 0; got alpha={alpha}, beta={beta}")
         self.input_format = getattr(detector, "input_format", None)
-        if self.input_format not in ("RGB", "BGR"):
+        if self.input_format not in DETECTOR_FORMATS:
             raise ValueError(
                 f"the detector's INPUT.FORMAT must be RGB or BGR, got {self.input_format!r}"
             )
@@ -195,19 +201,6 @@ class TaskDrivenSR(nn.Module):
         freeze_detector(self.detector)
         return self
 
-    # ----------------------------------------------------------------------------------------
-    # Conversions between the detector's images and the SR network's
-    # ----------------------------------------------------------------------------------------
-    def hr_rgb(self, image: torch.Tensor) -> torch.Tensor:
-        """An input ``"image"`` (3, H, W) in the detector's format, 0..255 -> RGB float [0, 1]."""
-        x = image.to(self.device, non_blocking=True).float().div(255.0)
-        return x.flip(0) if self.input_format == "BGR" else x
-
-    def to_detector_format(self, rgb: torch.Tensor) -> torch.Tensor:
-        """RGB [0, 1] (3, H, W) -> the detector's format, 0..255 (differentiable)."""
-        x = rgb * 255.0
-        return x.flip(0) if self.input_format == "BGR" else x
-
     def lr_image(self, dataset_dict: dict) -> torch.Tensor:
         """The input's ``"lr_image"`` (RGB (3, h, w)), which its mapper made."""
         if "lr_image" not in dataset_dict:
@@ -230,7 +223,7 @@ class TaskDrivenSR(nn.Module):
         xs = []
         for im in lr_images:
             x = im.to(self.device, non_blocking=True)
-            xs.append(x.float().div(255.0) if not x.is_floating_point() else x)
+            xs.append(x if x.is_floating_point() else detector_to_rgb_tensor(x, "RGB"))
         if len({tuple(x.shape) for x in xs}) == 1:
             outs = list(self.sr(torch.stack(xs)).unbind(0))
         else:
@@ -255,7 +248,10 @@ class TaskDrivenSR(nn.Module):
         sr = self.super_resolve([self.lr_image(x) for x in batched_inputs], sizes)
         if not self.training:
             return self._inference(batched_inputs, sr)
-        hr = [self.hr_rgb(x["image"]) for x in batched_inputs]
+        hr = [
+            detector_to_rgb_tensor(x["image"].to(self.device, non_blocking=True), self.input_format)
+            for x in batched_inputs
+        ]
         if len(set(sizes)) == 1:
             rec = self.reconstruction_loss(torch.stack(sr), torch.stack(hr))
         else:
@@ -270,7 +266,7 @@ class TaskDrivenSR(nn.Module):
         out = []
         for x, image in zip(batched_inputs, sr):
             d = {k: v for k, v in x.items() if k != "lr_image"}
-            d["image"] = self.to_detector_format(image)
+            d["image"] = rgb_tensor_to_detector(image, self.input_format)
             out.append(d)
         return out
 
