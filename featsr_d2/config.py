@@ -7,7 +7,7 @@ one-line comment, and the one way to build a config.
 - :func:`get_featsr_cfg` builds a config: Detectron2's defaults, those keys, a file read with safe
   YAML (:func:`featsr_d2.config_files.merge_config_file`), overrides, every key featsr_d2 adds
   checked against its allowed range (:func:`featsr_d2.config_validation.validate_config`);
-- :func:`enable_featsr` turns any Detectron2 Faster R-CNN config into FeatSR's.
+- :func:`enable_featsr` turns any Detectron2 Faster R-CNN (or Mask R-CNN) config into FeatSR's.
 
 The config layer is this module, :mod:`featsr_d2.config_files` and
 :mod:`featsr_d2.config_validation`; it imports nothing else of featsr_d2, and every other part of
@@ -108,7 +108,7 @@ def add_featsr_config(cfg):
     # What a bad annotation record does: "error" (raise, naming file and record) or "skip" (log it).
     _C.DATASETS.TT100K.ON_BAD_RECORD = "error"
 
-    # The official TT100K evaluation protocol (featsr_d2.evaluation.tt100k).
+    # The official TT100K evaluation protocol (featsr_d2.evaluation.tt100k_protocol).
     _C.TEST.TT100K = CN()
     # A detection matches a ground truth object when their IoU is strictly above this.
     _C.TEST.TT100K.IOU = 0.5
@@ -383,8 +383,10 @@ def featsr_sub_features(cfg) -> list[str]:
 
 def enable_featsr(cfg, stage: int = 2):
     """Turn a Detectron2 Faster R-CNN config (C4, DC5 or FPN; ResNet, ResNeXt or featsr_d2's
-    MobileNetV2) into FeatSR's model of the paper's phase ``stage`` (2: generator, discriminator
-    and small predictor; 3: both predictors), in place, keeping everything else of the config.
+    MobileNetV2), or a Mask R-CNN / keypoint R-CNN one (FeatSR refines the box branch; the mask and
+    keypoint heads run beside it, as Detectron2's heads run them), into FeatSR's model of the
+    paper's phase ``stage`` (2: generator, discriminator and small predictor; 3: both predictors),
+    in place, keeping everything else of the config.
 
     Adds featsr_d2's keys if missing, swaps in the FeatSR meta-architecture, backbone (the same
     network with the SR target extractor) and ROI heads, and makes the backbone output the sub
@@ -405,14 +407,21 @@ def enable_featsr(cfg, stage: int = 2):
             f"FeatSR needs RPN proposals (MODEL.PROPOSAL_GENERATOR.NAME RPN), not "
             f"{model.PROPOSAL_GENERATOR.NAME!r}"
         )
-    if model.MASK_ON or model.KEYPOINT_ON:
-        raise ValueError(
-            "FeatSR's ROI heads predict boxes only: set MODEL.MASK_ON and KEYPOINT_ON False"
-        )
     if model.ROI_HEADS.NAME not in _FEATSR_HEADS:
         raise ValueError(
             f"FeatSR extends Res5ROIHeads (C4) and StandardROIHeads (FPN, DC5), not "
             f"MODEL.ROI_HEADS.NAME {model.ROI_HEADS.NAME!r}"
+        )
+    heads = _FEATSR_HEADS[model.ROI_HEADS.NAME]
+    if heads == "FeatSRRes5ROIHeads" and model.KEYPOINT_ON:
+        raise ValueError(
+            "Res5ROIHeads (C4) has no keypoint head: set MODEL.KEYPOINT_ON False, or use an FPN "
+            "or DC5 config (StandardROIHeads) for keypoints"
+        )
+    if heads == "FeatSRStandardROIHeads" and model.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES:
+        raise ValueError(
+            "FeatSR heads train the mask and keypoint heads on the sampled proposals: set "
+            "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES False"
         )
     if model.ROI_BOX_HEAD.POOLER_TYPE not in _ROI_ALIGN_POOLERS:
         raise ValueError(
@@ -427,7 +436,7 @@ def enable_featsr(cfg, stage: int = 2):
     backbone, node = _FEATSR_BACKBONES[model.BACKBONE.NAME]
     model.META_ARCHITECTURE = "FeatSRRCNN"
     model.BACKBONE.NAME = backbone
-    model.ROI_HEADS.NAME = _FEATSR_HEADS[model.ROI_HEADS.NAME]
+    model.ROI_HEADS.NAME = heads
     model.FEATSR.STAGE = stage
     outputs = list(model[node].OUT_FEATURES)
     missing = [f for f in featsr_sub_features(cfg) if f not in outputs]
