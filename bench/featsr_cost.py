@@ -35,7 +35,8 @@ from detectron2.utils.events import EventStorage
 
 import featsr_d2  # noqa: F401  (registers datasets, backbones and heads)
 from featsr_d2.checkpoint import AtomicDetectionCheckpointer
-from featsr_d2.engine import FeatSRTrainer, get_featsr_cfg
+from featsr_d2.config import get_featsr_cfg
+from featsr_d2.engine import FeatSRTrainer
 from featsr_d2.utils.file_io import atomic_write_json
 from featsr_d2.utils.memory import measure_peak_rss_rise
 

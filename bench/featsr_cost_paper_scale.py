@@ -26,7 +26,8 @@ from featsr_cost import interleaved_medians, small_fraction  # bench/ is the scr
 from torch import nn
 
 import featsr_d2  # noqa: F401  (registers backbones and heads)
-from featsr_d2.engine import FeatSRTrainer, get_featsr_cfg
+from featsr_d2.config import get_featsr_cfg
+from featsr_d2.engine import FeatSRTrainer
 from featsr_d2.utils.file_io import atomic_write_json
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")

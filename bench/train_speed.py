@@ -17,7 +17,8 @@ import torch
 from detectron2.utils.events import EventStorage
 
 import featsr_d2  # noqa: F401  (registers datasets and backbones)
-from featsr_d2.engine import FeatSRTrainer, get_featsr_cfg
+from featsr_d2.config import get_featsr_cfg
+from featsr_d2.engine import FeatSRTrainer
 from featsr_d2.utils.file_io import atomic_write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

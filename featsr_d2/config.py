@@ -1,11 +1,37 @@
-"""Every config key featsr_d2 adds to Detectron2's defaults, each under its own node."""
+"""featsr_d2's config: every key it adds to Detectron2's defaults, each under its own node with a
+one-line comment, and the one way to build a config.
+
+- :func:`add_featsr_config` adds them all: FeatSR's (``MODEL.FEATSR``, ``MODEL.MNV2``), the TT100K
+  datasets' and protocol's (``DATASETS.TT100K``, ``TEST.TT100K``), the SR networks' and their
+  training's (:func:`add_sr_config`) and TDSR's (:func:`add_tdsr_config`);
+- :func:`get_featsr_cfg` builds a config: Detectron2's defaults, those keys, a file read with safe
+  YAML (:func:`featsr_d2.config_files.merge_config_file`), overrides, every key featsr_d2 adds
+  checked against its allowed range (:func:`featsr_d2.config_validation.validate_config`);
+- :func:`enable_featsr` turns any Detectron2 Faster R-CNN (or Mask R-CNN) config into FeatSR's.
+
+The config layer is this module, :mod:`featsr_d2.config_files` and
+:mod:`featsr_d2.config_validation`; it imports nothing else of featsr_d2, and every other part of
+the package may import it (``tests/test_import_layers.py``).
+"""
 
 import re
 
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
-from featsr_d2.modeling.meta_arch.tdsr_config import add_tdsr_config
-from featsr_d2.modeling.sr.config import add_sr_config
+from featsr_d2.config_files import merge_config_file
+from featsr_d2.config_validation import validate_config
+
+__all__ = [
+    "FEATSR_STAGES",
+    "add_featsr_config",
+    "add_sr_config",
+    "add_tdsr_config",
+    "enable_featsr",
+    "featsr_sub_features",
+    "get_featsr_cfg",
+    "get_sr_cfg",
+]
 
 
 def add_featsr_config(cfg):
@@ -82,7 +108,7 @@ def add_featsr_config(cfg):
     # What a bad annotation record does: "error" (raise, naming file and record) or "skip" (log it).
     _C.DATASETS.TT100K.ON_BAD_RECORD = "error"
 
-    # The official TT100K evaluation protocol (featsr_d2.evaluation.tt100k).
+    # The official TT100K evaluation protocol (featsr_d2.evaluation.tt100k_protocol).
     _C.TEST.TT100K = CN()
     # A detection matches a ground truth object when their IoU is strictly above this.
     _C.TEST.TT100K.IOU = 0.5
@@ -100,6 +126,190 @@ def add_featsr_config(cfg):
     # Task-driven SR in front of a frozen detector (MODEL.TDSR).
     add_tdsr_config(cfg)
     return cfg
+
+
+def add_sr_config(cfg):
+    """Add the SR keys to ``cfg`` in place and return it. Safe to call more than once (all nodes
+    are added together, so one present means all are).
+
+    The nodes, each key with a one-line comment:
+
+    - ``MODEL.SR``: the network (``NAME``, ``SCALE``, weights, self-ensemble, training loss) and one
+      sub-node per network family (``DBPN``, ``CAJNN``, ``RRDB``);
+    - ``DATASETS.SR``: folders of high-resolution images (or the bundled photographs);
+    - ``INPUT.SR``: training patches, augmentation and the degradation pipeline;
+    - ``SOLVER.SR``: what Detectron2's ``SOLVER`` lacks for SR training (Adam's betas, the cosine
+      schedule with restarts); the rest of ``SOLVER`` (``BASE_LR``, ``MAX_ITER``, ``IMS_PER_BATCH``,
+      ``CHECKPOINT_PERIOD``, ``STEPS``, ``GAMMA``, ``WARMUP_*``, ``LR_SCHEDULER_NAME``) is used as
+      Detectron2 defines it;
+    - ``TEST.SR``: the evaluation protocol and the sample images written while training.
+    """
+    _C = cfg
+    if "SR" in _C.MODEL:
+        return cfg
+
+    # Image super-resolution network (featsr_d2.modeling.sr): RGB in [0, 1] in, RGB out.
+    _C.MODEL.SR = CN()
+    # Registered name in SR_NETWORK_REGISTRY: "DBPN", "CAJNN", "RRDBNet" or "Bicubic".
+    _C.MODEL.SR.NAME = "DBPN"
+    # Upscaling factor (DBPN: 2, 4, 8; CAJNN: 2, 3, 4, 8; RRDBNet: 1, 2, 4; Bicubic: any).
+    _C.MODEL.SR.SCALE = 4
+    # Weights: "" (initialization), a .pth state dict or checkpoint, or featsr://realesrgan/x4plus.
+    _C.MODEL.SR.WEIGHTS = ""
+    # Partial start when WEIGHTS is "": another network's weights (CAJNN: an RRDBNet, e.g. x4plus).
+    _C.MODEL.SR.WARM_START = ""
+    # Average the 8 flips/rotations of the input at inference (EDSR's x8 self-ensemble).
+    _C.MODEL.SR.SELF_ENSEMBLE = False
+    # Residual mode: output = bicubic(x) + network(x) (CAJNN: its bilinear skip), last layer zeroed.
+    _C.MODEL.SR.RESIDUAL = False
+    # Training loss between output and ground truth: "L1", "MSE" or "Charbonnier".
+    _C.MODEL.SR.LOSS = "L1"
+    # Epsilon of the Charbonnier loss sqrt((x - y)^2 + eps^2), images in [0, 1].
+    _C.MODEL.SR.CHARBONNIER_EPS = 1e-3
+
+    # D-DBPN (Haris et al., CVPR 2018), the SR network of TDSR.
+    _C.MODEL.SR.DBPN = CN()
+    # Channels of the first 3x3 feature-extraction convolution.
+    _C.MODEL.SR.DBPN.FEAT = 256
+    # Channels of the projection units (the 1x1 convolution after the 3x3 one reduces to it).
+    _C.MODEL.SR.DBPN.BASE_FILTER = 64
+    # Number of up-projection stages (D-DBPN: 7, with 6 down-projections between them).
+    _C.MODEL.SR.DBPN.NUM_STAGES = 7
+
+    # CAJNN (Xiang et al., 2020): ASPP + RRDB trunk + PixelShuffle + enhancement + bilinear skip.
+    _C.MODEL.SR.CAJNN = CN()
+    # Feature channels n_f.
+    _C.MODEL.SR.CAJNN.NUM_FEAT = 64
+    # Number of RRDBs in the reconstruction trunk.
+    _C.MODEL.SR.CAJNN.NUM_BLOCKS = 20
+    # Growth channels of the dense blocks inside an RRDB (ESRGAN's gc).
+    _C.MODEL.SR.CAJNN.GROWTH = 32
+    # Dilation rates of the three ASPP branches.
+    _C.MODEL.SR.CAJNN.DILATIONS = [1, 3, 4]
+
+    # RRDBNet (ESRGAN / Real-ESRGAN generator), e.g. for the shipped Real-ESRGAN x4plus weights.
+    _C.MODEL.SR.RRDB = CN()
+    # Feature channels.
+    _C.MODEL.SR.RRDB.NUM_FEAT = 64
+    # Number of RRDBs (Real-ESRGAN x4plus: 23).
+    _C.MODEL.SR.RRDB.NUM_BLOCKS = 23
+    # Growth channels of the dense blocks.
+    _C.MODEL.SR.RRDB.GROWTH = 32
+
+    # High-resolution image sources for SR training and evaluation.
+    _C.DATASETS.SR = CN()
+    # Training images: folders, image files, or "bundled:train" (photos shipped by packages).
+    _C.DATASETS.SR.TRAIN = ["bundled:train"]
+    # Evaluation images: folders, image files, or "bundled:test" (disjoint from bundled:train).
+    _C.DATASETS.SR.TEST = ["bundled:test"]
+
+    # Training patches and degradations (featsr_d2.data.sr_dataset, featsr_d2.data.degradations).
+    _C.INPUT.SR = CN()
+    # HR training patch side, a multiple of MODEL.SR.SCALE (TDSR: crop after resizing; 0 = none).
+    _C.INPUT.SR.PATCH_SIZE = 128
+    # Random horizontal flips and 90/180/270-degree rotations of the training patches.
+    _C.INPUT.SR.AUGMENT = True
+    # Degradation steps in order, among "blur", "bicubic" (required), "noise", "jpeg".
+    _C.INPUT.SR.DEGRADATIONS = ["bicubic"]
+    # Gaussian blur sigma in HR pixels: [sigma] fixed or [low, high] drawn uniformly.
+    _C.INPUT.SR.BLUR_SIGMA = [1.0]
+    # Gaussian noise sigma on the 0..255 scale: [sigma] fixed or [low, high] drawn uniformly.
+    _C.INPUT.SR.NOISE_SIGMA = [10.0]
+    # JPEG quality: [q] fixed or [low, high] drawn uniformly from the integers (both inclusive).
+    _C.INPUT.SR.JPEG_QUALITY = [10, 100]
+    # Seed of patch sampling and degradations: batch k depends only on it and k (exact resume).
+    _C.INPUT.SR.SEED = 0
+
+    # Adam and the learning-rate schedule of SR training (with Detectron2's SOLVER keys).
+    _C.SOLVER.SR = CN()
+    # Adam's (beta1, beta2).
+    _C.SOLVER.SR.BETAS = [0.9, 0.999]
+    # Period in iterations of SOLVER.LR_SCHEDULER_NAME "CosineRestartsLR" (SGDR, T_mult 1).
+    _C.SOLVER.SR.RESTART_PERIOD = 250000
+    # Learning rate at the end of each cosine period of "CosineRestartsLR".
+    _C.SOLVER.SR.MIN_LR = 1e-7
+
+    # SR evaluation (tools/eval_sr.py) and the samples written while training.
+    _C.TEST.SR = CN()
+    # Pixels cropped from every border before PSNR/SSIM; -1 means MODEL.SR.SCALE.
+    _C.TEST.SR.CROP_BORDER = -1
+    # Measure PSNR/SSIM on the Y channel (BT.601, as MATLAB's rgb2ycbcr) instead of RGB.
+    _C.TEST.SR.Y_CHANNEL = True
+    # JPEG qualities of the evaluation inputs after downscaling; 0 means no compression.
+    _C.TEST.SR.JPEG_QUALITIES = [10, 20, 40]
+    # Save sample images and their PSNR every this many training iterations (0 disables).
+    _C.TEST.SR.SAMPLE_PERIOD = 1000
+    # Number of DATASETS.SR.TEST images used as training samples.
+    _C.TEST.SR.NUM_SAMPLES = 4
+    # Centre crop (HR pixels) of each sample image, to keep sampling cheap; 0 keeps it whole.
+    _C.TEST.SR.SAMPLE_CROP = 192
+    return cfg
+
+
+def add_tdsr_config(cfg):
+    """Add the ``MODEL.TDSR`` keys of TDSR, the task-driven SR meta-architecture
+    (:class:`featsr_d2.modeling.meta_arch.task_driven_sr.TaskDrivenSR`), to ``cfg`` in place and
+    return it; a second call changes nothing.
+
+    The rest of a TDSR run is configured by keys that already exist, not repeated here:
+
+    - the SR network, its scale and its starting weights: ``MODEL.SR`` (``NAME``, ``SCALE``,
+      ``WEIGHTS``, ``LOSS`` = L_rec, and the per-network nodes);
+    - the degradation that makes the LR input from the HR image: ``INPUT.SR.DEGRADATIONS`` (bicubic,
+      optionally blur before it and noise / JPEG after it) with ``INPUT.SR.BLUR_SIGMA``,
+      ``NOISE_SIGMA``, ``JPEG_QUALITY`` and ``SEED``;
+    - the optimizer: Adam (``SOLVER.BASE_LR``, ``SOLVER.SR.BETAS``, ``SOLVER.WEIGHT_DECAY``) with
+      Detectron2's ``SOLVER`` schedule keys;
+    - the datasets and the data loader: ``DATASETS``, ``DATALOADER`` of the TDSR config; the images'
+      format, resizing, flips and crops: ``INPUT`` of the *detector's* config (the detector's own
+      augmentations, as the paper), changeable through ``MODEL.TDSR.DETECTOR_OPTS``.
+    """
+    _C = cfg
+    if "TDSR" in _C.MODEL:
+        return cfg
+
+    # TDSR (Haris et al., ICONIP 2021): an SR network trained through a frozen detector (eq. 3).
+    _C.MODEL.TDSR = CN()
+    # The frozen detector's featsr_d2/Detectron2 config file (its own yaml, e.g. a Faster R-CNN).
+    _C.MODEL.TDSR.DETECTOR_CONFIG = ""
+    # The detector's trained weights; "" leaves it as built (only sensible in tests).
+    _C.MODEL.TDSR.DETECTOR_WEIGHTS = ""
+    # KEY VALUE overrides applied to the detector's config (its INPUT drives the data pipeline).
+    _C.MODEL.TDSR.DETECTOR_OPTS = []
+    # alpha, the weight of the reconstruction loss L_rec(x_h, S(x_l)) (MODEL.SR.LOSS, MSE in TDSR).
+    _C.MODEL.TDSR.ALPHA = 1.0
+    # beta, the weight of the detector's training losses L_task; 0 trains SR-FT (no detector pass).
+    _C.MODEL.TDSR.BETA = 0.01
+    # At inference, also return the SR image ("sr_image", RGB in [0, 1]) with each detection result.
+    _C.MODEL.TDSR.RETURN_SR_IMAGE = False
+    return cfg
+
+
+def get_featsr_cfg(
+    config_file: str | None = None,
+    opts: list[str] | None = None,
+    *,
+    featsr_stage: int | None = None,
+):
+    """A config with featsr_d2's keys, merged from ``config_file`` (safe YAML) and ``opts``, turned
+    into FeatSR's model of ``featsr_stage`` (:func:`enable_featsr`) when given, its featsr_d2 keys
+    validated; not frozen."""
+    cfg = get_cfg()
+    add_featsr_config(cfg)
+    if config_file:
+        merge_config_file(cfg, config_file)
+    cfg.merge_from_list(list(opts or []))
+    if featsr_stage is not None:
+        enable_featsr(cfg, stage=featsr_stage)
+    validate_config(cfg)
+    return cfg
+
+
+def get_sr_cfg(config_file: str | None = None, opts: list[str] | None = None):
+    """The config of the image-SR tools (``tools/train_sr.py``, ``tools/eval_sr.py``):
+    :func:`get_featsr_cfg` of ``config_file`` and ``opts`` (its SR keys are
+    :func:`add_sr_config`'s); not frozen."""
+    return get_featsr_cfg(config_file, opts)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -173,8 +383,10 @@ def featsr_sub_features(cfg) -> list[str]:
 
 def enable_featsr(cfg, stage: int = 2):
     """Turn a Detectron2 Faster R-CNN config (C4, DC5 or FPN; ResNet, ResNeXt or featsr_d2's
-    MobileNetV2) into FeatSR's model of the paper's phase ``stage`` (2: generator, discriminator
-    and small predictor; 3: both predictors), in place, keeping everything else of the config.
+    MobileNetV2), or a Mask R-CNN / keypoint R-CNN one (FeatSR refines the box branch; the mask and
+    keypoint heads run beside it, as Detectron2's heads run them), into FeatSR's model of the
+    paper's phase ``stage`` (2: generator, discriminator and small predictor; 3: both predictors),
+    in place, keeping everything else of the config.
 
     Adds featsr_d2's keys if missing, swaps in the FeatSR meta-architecture, backbone (the same
     network with the SR target extractor) and ROI heads, and makes the backbone output the sub
@@ -195,14 +407,21 @@ def enable_featsr(cfg, stage: int = 2):
             f"FeatSR needs RPN proposals (MODEL.PROPOSAL_GENERATOR.NAME RPN), not "
             f"{model.PROPOSAL_GENERATOR.NAME!r}"
         )
-    if model.MASK_ON or model.KEYPOINT_ON:
-        raise ValueError(
-            "FeatSR's ROI heads predict boxes only: set MODEL.MASK_ON and KEYPOINT_ON False"
-        )
     if model.ROI_HEADS.NAME not in _FEATSR_HEADS:
         raise ValueError(
             f"FeatSR extends Res5ROIHeads (C4) and StandardROIHeads (FPN, DC5), not "
             f"MODEL.ROI_HEADS.NAME {model.ROI_HEADS.NAME!r}"
+        )
+    heads = _FEATSR_HEADS[model.ROI_HEADS.NAME]
+    if heads == "FeatSRRes5ROIHeads" and model.KEYPOINT_ON:
+        raise ValueError(
+            "Res5ROIHeads (C4) has no keypoint head: set MODEL.KEYPOINT_ON False, or use an FPN "
+            "or DC5 config (StandardROIHeads) for keypoints"
+        )
+    if heads == "FeatSRStandardROIHeads" and model.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES:
+        raise ValueError(
+            "FeatSR heads train the mask and keypoint heads on the sampled proposals: set "
+            "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES False"
         )
     if model.ROI_BOX_HEAD.POOLER_TYPE not in _ROI_ALIGN_POOLERS:
         raise ValueError(
@@ -217,7 +436,7 @@ def enable_featsr(cfg, stage: int = 2):
     backbone, node = _FEATSR_BACKBONES[model.BACKBONE.NAME]
     model.META_ARCHITECTURE = "FeatSRRCNN"
     model.BACKBONE.NAME = backbone
-    model.ROI_HEADS.NAME = _FEATSR_HEADS[model.ROI_HEADS.NAME]
+    model.ROI_HEADS.NAME = heads
     model.FEATSR.STAGE = stage
     outputs = list(model[node].OUT_FEATURES)
     missing = [f for f in featsr_sub_features(cfg) if f not in outputs]

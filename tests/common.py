@@ -2,7 +2,7 @@
 
 import os
 
-from featsr_d2.engine import get_featsr_cfg
+from featsr_d2.config import get_featsr_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TDSR_SYNTH = os.path.join(REPO, "configs", "tdsr", "tdsr_dbpn_x4_synth.yaml")

@@ -8,7 +8,7 @@ import pytest
 from detectron2.config import get_cfg
 
 from featsr_d2 import add_featsr_config
-from featsr_d2.engine import get_featsr_cfg
+from featsr_d2.config import get_featsr_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))

@@ -3,9 +3,8 @@ and its code never runs, directly or through a _BASE_ file."""
 
 import pytest
 
+from featsr_d2.config import get_featsr_cfg, get_sr_cfg
 from featsr_d2.config_files import UnsafeConfigError
-from featsr_d2.engine import get_featsr_cfg
-from featsr_d2.modeling.sr import get_sr_cfg
 
 
 def _evil(tmp_path, name="evil.yaml", base=None):

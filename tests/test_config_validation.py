@@ -6,8 +6,8 @@ import pytest
 from detectron2.config import get_cfg
 
 from featsr_d2 import add_featsr_config
+from featsr_d2.config import get_featsr_cfg
 from featsr_d2.config_validation import RULES, ConfigValueError, validate_config
-from featsr_d2.engine import get_featsr_cfg
 
 
 def _leaves(node, prefix=""):

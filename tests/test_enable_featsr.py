@@ -1,6 +1,7 @@
 """featsr_d2.enable_featsr and ``tools/train_net.py --featsr-stage``: FeatSR from Detectron2's own
 model-zoo Faster R-CNN configs (C4, DC5, FPN, ResNeXt-FPN), a training step and an inference on CPU
-at a small size; clear refusals for configs FeatSR cannot serve."""
+at a small size, and Mask R-CNN's with its mask head; clear refusals for configs FeatSR cannot
+serve."""
 
 import math
 import os
@@ -10,12 +11,11 @@ import torch
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
 
 from featsr_d2 import enable_featsr
-from featsr_d2.config import featsr_sub_features
-from featsr_d2.engine import get_featsr_cfg
+from featsr_d2.config import featsr_sub_features, get_featsr_cfg
 from featsr_d2.engine.setup import argument_parser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,7 +115,7 @@ def test_stage3_from_a_model_zoo_config():
     "change, message",
     [
         ({"META_ARCHITECTURE": "RetinaNet"}, "two-stage Faster R-CNN"),
-        ({"MASK_ON": True}, "boxes only"),
+        ({"ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": True}, "TRAIN_ON_PRED_BOXES"),
         ({"ROI_BOX_HEAD.POOLER_TYPE": "ROIPool"}, "RoIAlign"),
         ({"BACKBONE.NAME": "build_retinanet_resnet_fpn_backbone"}, "SR target extractor"),
         ({"ROI_HEADS.NAME": "CascadeROIHeads"}, "Res5ROIHeads"),
@@ -134,6 +134,39 @@ def test_configs_featsr_cannot_serve_are_refused_with_the_reason(change, message
         enable_featsr(cfg)
     with pytest.raises(ValueError, match="stage"):
         enable_featsr(get_cfg(), stage=1)
+
+
+def test_model_zoo_mask_rcnn_becomes_featsr_with_its_mask_head():
+    """Mask R-CNN (FPN): FeatSR's heads keep the mask head; a training step gives its loss beside
+    FeatSR's, inference gives masks. Keypoints on C4 (Res5ROIHeads has no keypoint head) are
+    refused."""
+    mask_rcnn = model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml")
+    cfg = get_featsr_cfg(mask_rcnn, SMALL, featsr_stage=2)
+    assert cfg.MODEL.MASK_ON and cfg.MODEL.META_ARCHITECTURE == "FeatSRRCNN"
+    assert cfg.MODEL.ROI_HEADS.NAME == "FeatSRStandardROIHeads"
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert model.roi_heads.mask_on and isinstance(model.roi_heads.mask_head, torch.nn.Module)
+    item = sample(128, 160)
+    boxes = item["instances"].gt_boxes.tensor.tolist()
+    item["instances"].gt_masks = PolygonMasks(
+        [[[x0, y0, x1, y0, x1, y1, x0, y1]] for x0, y0, x1, y1 in boxes]
+    )
+    losses = train_step(model, item)
+    assert {"loss_mask", "loss_cls_small", "loss_sr_content"} <= set(losses)
+    assert all(math.isfinite(v.item()) for v in losses.values())
+    assert any(p.grad is not None for p in model.roi_heads.mask_head.parameters())
+    model.eval()
+    with torch.no_grad():
+        (out,) = model([sample(128, 160, with_gt=False)])
+    assert out["instances"].has("pred_masks")
+    assert out["instances"].pred_masks.shape[-2:] == (128, 160)
+
+    c4 = get_cfg()
+    c4.merge_from_file(model_zoo.get_config_file(ZOO["C4"]))
+    c4.MODEL.KEYPOINT_ON = True
+    with pytest.raises(ValueError, match="keypoint"):
+        enable_featsr(c4)
 
 
 def test_retinanet_model_zoo_config_is_refused():

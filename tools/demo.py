@@ -26,10 +26,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
 import featsr_d2  # noqa: F401  (registers datasets, backbones and heads)
+from featsr_d2.config import get_featsr_cfg
 from featsr_d2.data.builtin import DEMO_CATEGORIES
 from featsr_d2.data.synthetic import generate_synthetic_tt100k
 from featsr_d2.data.tt100k import load_annotations, load_results
-from featsr_d2.engine import get_featsr_cfg
 from featsr_d2.engine.featsr_study import StudySettings, run_study
 from featsr_d2.evaluation.compare import match_all, save_comparison_png, small_object_differences
 

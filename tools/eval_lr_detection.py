@@ -30,9 +30,10 @@ from detectron2.utils.logger import setup_logger
 
 import featsr_d2  # noqa: F401  (registers datasets, the TaskDrivenSR meta-architecture, SR networks)
 from featsr_d2.checkpoint import TDSRCheckpointer
+from featsr_d2.config import get_featsr_cfg
 from featsr_d2.data import set_bad_record_policy
 from featsr_d2.data.dataset_views import first_images
-from featsr_d2.engine import get_featsr_cfg
+from featsr_d2.engine import cpu_without_cuda
 from featsr_d2.engine.tdsr_trainer import build_lr_detection_mapper
 from featsr_d2.evaluation.lr_detection import (
     LRDetectionRow,
@@ -44,7 +45,6 @@ from featsr_d2.evaluation.lr_detection_report import compare_rows, format_lr_det
 from featsr_d2.evaluation.padded_lr_detector import PaddedLRDetector
 from featsr_d2.evaluation.paired_bootstrap import format_interval, parse_compare
 from featsr_d2.evaluation.sr_visualize import safe_file_stem
-from featsr_d2.modeling.sr.config import cpu_without_cuda
 from featsr_d2.utils.file_io import atomic_write_json, atomic_write_text
 
 

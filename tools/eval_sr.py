@@ -25,7 +25,9 @@ import os
 from detectron2.utils.logger import setup_logger
 
 from featsr_d2.checkpoint import load_initial_sr_weights
+from featsr_d2.config import get_sr_cfg
 from featsr_d2.data.sr_dataset import resolve_sr_images
+from featsr_d2.engine import cpu_without_cuda
 from featsr_d2.evaluation.paired_bootstrap import format_interval, parse_compare
 from featsr_d2.evaluation.sr_metrics import (
     compare_sr,
@@ -33,8 +35,7 @@ from featsr_d2.evaluation.sr_metrics import (
     format_sr_table,
     tune_deblock_strengths,
 )
-from featsr_d2.modeling.sr import Bicubic, build_sr_network, get_sr_cfg
-from featsr_d2.modeling.sr.config import cpu_without_cuda
+from featsr_d2.modeling.sr import Bicubic, build_sr_network
 from featsr_d2.modeling.sr.deblock import DeblockBicubic
 from featsr_d2.utils.file_io import atomic_write_json, atomic_write_text
 

@@ -35,7 +35,7 @@ from detectron2.data import DatasetMapper
 from detectron2.data import transforms as T
 
 from featsr_d2.data.degradations import Degradation, build_sr_degradation, make_lr_image
-from featsr_d2.utils.image import detector_to_rgb as hr_to_rgb  # the name TDSR's model imports
+from featsr_d2.utils.image import detector_to_rgb
 
 __all__ = [
     "LRDetectionDatasetMapper",
@@ -98,12 +98,21 @@ class LRDetectionDatasetMapper(DatasetMapper):
         return ret
 
     def __call__(self, dataset_dict: dict) -> dict:
-        if self.is_train:
+        if self.is_train:  # drawn before the augmentations draw theirs
             rng = np.random.default_rng(np.random.randint(0, 2**31 - 1, size=2))
         else:
             rng = np.random.default_rng(lr_seed(self.seed, dataset_dict))
         out = super().__call__(dataset_dict)
-        hr = hr_to_rgb(out["image"], self.image_format)
-        lr = make_lr_image(hr, self.scale, self.degradation, rng)
-        out["lr_image"] = torch.as_tensor(np.ascontiguousarray(lr.transpose(2, 0, 1)))
+        out["lr_image"] = self.lr_image(out, rng)
         return out
+
+    def lr_image(self, dataset_dict: dict, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """The LR input (RGB uint8 (3, ceil(H / s), ceil(W / s))) of a mapped dict's ``"image"``
+        (H, W): :func:`~featsr_d2.data.degradations.make_lr_image` with the generator ``rng``, by
+        default the test-time one seeded by ``INPUT.SR.SEED`` and the image's id
+        (:func:`lr_seed`)."""
+        if rng is None:
+            rng = np.random.default_rng(lr_seed(self.seed, dataset_dict))
+        hr = detector_to_rgb(dataset_dict["image"], self.image_format)
+        lr = make_lr_image(hr, self.scale, self.degradation, rng)
+        return torch.as_tensor(np.ascontiguousarray(lr.transpose(2, 0, 1)))

@@ -1,4 +1,4 @@
-from featsr_d2.engine.setup import argument_parser, get_featsr_cfg, setup
+from featsr_d2.engine.setup import argument_parser, cpu_without_cuda, setup
 from featsr_d2.engine.tdsr_trainer import TDSRTrainer
 from featsr_d2.engine.trainer import FeatSRTrainer, build_featsr_evaluator
 from featsr_d2.engine.trainer_choice import build_trainer, trainer_class
@@ -9,7 +9,7 @@ __all__ = [
     "argument_parser",
     "build_featsr_evaluator",
     "build_trainer",
-    "get_featsr_cfg",
+    "cpu_without_cuda",
     "setup",
     "trainer_class",
 ]

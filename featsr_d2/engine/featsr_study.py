@@ -40,6 +40,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
 from featsr_d2.checkpoint import AtomicDetectionCheckpointer
+from featsr_d2.config import get_featsr_cfg
 from featsr_d2.data.tt100k import load_annotations, load_results
 from featsr_d2.data.tt100k_categories import SIZE_BINS
 from featsr_d2.engine.feature_cache import (
@@ -49,7 +50,6 @@ from featsr_d2.engine.feature_cache import (
     collate_cached,
     predict_cached,
 )
-from featsr_d2.engine.setup import get_featsr_cfg
 from featsr_d2.evaluation.featsr_study_report import build_study_report, write_study_report
 from featsr_d2.evaluation.sliced_inference import SlicedDetector
 from featsr_d2.evaluation.tt100k_evaluator import build_tt100k_evaluator

@@ -1,40 +1,22 @@
-"""Config set-up shared by the tools: Detectron2 defaults, featsr_d2 keys, file, overrides.
-
-The file is read with safe YAML (:func:`featsr_d2.config_files.merge_config_file`) and every key
-featsr_d2 adds is checked against its allowed range
-(:func:`featsr_d2.config_validation.validate_config`) before anything is built.
+"""Set-up shared by the tools: the config of a run (:func:`featsr_d2.config.get_featsr_cfg`, which
+reads the file with safe YAML and checks every key featsr_d2 adds), the argument parser, logging,
+and the CPU fallback of the SR tools.
 """
 
-from detectron2.config import get_cfg
+import logging
+
+import torch
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from featsr_d2.checkpoint import ALLOW_PICKLE_FLAG, allow_pickle_weights
-from featsr_d2.config import FEATSR_STAGES, add_featsr_config, enable_featsr
-from featsr_d2.config_files import merge_config_file
-from featsr_d2.config_validation import validate_config
+from featsr_d2.config import FEATSR_STAGES, get_featsr_cfg
 from featsr_d2.data import set_bad_record_policy
 
+__all__ = ["argument_parser", "cpu_without_cuda", "setup"]
 
-def get_featsr_cfg(
-    config_file: str | None = None,
-    opts: list[str] | None = None,
-    *,
-    featsr_stage: int | None = None,
-):
-    """A config with featsr_d2's keys, merged from ``config_file`` (safe YAML) and ``opts``, turned
-    into FeatSR's model of ``featsr_stage`` (:func:`featsr_d2.config.enable_featsr`) when given,
-    its featsr_d2 keys validated; not frozen."""
-    cfg = get_cfg()
-    add_featsr_config(cfg)
-    if config_file:
-        merge_config_file(cfg, config_file)
-    cfg.merge_from_list(list(opts or []))
-    if featsr_stage is not None:
-        enable_featsr(cfg, stage=featsr_stage)
-    validate_config(cfg)
-    return cfg
+logger = logging.getLogger(__name__)
 
 
 def argument_parser(epilog: str | None = None):
@@ -74,4 +56,18 @@ def setup(args):
         cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="featsr_d2", abbrev_name="featsr"
     )
     set_bad_record_policy(cfg.DATASETS.TRAIN + cfg.DATASETS.TEST, cfg.DATASETS.TT100K.ON_BAD_RECORD)
+    return cfg
+
+
+def cpu_without_cuda(cfg):
+    """Set ``cfg.MODEL.DEVICE`` to "cpu" (saying so) when it names CUDA and no CUDA device is
+    available, so that the SR tools run on any machine by default; returns ``cfg``."""
+    if str(cfg.MODEL.DEVICE).startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE is %s but no CUDA device is available: using cpu",
+                       cfg.MODEL.DEVICE)  # fmt: skip
+        was_frozen = cfg.is_frozen()
+        cfg.defrost()
+        cfg.MODEL.DEVICE = "cpu"
+        if was_frozen:
+            cfg.freeze()
     return cfg

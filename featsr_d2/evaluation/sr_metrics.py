@@ -39,8 +39,8 @@ from featsr_d2.data.sr_dataset import read_rgb
 from featsr_d2.evaluation.paired_bootstrap import paired_bootstrap
 from featsr_d2.evaluation.sr_inference import super_resolve
 from featsr_d2.evaluation.sr_visualize import safe_file_stem
+from featsr_d2.layers.imresize import imresize_np
 from featsr_d2.modeling.sr.deblock import nlm_deblock
-from featsr_d2.modeling.sr.imresize import imresize_np
 
 __all__ = [
     "compare_sr",

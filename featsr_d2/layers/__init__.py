@@ -1,4 +1,5 @@
-"""Op wrappers: featsr_d2's compiled kernels with torchvision / torch.nn.functional fallbacks."""
+"""Ops: featsr_d2's compiled kernels with torchvision / torch.nn.functional fallbacks, and the
+MATLAB-compatible bicubic resize."""
 
 from featsr_d2.layers.compiled import build_info, has_compiled_ops
 from featsr_d2.layers.dilated_conv_maxpool import (
@@ -8,6 +9,7 @@ from featsr_d2.layers.dilated_conv_maxpool import (
     dilated_conv_maxpool2d_tiled,
     norm_to_affine,
 )
+from featsr_d2.layers.imresize import imresize, imresize_np
 from featsr_d2.layers.roi_align import (
     ROIAlign,
     multilevel_roi_align,
@@ -26,6 +28,8 @@ __all__ = [
     "dilated_conv_maxpool2d_reference",
     "dilated_conv_maxpool2d_tiled",
     "has_compiled_ops",
+    "imresize",
+    "imresize_np",
     "multilevel_roi_align",
     "multimap_roi_align",
     "norm_to_affine",

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from featsr_d2.config import add_sr_config, get_featsr_cfg
 from featsr_d2.data.degradations import (
     BicubicDownscale,
     Compose,
@@ -21,9 +22,8 @@ from featsr_d2.data.degradations import (
     jpeg_roundtrip,
 )
 from featsr_d2.data.sr_dataset import read_rgb
-from featsr_d2.engine import get_featsr_cfg
 from featsr_d2.evaluation.sr_metrics import psnr
-from featsr_d2.modeling.sr import add_sr_config, imresize, imresize_np
+from featsr_d2.layers import imresize, imresize_np
 
 SKIMAGE_DATA = os.path.join(os.path.dirname(__import__("skimage").__file__), "data")
 

@@ -9,8 +9,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 
+from featsr_d2.config import get_featsr_cfg
 from featsr_d2.data.tt100k_categories import TYPE45
-from featsr_d2.engine import build_featsr_evaluator, get_featsr_cfg
+from featsr_d2.engine import build_featsr_evaluator
 from featsr_d2.evaluation import TT100KEvaluator
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
+from featsr_d2.config import get_featsr_cfg
 from featsr_d2.engine.featsr_study import ARMS, StudySettings, run_study, small_gt_diagnostics
-from featsr_d2.engine.setup import get_featsr_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGE1 = os.path.join(REPO, "configs", "faster_rcnn_MNV2_FPN_synth.yaml")

@@ -16,6 +16,7 @@ from detectron2.engine import default_argument_parser
 from detectron2.utils.events import EventStorage
 from train_hooks import StopAfter
 
+from featsr_d2.config import get_sr_cfg
 from featsr_d2.data.sr_dataset import SRPatchSampler, read_rgb
 from featsr_d2.engine.sr_trainer import (
     CosineRestartsParamScheduler,
@@ -23,7 +24,7 @@ from featsr_d2.engine.sr_trainer import (
     build_sr_loss,
     build_sr_lr_scheduler,
 )
-from featsr_d2.modeling.sr import SR_NETWORK_REGISTRY, build_sr_network, get_sr_cfg
+from featsr_d2.modeling.sr import SR_NETWORK_REGISTRY, build_sr_network
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SR_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "sr", "**", "*.yaml"), recursive=True))

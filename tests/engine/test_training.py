@@ -13,7 +13,8 @@ import torch
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.utils.events import EventStorage
 
-from featsr_d2.engine import FeatSRTrainer, get_featsr_cfg
+from featsr_d2.config import get_featsr_cfg
+from featsr_d2.engine import FeatSRTrainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Detector configs; configs/sr/ trains image-SR networks (tests/engine/test_sr_training.py) and

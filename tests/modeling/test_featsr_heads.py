@@ -14,7 +14,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from featsr_d2.engine import FeatSRTrainer, get_featsr_cfg
+from featsr_d2.config import get_featsr_cfg
+from featsr_d2.engine import FeatSRTrainer
 from featsr_d2.modeling.roi_heads import (
     SRFeatureDiscriminator,
     SRFeatureGenerator,

@@ -10,7 +10,7 @@ from detectron2 import model_zoo
 from detectron2.modeling import build_model
 from test_enable_featsr import SMALL, ZOO, sample, train_step
 
-from featsr_d2.engine import get_featsr_cfg
+from featsr_d2.config import get_featsr_cfg
 from featsr_d2.modeling.meta_arch.featsr_rcnn import half_resolution
 
 pytestmark = pytest.mark.usefixtures("one_thread")

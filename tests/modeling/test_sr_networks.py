@@ -1,6 +1,7 @@
 """The SR networks: registry and config, output shapes at every scale, parameter counts, the
 structure the papers fix, MATLAB bicubic, self-ensemble."""
 
+import inspect
 import os
 
 import numpy as np
@@ -9,17 +10,15 @@ import torch
 from torch import nn
 
 import featsr_d2.modeling.sr  # noqa: F401  (registers the SR networks)
-from featsr_d2.engine import get_featsr_cfg
+from featsr_d2.config import add_sr_config, get_featsr_cfg
+from featsr_d2.layers import imresize, imresize_np
 from featsr_d2.modeling.sr import (
     CAJNN,
     DBPN,
     SR_NETWORK_REGISTRY,
     Bicubic,
     RRDBNet,
-    add_sr_config,
     build_sr_network,
-    imresize,
-    imresize_np,
 )
 from featsr_d2.modeling.sr.self_ensemble import dihedral, dihedral_inverse
 
@@ -52,15 +51,13 @@ def test_add_sr_config_is_idempotent_and_every_key_has_a_comment():
     cfg.MODEL.SR.SCALE = 8
     add_sr_config(cfg)
     assert cfg.MODEL.SR.SCALE == 8
-    import featsr_d2.modeling.sr.config as module
-
-    with open(module.__file__) as f:
-        lines = f.read().splitlines()
+    source, first = inspect.getsourcelines(add_sr_config)  # in featsr_d2/config.py
+    lines = [line.rstrip("\n") for line in source]
     keys = 0
     for i, line in enumerate(lines):
         if line.strip().startswith("_C.") and " = " in line:
             keys += 1
-            assert lines[i - 1].strip().startswith("#"), f"config.py:{i + 1} has no comment"
+            assert lines[i - 1].strip().startswith("#"), f"config.py:{first + i} has no comment"
     assert keys > 30
 
 
@@ -205,8 +202,8 @@ def test_self_ensemble_is_equivariant_and_eval_only():
 
 
 def test_sr_configs_are_validated_at_set_up():
+    from featsr_d2.config import get_sr_cfg
     from featsr_d2.config_validation import ConfigValueError
-    from featsr_d2.modeling.sr.config import get_sr_cfg
 
     with pytest.raises(ConfigValueError, match="MODEL.FEATSR.SMALL_SIZE"):
         get_sr_cfg(None, ["MODEL.FEATSR.SMALL_SIZE", "-1"])

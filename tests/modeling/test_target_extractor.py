@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.modeling import build_backbone
 
-from featsr_d2.engine import get_featsr_cfg
+from featsr_d2.config import get_featsr_cfg
 
 BACKBONES = {
     # name: (config overrides, feature whose receptive field is measured). An FPN level below p5

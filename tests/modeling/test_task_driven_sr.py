@@ -4,6 +4,7 @@ through the chain at 4x and 8x; LR inputs; the trainer's optimizer, dispatch and
 TDSR config."""
 
 import glob
+import inspect
 import os
 import re
 
@@ -19,10 +20,12 @@ from detectron2.utils.events import EventStorage
 from torch.nn.modules.batchnorm import _NormBase
 from train_hooks import StopAfter
 
+from featsr_d2.config import add_tdsr_config, get_featsr_cfg
 from featsr_d2.data.degradations import build_sr_degradation, lr_size, make_lr_image
-from featsr_d2.data.lr_mapper import LRDetectionDatasetMapper
-from featsr_d2.engine import FeatSRTrainer, TDSRTrainer, get_featsr_cfg, trainer_class
+from featsr_d2.data.lr_mapper import LRDetectionDatasetMapper, lr_seed
+from featsr_d2.engine import FeatSRTrainer, TDSRTrainer, trainer_class
 from featsr_d2.modeling.meta_arch.task_driven_sr import get_detector_cfg
+from featsr_d2.utils.image import detector_to_rgb, detector_to_rgb_tensor, rgb_tensor_to_detector
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TDSR_CONFIGS = sorted(
@@ -70,13 +73,12 @@ def test_every_tdsr_config_loads_and_dispatches():
 
 
 def test_every_tdsr_key_has_a_comment():
-    path = os.path.join(REPO, "featsr_d2", "modeling", "meta_arch", "tdsr_config.py")
-    with open(path) as f:
-        lines = f.read().splitlines()
+    source, first = inspect.getsourcelines(add_tdsr_config)  # in featsr_d2/config.py
+    lines = [line.rstrip("\n") for line in source]
     keys = [i for i, line in enumerate(lines) if re.match(r"\s*_C(\.\w+)+ = ", line)]
     assert len(keys) == 1 + len(get_featsr_cfg().MODEL.TDSR)
     for i in keys:
-        assert lines[i - 1].strip().startswith("#"), f"tdsr_config.py:{i + 1} has no comment"
+        assert lines[i - 1].strip().startswith("#"), f"config.py:{first + i} has no comment"
 
 
 def test_training_steps_change_sr_only(tiny_tt100k, tmp_path):
@@ -173,7 +175,8 @@ def test_loss_is_linear_in_alpha_and_beta(tiny_tt100k, tmp_path):
 @pytest.mark.parametrize("scale,sr", [(4, "DBPN"), (8, "DBPN"), (4, "Bicubic")])
 def test_shapes_through_the_chain(scale, sr, tiny_tt100k, tmp_path):
     """HR 128 x 120 (120 is not a multiple of 8): LR ceil(H/s) x ceil(W/s), SR output cropped to
-    the HR size, detections and the SR image at the right sizes, the same LR however made."""
+    the HR size, detections and the SR image at the right sizes, the same LR however made; an
+    input without "lr_image" is refused."""
     cfg = tiny_cfg(tiny_tt100k, tmp_path, "MODEL.SR.SCALE", scale, "MODEL.SR.NAME", sr,
                    "MODEL.TDSR.RETURN_SR_IMAGE", True)  # fmt: skip
     model = build_model(cfg).eval()
@@ -181,12 +184,23 @@ def test_shapes_through_the_chain(scale, sr, tiny_tt100k, tmp_path):
     mapped = DatasetMapper(get_detector_cfg(cfg), is_train=False)(dict(d))
     mapped["image"] = mapped["image"][:, :, :120]  # a width that is no multiple of the scale
     x = dict(mapped)
-    x["lr_image"] = model.lr_image(mapped)  # made by the model from "image" (no lr_image given)
+    mapper = LRDetectionDatasetMapper(cfg, False, detector_cfg=get_detector_cfg(cfg))
+    x["lr_image"] = mapper.lr_image(mapped)  # made by the TDSR mapper from "image"
     assert tuple(x["lr_image"].shape) == (3, *lr_size(128, 120, scale))
     assert x["lr_image"].dtype == torch.uint8
+    # The same LR made from the public functions, with the test-time seed of the image's id.
+    lr = make_lr_image(
+        detector_to_rgb(mapped["image"], model.input_format),
+        scale,
+        build_sr_degradation(cfg),
+        np.random.default_rng(lr_seed(cfg.INPUT.SR.SEED, mapped)),
+    )
+    made = dict(mapped, lr_image=torch.as_tensor(np.ascontiguousarray(lr.transpose(2, 0, 1))))
+    with pytest.raises(KeyError, match="lr_image"):  # the mapper makes the inputs, not the model
+        model([mapped])
     with torch.no_grad():
         (out_given,) = model([x])
-        (out_made,) = model([mapped])
+        (out_made,) = model([made])
         sr_images = model.super_resolve([x["lr_image"]])
     assert tuple(sr_images[0].shape) == (
         3,
@@ -227,10 +241,11 @@ def test_lr_mapper_is_seeded_per_image_at_test_time(tiny_tt100k, tmp_path):
 def test_bgr_detector_gets_bgr_and_the_target_is_rgb(tiny_tt100k, tmp_path):
     cfg = tiny_cfg(tiny_tt100k, tmp_path, detector_opts=["INPUT.FORMAT", "BGR"])
     model = build_model(cfg)
+    assert model.input_format == "BGR"  # the conversions of featsr_d2.utils.image use it
     rgb = torch.rand(3, 8, 8)
-    bgr = model.to_detector_format(rgb)
+    bgr = rgb_tensor_to_detector(rgb, model.input_format)
     assert torch.allclose(bgr[0], rgb[2] * 255) and torch.allclose(bgr[2], rgb[0] * 255)
-    assert torch.allclose(model.hr_rgb(bgr), rgb)
+    assert torch.allclose(detector_to_rgb_tensor(bgr, model.input_format), rgb)
     batch = lr_batch(cfg, tiny_tt100k, n=1, is_train=False)
     hr = batch[0]["image"].flip(0).permute(1, 2, 0).numpy()  # the mapper's BGR back to RGB
     degradation = build_sr_degradation(cfg)

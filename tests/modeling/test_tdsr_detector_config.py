@@ -8,7 +8,7 @@ import pytest
 from common import REPO, TDSR_SYNTH
 from detectron2.config import CfgNode
 
-from featsr_d2.engine import get_featsr_cfg
+from featsr_d2.config import get_featsr_cfg
 from featsr_d2.modeling.meta_arch.task_driven_sr import get_detector_cfg
 
 DETECTOR = os.path.join(REPO, "configs", "faster_rcnn_MNV2_FPN_synth.yaml")

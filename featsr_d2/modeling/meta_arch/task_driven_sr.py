@@ -23,15 +23,16 @@ Inputs, per image (Detectron2's dataset-dict convention):
 
 - ``"image"``: the HR image x_h in D's ``INPUT.FORMAT`` (uint8 or float, 0..255), after D's
   augmentations (:class:`featsr_d2.data.lr_mapper.LRDetectionDatasetMapper`);
-- ``"lr_image"``: the LR image x_l, RGB uint8 (3, ceil(H / s), ceil(W / s)). When it is missing the
-  model makes it from ``"image"`` with its degradation pipeline (``INPUT.SR``), seeded by the
-  image's id: so the model also runs behind a plain ``DatasetMapper`` (as in
-  ``DefaultTrainer.test``), and on real LR images when the caller supplies ``"lr_image"`` itself;
+- ``"lr_image"``: the LR image x_l, RGB uint8 (3, ceil(H / s), ceil(W / s)) (or float in [0, 1]),
+  made by the mapper (:class:`~featsr_d2.data.lr_mapper.LRDetectionDatasetMapper` degrades
+  ``"image"`` with ``INPUT.SR``; the TDSR trainer's train and test loaders use it), or a real LR
+  image supplied by the caller; the model itself makes no input;
 - ``"instances"`` (training), ``"height"`` / ``"width"`` (the output size of the detections).
 
 The SR network works in RGB [0, 1] (its convention); its output, cropped to (H, W), is converted
-to D's format (x 255, RGB -> BGR when D takes BGR) and handed to D as ``"image"``, which normalizes
-it with its own ``PIXEL_MEAN`` / ``PIXEL_STD``. Choices the paper leaves open:
+to D's format (x 255, RGB -> BGR when D takes BGR: :mod:`featsr_d2.utils.image`) and handed to D
+as ``"image"``, which normalizes it with its own ``PIXEL_MEAN`` / ``PIXEL_STD``. Choices the
+paper leaves open:
 
 - in training the SR output goes to D unclamped (clamping would zero the gradient of saturated
   pixels); at inference it is clamped to [0, 1], the image one would save;
@@ -55,7 +56,6 @@ import logging
 import os
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
@@ -63,10 +63,14 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
 
-from featsr_d2.data.degradations import Degradation, build_sr_degradation
-from featsr_d2.data.lr_mapper import hr_to_rgb, lr_seed, make_lr_image
+from featsr_d2.config import get_featsr_cfg
 from featsr_d2.modeling.sr.losses import build_sr_loss
 from featsr_d2.modeling.sr.registry import SRNetwork, build_sr_network
+from featsr_d2.utils.image import (
+    DETECTOR_FORMATS,
+    detector_to_rgb_tensor,
+    rgb_tensor_to_detector,
+)
 
 __all__ = [
     "TaskDrivenSR",
@@ -94,8 +98,6 @@ def get_detector_cfg(cfg):
     Raises:
         FileNotFoundError: the file does not exist.
     """
-    from featsr_d2.engine.setup import get_featsr_cfg  # here: featsr_d2.engine imports modeling
-
     path = cfg.MODEL.TDSR.DETECTOR_CONFIG
     if not path:
         raise ValueError("MODEL.TDSR.DETECTOR_CONFIG must name the detector's config file")
@@ -143,8 +145,6 @@ class TaskDrivenSR(nn.Module):
         alpha: float = 1.0,
         beta: float = 0.01,
         reconstruction_loss=None,
-        degradation: Degradation | None = None,
-        seed: int = 0,
         return_sr_image: bool = False,
     ):
         """
@@ -155,33 +155,21 @@ class TaskDrivenSR(nn.Module):
             alpha: weight of L_rec.
             beta: weight of L_task; 0 skips D in training.
             reconstruction_loss: L_rec as ``loss(sr, hr) -> scalar`` (default: MSE).
-            degradation: makes ``"lr_image"`` from ``"image"`` when an input lacks it (None: every
-                input must carry ``"lr_image"``).
-            seed: seed of those degradations, with each image's id.
             return_sr_image: at inference, add ``"sr_image"`` to each result.
         """
         super().__init__()
         if alpha < 0 or beta < 0 or alpha + beta == 0:
             raise ValueError(f"need alpha, beta >= 0, not both 0; got alpha={alpha}, beta={beta}")
         self.input_format = getattr(detector, "input_format", None)
-        if self.input_format not in ("RGB", "BGR"):
+        if self.input_format not in DETECTOR_FORMATS:
             raise ValueError(
                 f"the detector's INPUT.FORMAT must be RGB or BGR, got {self.input_format!r}"
-            )
-        if degradation is not None and getattr(degradation, "scale", sr_network.scale) != (
-            sr_network.scale
-        ):
-            raise ValueError(
-                f"the degradation downscales by {degradation.scale}, the SR network upscales by "
-                f"{sr_network.scale}"
             )
         self.sr = sr_network
         self.detector = detector
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.reconstruction_loss = reconstruction_loss or nn.functional.mse_loss
-        self.degradation = degradation
-        self.seed = int(seed)
         self.return_sr_image = bool(return_sr_image)
         freeze_detector(self.detector)
 
@@ -196,8 +184,6 @@ class TaskDrivenSR(nn.Module):
             "alpha": cfg.MODEL.TDSR.ALPHA,
             "beta": cfg.MODEL.TDSR.BETA,
             "reconstruction_loss": build_sr_loss(cfg),
-            "degradation": build_sr_degradation(cfg),
-            "seed": cfg.INPUT.SR.SEED,
             "return_sr_image": cfg.MODEL.TDSR.RETURN_SR_IMAGE,
         }
 
@@ -215,29 +201,15 @@ class TaskDrivenSR(nn.Module):
         freeze_detector(self.detector)
         return self
 
-    # ----------------------------------------------------------------------------------------
-    # Conversions between the detector's images and the SR network's
-    # ----------------------------------------------------------------------------------------
-    def hr_rgb(self, image: torch.Tensor) -> torch.Tensor:
-        """An input ``"image"`` (3, H, W) in the detector's format, 0..255 -> RGB float [0, 1]."""
-        x = image.to(self.device, non_blocking=True).float().div(255.0)
-        return x.flip(0) if self.input_format == "BGR" else x
-
-    def to_detector_format(self, rgb: torch.Tensor) -> torch.Tensor:
-        """RGB [0, 1] (3, H, W) -> the detector's format, 0..255 (differentiable)."""
-        x = rgb * 255.0
-        return x.flip(0) if self.input_format == "BGR" else x
-
     def lr_image(self, dataset_dict: dict) -> torch.Tensor:
-        """The input's ``"lr_image"`` (RGB uint8 (3, h, w)), or one made from its ``"image"``."""
-        if "lr_image" in dataset_dict:
-            return dataset_dict["lr_image"]
-        if self.degradation is None:
-            raise KeyError("the input has no 'lr_image' and the model has no degradation")
-        hr = hr_to_rgb(dataset_dict["image"], self.input_format)
-        rng = np.random.default_rng(lr_seed(self.seed, dataset_dict))
-        lr = make_lr_image(hr, self.scale, self.degradation, rng)
-        return torch.as_tensor(np.ascontiguousarray(lr.transpose(2, 0, 1)))
+        """The input's ``"lr_image"`` (RGB (3, h, w)), which its mapper made."""
+        if "lr_image" not in dataset_dict:
+            raise KeyError(
+                "a TaskDrivenSR input needs 'lr_image' (the LR image, RGB (3, h, w)): map the "
+                "dataset with featsr_d2.data.lr_mapper.LRDetectionDatasetMapper (the TDSR "
+                "trainer's loaders do), or supply the LR image"
+            )
+        return dataset_dict["lr_image"]
 
     # ----------------------------------------------------------------------------------------
     # The SR stage
@@ -251,7 +223,7 @@ class TaskDrivenSR(nn.Module):
         xs = []
         for im in lr_images:
             x = im.to(self.device, non_blocking=True)
-            xs.append(x.float().div(255.0) if not x.is_floating_point() else x)
+            xs.append(x if x.is_floating_point() else detector_to_rgb_tensor(x, "RGB"))
         if len({tuple(x.shape) for x in xs}) == 1:
             outs = list(self.sr(torch.stack(xs)).unbind(0))
         else:
@@ -276,7 +248,10 @@ class TaskDrivenSR(nn.Module):
         sr = self.super_resolve([self.lr_image(x) for x in batched_inputs], sizes)
         if not self.training:
             return self._inference(batched_inputs, sr)
-        hr = [self.hr_rgb(x["image"]) for x in batched_inputs]
+        hr = [
+            detector_to_rgb_tensor(x["image"].to(self.device, non_blocking=True), self.input_format)
+            for x in batched_inputs
+        ]
         if len(set(sizes)) == 1:
             rec = self.reconstruction_loss(torch.stack(sr), torch.stack(hr))
         else:
@@ -291,7 +266,7 @@ class TaskDrivenSR(nn.Module):
         out = []
         for x, image in zip(batched_inputs, sr):
             d = {k: v for k, v in x.items() if k != "lr_image"}
-            d["image"] = self.to_detector_format(image)
+            d["image"] = rgb_tensor_to_detector(image, self.input_format)
             out.append(d)
         return out
 

@@ -5,14 +5,12 @@ shipped Real-ESRGAN x4plus weights are ``featsr://realesrgan/x4plus``) and ``Bic
 
 Every network maps RGB images in [0, 1] of shape (N, 3, h, w) to (N, 3, s*h, s*w); see
 :mod:`featsr_d2.modeling.sr.registry`. Build one from a config with ``build_sr_network(cfg)`` after
-``add_sr_config(cfg)``.
+``featsr_d2.config.add_featsr_config(cfg)``.
 """
 
 from featsr_d2.modeling.sr.bicubic import Bicubic
 from featsr_d2.modeling.sr.cajnn import CAJNN
-from featsr_d2.modeling.sr.config import add_sr_config, get_sr_cfg
 from featsr_d2.modeling.sr.dbpn import DBPN
-from featsr_d2.modeling.sr.imresize import imresize, imresize_np
 from featsr_d2.modeling.sr.registry import (
     SR_NETWORK_REGISTRY,
     SRNetwork,
@@ -29,10 +27,6 @@ __all__ = [
     "Bicubic",
     "RRDBNet",
     "SRNetwork",
-    "add_sr_config",
     "build_sr_network",
-    "get_sr_cfg",
-    "imresize",
-    "imresize_np",
     "self_ensemble_x8",
 ]

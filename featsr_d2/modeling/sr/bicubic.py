@@ -1,5 +1,5 @@
 """The ``Bicubic`` baseline network: MATLAB-compatible bicubic upscaling
-(:mod:`featsr_d2.modeling.sr.imresize`, re-exported here) as an SR network without parameters.
+(:func:`featsr_d2.layers.imresize.imresize`) as an SR network without parameters.
 """
 
 from __future__ import annotations
@@ -7,11 +7,10 @@ from __future__ import annotations
 import torch
 from detectron2.config import configurable
 
-from featsr_d2.modeling.sr.imresize import cubic_kernel, imresize, imresize_np, resize_matrix
+from featsr_d2.layers.imresize import imresize
 from featsr_d2.modeling.sr.registry import SR_NETWORK_REGISTRY, SRNetwork
-from featsr_d2.utils.image import round_to_uint8
 
-__all__ = ["Bicubic", "cubic_kernel", "imresize", "imresize_np", "resize_matrix", "round_to_uint8"]
+__all__ = ["Bicubic"]
 
 
 @SR_NETWORK_REGISTRY.register()

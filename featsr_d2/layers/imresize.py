@@ -1,6 +1,7 @@
-"""MATLAB-compatible bicubic resizing (``imresize(I, scale, 'bicubic')``, antialiasing on): the
-baseline of every SR table (:class:`featsr_d2.modeling.sr.bicubic.Bicubic`), the LR-making
-downscale of the degradations, and the skip of the SR networks' residual mode
+"""MATLAB-compatible bicubic resizing (``imresize(I, scale, 'bicubic')``, antialiasing on), an op
+shared by the data and the models: the LR-making downscale of the degradations
+(:mod:`featsr_d2.data.degradations`), the baseline of every SR table
+(:class:`featsr_d2.modeling.sr.bicubic.Bicubic`) and the skip of the SR networks' residual mode
 (:class:`featsr_d2.modeling.sr.registry.SRNetwork`).
 
 Published SR numbers use MATLAB's ``imresize`` both to make the low-resolution inputs and as the

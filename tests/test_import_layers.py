@@ -1,0 +1,355 @@
+"""featsr_d2's imports go one way and form no cycle.
+
+Every module of the package is parsed (not imported) and every import of featsr_d2 in it is
+collected: at module level and inside functions, absolute and relative, ``import a.b`` and
+``from a import b`` (an edge to the submodule ``a.b`` when ``b`` is one), and
+``importlib.import_module("featsr_d2...")`` with a literal name. Each module belongs to a layer,
+lowest first:
+
+    config -> utils -> layers -> data, modeling -> checkpoint -> evaluation -> engine (-> tools)
+
+A module may import its own layer and the layers below it; the two layers of one rank (``data`` and
+``modeling``) never import each other. The issue names ``layers`` and ``utils`` side by side; here
+``utils`` (helpers that may import the config layer only) sits below ``layers``, whose ops may use
+them (the MATLAB resize rounds with :func:`featsr_d2.utils.image.round_to_uint8`).
+``featsr_d2/__init__.py`` sits above them all (it imports the subpackages so that importing the
+package registers everything), and nothing inside the package imports it. Besides, the module
+graph has no cycle: a function-local import that dodges one is still one.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PACKAGE = "featsr_d2"
+
+# The layers, lowest first; the layers of one tuple share a rank and never import each other.
+ORDER: tuple[tuple[str, ...], ...] = (
+    ("config",),
+    ("utils",),
+    ("layers",),
+    ("data", "modeling"),
+    ("checkpoint",),
+    ("evaluation",),
+    ("engine",),
+)
+# featsr_d2.<name> -> its layer, for the top-level modules that are not a layer's package: the
+# config layer's three modules (they import nothing else of featsr_d2), the compiled ops.
+LAYER_OF = {"config": "config", "config_files": "config", "config_validation": "config"}
+EXTENSIONS = {f"{PACKAGE}._C": "layers"}  # compiled modules: no source to parse
+ROOT = "the package's __init__"  # featsr_d2 itself: above every layer
+RANK = {name: rank for rank, names in enumerate(ORDER) for name in names}
+RANK[ROOT] = len(ORDER)
+
+# Edges (importer, imported) that remain only until another part of issue 13 lands, each with its
+# reason. Keep it empty: the lead empties it when that part is merged.
+PENDING: dict[tuple[str, str], str] = {}
+
+
+@dataclass(frozen=True)
+class Edge:
+    importer: str  # module name, e.g. "featsr_d2.data.degradations"
+    imported: str
+    path: str  # the importer's file, relative to the repository
+    line: int
+
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+def module_name(path: pathlib.Path, root: pathlib.Path) -> str:
+    """``root/featsr_d2/data/x.py`` -> ``featsr_d2.data.x``; a package's __init__ -> the package."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def package_sources(
+    root: pathlib.Path = REPO, package: str = PACKAGE
+) -> dict[str, tuple[str, str]]:
+    """Every module of ``package`` under ``root``: name -> (path relative to root, source)."""
+    return {
+        module_name(p, root): (str(p.relative_to(root)), p.read_text(encoding="utf-8"))
+        for p in sorted((root / package).rglob("*.py"))
+    }
+
+
+def collect_edges(
+    sources: Mapping[str, tuple[str, str]], package: str = PACKAGE, extensions: Iterable[str] = ()
+) -> list[Edge]:
+    """Every import of ``package`` in ``sources`` (name -> (path, source)), module level and in
+    functions, as edges between module names."""
+    known = set(sources) | set(extensions)
+    edges = []
+    for importer, (path, source) in sources.items():
+        is_package = pathlib.PurePath(path).name == "__init__.py"
+        here = importer.split(".") if is_package else importer.split(".")[:-1]
+
+        def add(target: str, line: int, importer=importer, path=path) -> None:
+            if target == package or target.startswith(package + "."):
+                edges.append(Edge(importer, target, path, line))
+
+        for node in ast.walk(ast.parse(source, filename=path)):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    add(alias.name, node.lineno)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: from the importer's package, level - 1 levels up
+                    base_parts = here[: len(here) - (node.level - 1)]
+                    base = ".".join(base_parts + ([node.module] if node.module else []))
+                else:
+                    base = node.module or ""
+                for alias in node.names:
+                    sub = f"{base}.{alias.name}"
+                    add(sub if sub in known else base, node.lineno)
+            elif isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if name in ("import_module", "__import__") and node.args:
+                    arg = node.args[0]
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                        add(arg.value, node.lineno)
+    return list(dict.fromkeys(edges))  # one edge per line, however many names it imports
+
+
+def layer_of(
+    module: str, package: str = PACKAGE, extensions: Mapping[str, str] = EXTENSIONS
+) -> str:
+    """The layer of a module name: its subpackage under ``package`` (or :data:`LAYER_OF`)."""
+    if module == package:
+        return ROOT
+    if module in extensions:
+        return extensions[module]
+    top = module.split(".")[1]
+    layer = LAYER_OF.get(top, top)
+    if layer not in RANK:
+        raise KeyError(
+            f"{module} belongs to no layer: put it under a layer's package, or name its layer in "
+            "tests/test_import_layers.py LAYER_OF"
+        )
+    return layer
+
+
+def layer_violations(
+    edges: Iterable[Edge], package: str = PACKAGE, pending: Mapping = PENDING
+) -> list[str]:
+    """One message per edge against the layer order."""
+    problems = []
+    for e in edges:
+        if (e.importer, e.imported) in pending:
+            continue
+        a, b = layer_of(e.importer, package), layer_of(e.imported, package)
+        if a == b:
+            continue
+        if b == ROOT:
+            why = "nothing inside the package imports featsr_d2's __init__"
+        elif RANK[b] > RANK[a]:
+            why = f"{a} sits below {b}"
+        elif RANK[b] == RANK[a]:
+            why = f"{a} and {b} never import each other"
+        else:
+            continue
+        problems.append(f"{e.where()}: {a} -> {b} ({e.importer} imports {e.imported}): {why}")
+    return problems
+
+
+def find_cycles(edges: Iterable[Edge], pending: Mapping = PENDING) -> list[list[Edge]]:
+    """The import cycles: for every strongly connected component of more than one module (or a
+    module importing itself), one cycle through it as its edges."""
+    graph: dict[str, dict[str, Edge]] = {}
+    for e in edges:
+        if (e.importer, e.imported) in pending:
+            continue
+        graph.setdefault(e.importer, {}).setdefault(e.imported, e)
+        graph.setdefault(e.imported, {})
+
+    # Tarjan's strongly connected components, iteratively.
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    components.append(component)
+            elif child not in index:
+                index[child] = low[child] = len(index)
+                stack.append(child)
+                on_stack.add(child)
+                work.append((child, iter(sorted(graph[child]))))
+            elif child in on_stack:
+                low[node] = min(low[node], index[child])
+
+    cycles = []
+    for component in components:
+        members = set(component)
+        first = min(component)
+        if len(component) == 1 and first not in graph[first]:
+            continue
+        # A shortest path back to `first` inside the component (breadth-first).
+        parent: dict[str, Edge] = {}
+        frontier, seen, closing = [first], {first}, None
+        while frontier and closing is None:
+            following = []
+            for node in frontier:
+                for child, edge in sorted(graph[node].items()):
+                    if child == first:
+                        closing = edge
+                        break
+                    if child in members and child not in seen:
+                        seen.add(child)
+                        parent[child] = edge
+                        following.append(child)
+                if closing is not None:
+                    break
+            frontier = following
+        path = [closing]
+        while path[0].importer != first:
+            path.insert(0, parent[path[0].importer])
+        cycles.append(path)
+    return cycles
+
+
+def format_cycle(cycle: list[Edge]) -> str:
+    return (
+        "cycle "
+        + " -> ".join([cycle[0].importer] + [e.imported for e in cycle])
+        + "\n"
+        + ("\n".join(f"    {e.where()}: {e.importer} imports {e.imported}" for e in cycle))
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# The package
+
+
+@pytest.fixture(scope="module")
+def edges():
+    return collect_edges(package_sources(), extensions=EXTENSIONS)
+
+
+def test_every_module_has_a_layer():
+    for module in package_sources():
+        layer_of(module)  # raises for a module outside every layer
+
+
+def test_imports_go_one_way(edges):
+    problems = layer_violations(edges)
+    assert not problems, "imports against the layer order:\n" + "\n".join(problems)
+
+
+def test_no_import_cycle(edges):
+    cycles = find_cycles(edges)
+    assert not cycles, "import cycles:\n" + "\n".join(format_cycle(c) for c in cycles)
+
+
+def test_the_walk_sees_the_package(edges):
+    """The collected edges include ones known to exist, of every kind the walk must see."""
+    pairs = {(e.importer, e.imported) for e in edges}
+    assert ("featsr_d2", "featsr_d2.modeling") in pairs  # from featsr_d2 import modeling
+    assert ("featsr_d2.layers.compiled", "featsr_d2._C") in pairs  # in a function
+    assert ("featsr_d2.data.degradations", "featsr_d2.layers.imresize") in pairs
+    assert ("featsr_d2.layers.imresize", "featsr_d2.utils.image") in pairs  # utils below layers
+    assert ("featsr_d2.engine.setup", "featsr_d2.config") in pairs
+    assert not PENDING or all(isinstance(why, str) and why for why in PENDING.values())
+
+
+# ------------------------------------------------------------------------------------------------
+# The checker itself, on a tiny synthetic package
+
+
+SYNTHETIC = {
+    "pkg": ("pkg/__init__.py", "from pkg import data, modeling\n"),
+    "pkg.config": ("pkg/config.py", "import re\n"),
+    "pkg.data": ("pkg/data/__init__.py", ""),
+    "pkg.data.mapper": (
+        "pkg/data/mapper.py",
+        "from pkg.config import x\n"
+        "from ..layers import resize\n"  # relative, two levels: pkg.layers.resize
+        "def f():\n"
+        "    from pkg.modeling.net import Net\n",  # function-local, sideways
+    ),
+    "pkg.layers": ("pkg/layers/__init__.py", "from . import resize\n"),
+    "pkg.layers.resize": ("pkg/layers/resize.py", "import pkg.engine.hooks\n"),  # upward
+    "pkg.modeling": ("pkg/modeling/__init__.py", ""),
+    "pkg.modeling.net": (
+        "pkg/modeling/net.py",
+        "from pkg.modeling import head\nimport importlib\nimportlib.import_module('pkg.config')\n",
+    ),
+    "pkg.modeling.head": ("pkg/modeling/head.py", "def g():\n    from .net import Net\n"),
+    "pkg.engine": ("pkg/engine/__init__.py", ""),
+    "pkg.engine.hooks": ("pkg/engine/hooks.py", "from pkg import config\nfrom pkg import X\n"),
+}
+
+
+def test_checker_finds_upward_sideways_and_root_edges_and_cycles():
+    edges = collect_edges(SYNTHETIC, package="pkg")
+    pairs = {(e.importer, e.imported, e.line) for e in edges}
+    assert ("pkg.data.mapper", "pkg.layers.resize", 2) in pairs  # relative
+    assert ("pkg.data.mapper", "pkg.modeling.net", 4) in pairs  # function-local
+    assert ("pkg.layers", "pkg.layers.resize", 1) in pairs  # from . import <submodule>
+    assert ("pkg.modeling.net", "pkg.config", 3) in pairs  # importlib.import_module
+    assert ("pkg.modeling.head", "pkg.modeling.net", 2) in pairs  # relative, in a function
+    assert ("pkg.engine.hooks", "pkg.config", 1) in pairs and (
+        "pkg.engine.hooks",
+        "pkg",
+        2,
+    ) in pairs
+
+    assert layer_of("pkg.layers.resize", "pkg") == "layers" and layer_of("pkg", "pkg") == ROOT
+    problems = layer_violations(edges, "pkg", pending={})
+    assert len(problems) == 3, problems
+    assert any(
+        p.startswith("pkg/layers/resize.py:1: layers -> engine") and "layers sits below engine" in p
+        for p in problems
+    )
+    assert any(
+        p.startswith("pkg/data/mapper.py:4: data -> modeling") and "never import each other" in p
+        for p in problems
+    )
+    assert any(p.startswith("pkg/engine/hooks.py:2: engine -> ") for p in problems)  # the root
+
+    cycles = find_cycles(edges, pending={})
+    assert len(cycles) == 1
+    (cycle,) = cycles
+    assert {e.importer for e in cycle} == {"pkg.modeling.head", "pkg.modeling.net"}
+    assert cycle[0].importer == cycle[-1].imported
+    assert all(a.imported == b.importer for a, b in zip(cycle, cycle[1:]))
+    assert "pkg/modeling/head.py:2" in format_cycle(cycle)
+
+    # A pending edge is left out of both checks, and only it.
+    pending = {("pkg.layers.resize", "pkg.engine.hooks"): "waits for a move"}
+    assert len(layer_violations(edges, "pkg", pending=pending)) == 2
+    assert not find_cycles(edges, pending={("pkg.modeling.head", "pkg.modeling.net"): "why"})
+
+
+def test_checker_rejects_a_module_outside_every_layer():
+    with pytest.raises(KeyError, match="belongs to no layer"):
+        layer_of(f"{PACKAGE}.miscellany.helpers")
