@@ -9,6 +9,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from featsr_d2.data import register_tt100k_instances
+from featsr_d2.data.sr_dataset import read_rgb
 from featsr_d2.data.synthetic import generate_synthetic_tt100k
 
 TINY_TRAIN = "_test_tiny_synth_train"
@@ -67,3 +68,10 @@ def tiny_tt100k(tmp_path_factory):
     for name in (TINY_TRAIN, TINY_TEST):
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
+
+@pytest.fixture(scope="session")
+def photo():
+    """A real photograph: a 96x128 crop of scikit-image's chelsea (a cat)."""
+    skimage_data = os.path.join(os.path.dirname(__import__("skimage").__file__), "data")
+    return read_rgb(os.path.join(skimage_data, "chelsea.png"))[60:156, 150:278].copy()
