@@ -2,7 +2,11 @@
 
 import os
 
-from featsr_d2.config import get_featsr_cfg
+import torch
+from detectron2.config import get_cfg
+from torch import nn
+
+from featsr_d2.config import add_featsr_config, get_featsr_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TDSR_SYNTH = os.path.join(REPO, "configs", "tdsr", "tdsr_dbpn_x4_synth.yaml")
@@ -94,3 +98,35 @@ def tiny_tdsr_cfg(tiny_tt100k, output_dir, *opts, detector_opts=()):
         "OUTPUT_DIR", str(output_dir), *opts,
     ])  # fmt: skip
     return cfg
+
+
+# MobileNetV2: our stages, their (channels, stride), and where torchvision's features[:k] ends each.
+MNV2_STAGES = ["stage2", "stage3", "stage4", "stage5"]
+MNV2_EXPECTED = {"stage2": (24, 4), "stage3": (32, 8), "stage4": (96, 16), "stage5": (320, 32)}
+MNV2_TORCHVISION_END = {"stage2": 4, "stage3": 7, "stage4": 14, "stage5": 18}
+
+
+def mnv2_cfg(name="FeatSRMobileNetV2", **mnv2):
+    """A config with the MobileNetV2 backbone ``name`` returning every stage."""
+    cfg = get_cfg()
+    add_featsr_config(cfg)
+    cfg.MODEL.BACKBONE.NAME = name
+    cfg.MODEL.MNV2.OUT_FEATURES = MNV2_STAGES
+    cfg.MODEL.FPN.IN_FEATURES = MNV2_STAGES
+    for key, value in mnv2.items():
+        cfg.MODEL.MNV2[key] = value
+    return cfg
+
+
+def randomize_weights(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random weights, norm affines and running statistics, so that a wrong mapping shows."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                continue
+            if name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)
+            else:
+                tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.1)
+    return model

@@ -6,8 +6,10 @@ import os
 import pytest
 import torch
 import torchvision
+from common import MNV2_TORCHVISION_END as TORCHVISION_END
+from common import mnv2_cfg as _cfg
+from common import randomize_weights as _randomize
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 from detectron2.modeling.backbone.fpn import FPN
 from detectron2.utils.file_io import PathManager
@@ -19,38 +21,7 @@ from featsr_d2.checkpoint.torchvision_mobilenet_v2 import (
     convert_torchvision_mobilenet_v2,
     find_mobilenet_v2_imagenet_weights,
 )
-from featsr_d2.config import add_featsr_config
 from featsr_d2.utils import packages
-
-STAGES = ["stage2", "stage3", "stage4", "stage5"]
-EXPECTED = {"stage2": (24, 4), "stage3": (32, 8), "stage4": (96, 16), "stage5": (320, 32)}
-# torchvision features[:k] ends where each of our stages ends.
-TORCHVISION_END = {"stage2": 4, "stage3": 7, "stage4": 14, "stage5": 18}
-
-
-def _cfg(name="FeatSRMobileNetV2", **mnv2):
-    cfg = get_cfg()
-    add_featsr_config(cfg)
-    cfg.MODEL.BACKBONE.NAME = name
-    cfg.MODEL.MNV2.OUT_FEATURES = STAGES
-    cfg.MODEL.FPN.IN_FEATURES = STAGES
-    for key, value in mnv2.items():
-        cfg.MODEL.MNV2[key] = value
-    return cfg
-
-
-def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights, norm affines and running statistics, so that a wrong mapping shows."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                continue
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)
-            else:
-                tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.1)
-    return model
 
 
 @pytest.mark.parametrize(

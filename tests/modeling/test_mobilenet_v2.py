@@ -5,49 +5,20 @@ import math
 import pytest
 import torch
 import torchvision
-from detectron2.config import get_cfg
+from common import MNV2_EXPECTED as EXPECTED
+from common import MNV2_STAGES as STAGES
+from common import mnv2_cfg as _cfg
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, build_backbone
 from detectron2.modeling.backbone.fpn import FPN
 from torch import nn
 
 import featsr_d2  # noqa: F401  (registers the backbones and the featsr:// scheme)
-from featsr_d2.config import add_featsr_config
 from featsr_d2.modeling.backbone import (
     FeatSRMobileNetV2,
     FeatSRMobileNetV2FPN,
     MobileNetV2Backbone,
 )
-
-STAGES = ["stage2", "stage3", "stage4", "stage5"]
-EXPECTED = {"stage2": (24, 4), "stage3": (32, 8), "stage4": (96, 16), "stage5": (320, 32)}
-# torchvision features[:k] ends where each of our stages ends.
-TORCHVISION_END = {"stage2": 4, "stage3": 7, "stage4": 14, "stage5": 18}
-
-
-def _cfg(name="FeatSRMobileNetV2", **mnv2):
-    cfg = get_cfg()
-    add_featsr_config(cfg)
-    cfg.MODEL.BACKBONE.NAME = name
-    cfg.MODEL.MNV2.OUT_FEATURES = STAGES
-    cfg.MODEL.FPN.IN_FEATURES = STAGES
-    for key, value in mnv2.items():
-        cfg.MODEL.MNV2[key] = value
-    return cfg
-
-
-def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights, norm affines and running statistics, so that a wrong mapping shows."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                continue
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)
-            else:
-                tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.1)
-    return model
 
 
 def test_registered_names_resolve():
