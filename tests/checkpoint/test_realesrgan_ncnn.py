@@ -12,13 +12,8 @@ import torch
 from torch import nn
 
 from featsr_d2.checkpoint import load_initial_sr_weights
-from featsr_d2.checkpoint.realesrgan_ncnn import (
-    TAG_FLOAT16,
-    TAG_FLOAT32,
-    convert_realesrgan_ncnn,
-    find_realesrgan_model,
-    parse_ncnn_param,
-)
+from featsr_d2.checkpoint.ncnn_format import TAG_FLOAT16, TAG_FLOAT32, parse_ncnn_param
+from featsr_d2.checkpoint.realesrgan_ncnn import convert_realesrgan_ncnn, find_realesrgan_model
 from featsr_d2.config import get_featsr_cfg
 from featsr_d2.data.sr_dataset import read_rgb
 from featsr_d2.evaluation.sr_metrics import psnr
