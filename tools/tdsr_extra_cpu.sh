@@ -63,7 +63,7 @@ case "$PART" in
     [ -f "$CAJNN" ] || { echo "[tdsr_extra] $CAJNN missing: train it first (tools/train_sr.py)"; exit 2; }
     mkdir -p "$OUT"
     train "$OUT" tdsr_s0 "$Q/cajnn_jpeg_x4_synth_cpu.yaml" SEED 0 INPUT.SR.SEED 0
-    table "$OUT" --config "$Q/cajnn_jpeg_x4_synth_cpu.yaml" --jpeg-quality 20 \
+    table "$OUT" --config "$Q/cajnn_jpeg_x4_synth_cpu.yaml" --dataset tt100k_synth10_test --jpeg-quality 20 \
         --row CAJNN=@"$CAJNN" --row CAJNN-TDSR=@"$OUT/tdsr_s0/model_final.pth" \
         --compare CAJNN:Bicubic --compare CAJNN-TDSR:CAJNN --compare CAJNN-TDSR:Bicubic
     ;;
