@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from featsr_d2.utils.image import swap_rgb_bgr
 from featsr_d2.utils.packages import package_dir
 
 __all__ = [
@@ -85,7 +86,7 @@ def load_photos(paths: Sequence[str], max_side: int = 1024, min_side: int = 96) 
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
-        rgb = np.ascontiguousarray(bgr[..., ::-1])
+        rgb = swap_rgb_bgr(bgr)
         rgb.setflags(write=False)
         photos.append(rgb)
     return photos
