@@ -67,6 +67,7 @@ moved under ``featsr.`` (state-dict version 2 and older) is renamed to this layo
 The small predictor's events (accuracy, foreground fraction) are logged under ``small/``.
 """
 
+import abc
 import logging
 
 import torch
@@ -163,7 +164,7 @@ def _featsr_from_config(
     }
 
 
-class _FeatSRHeads:
+class _FeatSRHeads(abc.ABC):
     """FeatSR's box branch, shared by the C4 and FPN heads: it replaces Detectron2's
     ``_forward_box`` (routing, pooling, losses and inference) around the child ``featsr`` (a
     :class:`FeatSRBoxBranch`: G, D and the small predictor) and keeps the checkpoint conversion.
@@ -217,24 +218,25 @@ class _FeatSRHeads:
         for module in self.frozen_modules():
             module.requires_grad_(False)
 
-    # Layout hooks, implemented by each layout's heads.
+    # Layout hooks: each layout's heads implement them (a heads class without them cannot be
+    # instantiated).
     @property
+    @abc.abstractmethod
     def _box_pooler(self) -> ROIPooler:
         """The base detector's box pooler, whose alignment and sampling the heads use."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _base_maps(self, features) -> tuple[list[torch.Tensor], list[float]]:
         """The maps (one per pyramid level) that the base RoI feature of a RoI on level k comes
         from, and their spatial scales; one level for C4."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _large_head(self, x: torch.Tensor) -> torch.Tensor:
         """What stands between a base RoI feature and the large predictor."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _small_head(self, x: torch.Tensor) -> torch.Tensor:
         """What stands between G's output and the small predictor."""
-        raise NotImplementedError
 
     def frozen_modules(self) -> list[nn.Module]:
         """The parts of the heads this phase does not train (kept in eval mode by the
