@@ -5,7 +5,9 @@ inside installed packages in another format and are converted into that cache on
 Each converted file has a ``.sha256`` file beside it, written after the conversion: a cached file
 that no longer matches it (corrupted, truncated by a killed copy, edited), or that has none
 (a conversion killed before its end, or a cache from before the check), is converted again,
-with a warning, instead of failing later inside ``torch.load``.
+with a warning, instead of failing later inside ``torch.load``. A conversion draws no random
+numbers from the process's generators (it runs on its own), so making the cache does not change
+what a seeded run trains.
 """
 
 import abc
@@ -16,6 +18,7 @@ from collections.abc import Collection
 
 from detectron2.utils.file_io import PathHandler
 
+from featsr_d2.data.rng_state import isolated_rng
 from featsr_d2.utils.file_io import atomic_write_text
 
 __all__ = ["ConvertedWeightsPathHandler", "cache_dir", "file_sha256"]
@@ -90,7 +93,10 @@ class ConvertedWeightsPathHandler(PathHandler, abc.ABC):
             )
             force = True
         if force or not os.path.isfile(local):
-            self._convert(name, local)
+            # A conversion may build a model (random initialization): on generators of its own, so
+            # that a run seeded with SEED draws the same numbers whether the cache existed or not.
+            with isolated_rng():
+                self._convert(name, local)
             atomic_write_text(local + ".sha256", file_sha256(local) + "\n")
         return local
 

@@ -157,3 +157,32 @@ def test_train_net_end_to_end_stop_resume_eval(tiny_tt100k, tmp_path):
         datasets_root=str(datasets_root),
     )  # fmt: skip
     assert "Small" in log and "Overall" in log, log[-4000:]  # the TT100K table
+
+
+def test_a_seeded_run_does_not_depend_on_the_converted_weights_cache(
+    tiny_tt100k, tmp_path, monkeypatch
+):
+    """Converting featsr://imagenet/mobilenet_v2_fpn (cold cache) draws no random numbers of the
+    run's: the same SEED trains the same weights with a cold and with a warm cache."""
+    from detectron2.utils.env import seed_all_rng
+
+    train_name, test_name, _ = tiny_tt100k
+    monkeypatch.setenv("FEATSR_CACHE", str(tmp_path / "cache"))
+
+    def run(name):
+        cfg = tiny_cfg(
+            os.path.join(REPO, "configs", "faster_rcnn_MNV2_FPN_synth.yaml"), train_name,
+            test_name, tmp_path / name, **{"MODEL.WEIGHTS": "featsr://imagenet/mobilenet_v2_fpn",
+                                           "TEST.TT100K.NUM_VIS_IMAGES": 0},
+        )  # fmt: skip
+        seed_all_rng(7)
+        trainer = FeatSRTrainer(cfg)
+        trainer.resume_or_load(resume=False)
+        trainer.train()
+        return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    cold = run("cold")
+    assert os.listdir(tmp_path / "cache"), "the first run should have converted the weights"
+    warm = run("warm")
+    differ = [k for k in cold if not torch.equal(cold[k], warm[k])]
+    assert not differ, f"{len(differ)} of {len(cold)} tensors differ, e.g. {differ[:3]}"
