@@ -55,6 +55,11 @@ _MIN_BAND_BYTES = 8 << 20
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
+def _check_pool_offset(pool: int, pool_offset: int) -> None:
+    if not 0 <= pool_offset < pool:
+        raise ValueError(f"pool_offset must be in [0, pool) = [0, {pool}), got {pool_offset}")
+
+
 def dilated_conv_maxpool2d_reference(
     x: Tensor,
     weight: Tensor,
@@ -68,13 +73,17 @@ def dilated_conv_maxpool2d_reference(
     relu: bool = False,
     groups: int = 1,
     ceil_mode: bool = False,
+    pool_offset: int = 0,
 ) -> Tensor:
     """The unfused definition of :func:`dilated_conv_maxpool2d` (``torch.nn.functional``)."""
+    _check_pool_offset(pool, pool_offset)
     y = F.conv2d(x, weight, bias, 1, _pair(padding), _pair(dilation), groups)
     if scale is not None:
         y = y * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
     if relu:
         y = F.relu(y)
+    if pool_offset:  # -inf rows / columns at the top / left: they never win a window's max
+        y = F.pad(y, (pool_offset, 0, pool_offset, 0), value=float("-inf"))
     return F.max_pool2d(y, pool, pool, ceil_mode=ceil_mode)
 
 
@@ -91,6 +100,7 @@ def dilated_conv_maxpool2d_tiled(
     relu: bool = False,
     groups: int = 1,
     ceil_mode: bool = False,
+    pool_offset: int = 0,
     band_rows: int | None = None,
 ) -> Tensor:
     """:func:`dilated_conv_maxpool2d_reference` computed on bands of ``band_rows`` pooled output
@@ -98,18 +108,19 @@ def dilated_conv_maxpool2d_tiled(
     convolved by ATen from the input rows it reads and pooled before the next: the
     full-resolution conv output never exists. Not differentiable (no autograd graph is kept);
     equal to the reference up to float rounding."""
+    _check_pool_offset(pool, pool_offset)
     ph, pw = _pair(padding)
     dh, dw = _pair(dilation)
     kh, kw = weight.shape[2:]
     n, _, h, w = x.shape
     conv_h = h + 2 * ph - dh * (kh - 1)
     conv_w = w + 2 * pw - dw * (kw - 1)
-    out_h = _out_size(h, ph, dh, kh, pool, ceil_mode)
-    out_w = _out_size(w, pw, dw, kw, pool, ceil_mode)
+    out_h = _out_size(h, ph, dh, kh, pool, ceil_mode, pool_offset)
+    out_w = _out_size(w, pw, dw, kw, pool, ceil_mode, pool_offset)
     if conv_h < 1 or conv_w < 1 or out_h < 1 or out_w < 1:
         raise RuntimeError(
             f"the pooled output would be empty: input {h}x{w}, padding {ph},{pw}, dilation "
-            f"{dh},{dw}, kernel {kh}x{kw}, pool {pool}"
+            f"{dh},{dw}, kernel {kh}x{kw}, pool {pool}, pool_offset {pool_offset}"
         )
     if band_rows is None:
         row_bytes = n * weight.shape[0] * pool * conv_w * x.element_size()
@@ -118,11 +129,13 @@ def dilated_conv_maxpool2d_tiled(
         band_rows = max(1, out_h // _TILE_FRACTION, int(min_bytes // max(row_bytes, 1)))
     if band_rows >= out_h:  # one band: the unfused chain, its affine and ReLU in place
         return _pool_band(F.conv2d(x, weight, bias, 1, (ph, pw), (dh, dw), groups), scale, shift,
-                          relu, pool, ceil_mode)  # fmt: skip
+                          relu, pool, ceil_mode, pool_offset, pool_offset)  # fmt: skip
     out = x.new_empty((n, weight.shape[0], out_h, out_w))
     for p0 in range(0, out_h, band_rows):
         p1 = min(p0 + band_rows, out_h)
-        r0, r1 = p0 * pool, min(p1 * pool, conv_h)  # the band's conv rows
+        # The band's conv rows: its windows' rows that exist (only the first window of the
+        # first band starts above the map, by pool_offset rows).
+        r0, r1 = max(p0 * pool - pool_offset, 0), min(p1 * pool - pool_offset, conv_h)
         top, bottom = r0 - ph, r1 - 1 - ph + dh * (kh - 1)  # the input rows they read
         pad_top, pad_bottom = max(-top, 0), max(bottom - (h - 1), 0)
         band = x[:, :, top + pad_top : bottom - pad_bottom + 1]
@@ -132,17 +145,41 @@ def dilated_conv_maxpool2d_tiled(
         y = F.conv2d(band, weight, bias, 1, (pad, pw), (dh, dw), groups)
         start = pad - pad_top
         y = y[:, :, start : start + r1 - r0]
-        out[:, :, p0:p1] = _pool_band(y, scale, shift, relu, pool, ceil_mode)
+        top_offset = pool_offset if p0 == 0 else 0
+        out[:, :, p0:p1] = _pool_band(
+            y, scale, shift, relu, pool, ceil_mode, top_offset, pool_offset
+        )
     return out
 
 
-def _pool_band(y: Tensor, scale, shift, relu: bool, pool: int, ceil_mode: bool) -> Tensor:
-    """Affine and ReLU in place on a band of conv output, then its max pool."""
+def _pool_band(
+    y: Tensor, scale, shift, relu: bool, pool: int, ceil_mode: bool, top: int, left: int
+) -> Tensor:
+    """Affine and ReLU in place on a band of conv output, then its max pool with windows
+    starting ``top`` rows above and ``left`` columns left of the band."""
     if scale is not None:
         y.mul_(scale.view(1, -1, 1, 1)).add_(shift.view(1, -1, 1, 1))
     if relu:
         y = F.relu_(y)
-    return F.max_pool2d(y, pool, pool, ceil_mode=ceil_mode)
+    return _max_pool2d_shifted(y, pool, ceil_mode, top, left)
+
+
+def _max_pool2d_shifted(y: Tensor, pool: int, ceil_mode: bool, top: int, left: int) -> Tensor:
+    """``F.max_pool2d(F.pad(y, (left, 0, top, 0), value=-inf), pool, pool, ceil_mode=ceil_mode)``
+    (the forward of the reference's pooling); without a padded copy of ``y`` when max_pool2d's
+    own (symmetric) -inf padding can shift its windows, i.e. when ``2 * top`` and ``2 * left``
+    are at most ``pool``: the surplus windows that padding adds at the bottom / right are cut
+    off. Only the gradient of a window holding nothing but -inf differs from the reference's."""
+    if top == left == 0:
+        return F.max_pool2d(y, pool, pool, ceil_mode=ceil_mode)
+    if 2 * max(top, left) > pool:
+        return F.max_pool2d(
+            F.pad(y, (left, 0, top, 0), value=float("-inf")), pool, pool, ceil_mode=ceil_mode
+        )
+    out_h = _pooled_size(y.shape[2] + top, pool, ceil_mode)
+    out_w = _pooled_size(y.shape[3] + left, pool, ceil_mode)
+    out = F.max_pool2d(y, pool, pool, (top, left), ceil_mode=ceil_mode)
+    return out[:, :, :out_h, :out_w].contiguous()
 
 
 def dilated_conv_maxpool2d(
@@ -335,9 +372,15 @@ def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _out_size(size, padding, dilation, kernel, pool, ceil_mode):
+def _out_size(size, padding, dilation, kernel, pool, ceil_mode, pool_offset=0):
     conv = size + 2 * padding - dilation * (kernel - 1)
-    return (conv + pool - 1) // pool if ceil_mode else conv // pool
+    return _pooled_size(conv + pool_offset, pool, ceil_mode)
+
+
+def _pooled_size(span, pool, ceil_mode):
+    """max_pool2d's output size (kernel and stride ``pool``, no padding) over ``span`` rows, the
+    -inf rows that shift the windows included."""
+    return (span + pool - 1) // pool if ceil_mode else span // pool
 
 
 def _register_compiled_ops() -> None:

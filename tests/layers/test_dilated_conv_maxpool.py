@@ -33,6 +33,8 @@ CASES = [
     (1, 3, 16, 17, 2, 3, (1, 3), (1, 3), 1, 3),  # asymmetric padding / dilation, pool 3
     (2, 5, 14, 15, 5, 3, 2, 2, 5, 2),  # depthwise (MobileNetV2), the direct small-group product
 ]
+# Every case with every pool_offset its pool allows (conv sizes odd and even in each).
+CASE_OFFSETS = [(case, offset) for case in CASES for offset in range(case[-1])]
 
 
 def make_args(case, dtype=torch.float64, bias=True, affine=True, seed=0):
@@ -49,7 +51,7 @@ def make_args(case, dtype=torch.float64, bias=True, affine=True, seed=0):
     return x, weight, b, pad, dil, pool, scale, shift, groups
 
 
-def run(fn, x, weight, b, pad, dil, pool, scale, shift, groups, relu, ceil_mode=False):
+def run(fn, x, weight, b, pad, dil, pool, scale, shift, groups, relu, ceil_mode=False, **kwargs):
     return fn(
         x,
         weight,
@@ -62,6 +64,7 @@ def run(fn, x, weight, b, pad, dil, pool, scale, shift, groups, relu, ceil_mode=
         relu=relu,
         groups=groups,
         ceil_mode=ceil_mode,
+        **kwargs,
     )
 
 
@@ -104,6 +107,60 @@ def test_hand_computed():
     )
     expected = -torch.tensor([[0.0, 2.0, 4.0], [10.0, 12.0, 14.0], [20.0, 22.0, 24.0]])
     assert torch.equal(out, expected.view(1, 1, 3, 3))
+
+
+@pytest.mark.parametrize("fn", [dilated_conv_maxpool2d_reference])
+def test_hand_computed_pool_offset(fn):
+    """pool_offset 1: pooled row o covers conv rows {2o - 1, 2o} (row -1 does not exist)."""
+    one = torch.ones(1, 1, 1, 1)
+    four = torch.arange(16.0).view(1, 1, 4, 4)
+    # Rows and columns {0}, {1, 2}; floor mode drops row / column 3.
+    out = fn(four, one, pool_offset=1)
+    assert torch.equal(out, torch.tensor([[[[0.0, 2.0], [8.0, 10.0]]]]))
+    # Ceil mode keeps {3}: ceil((4 + 1) / 2) = 3 windows a side.
+    out = fn(four, one, pool_offset=1, ceil_mode=True)
+    expected = torch.tensor([[0.0, 2.0, 3.0], [8.0, 10.0, 11.0], [12.0, 14.0, 15.0]])
+    assert torch.equal(out, expected.view(1, 1, 3, 3))
+    # A negative scale: the minima of the same windows, negated.
+    out = fn(four, one, scale=-torch.ones(1), shift=torch.zeros(1), pool_offset=1, ceil_mode=True)
+    expected = -torch.tensor([[0.0, 1.0, 3.0], [4.0, 5.0, 7.0], [12.0, 13.0, 15.0]])
+    assert torch.equal(out, expected.view(1, 1, 3, 3))
+    # Floor mode on 5 rows: {0}, {1, 2}, {3, 4}, ceil(5 / 2) = 3, the backbone's stride-2 size.
+    # The gradient goes to each window's maximum, its bottom-right element.
+    five = torch.arange(25.0).view(1, 1, 5, 5).requires_grad_()
+    out = fn(five, one, pool_offset=1)
+    expected = torch.tensor([[0.0, 2.0, 4.0], [10.0, 12.0, 14.0], [20.0, 22.0, 24.0]])
+    assert torch.equal(out, expected.view(1, 1, 3, 3))
+    out.backward(torch.arange(1.0, 10.0).view(1, 1, 3, 3))
+    expected = torch.tensor(
+        [
+            [1.0, 0.0, 2.0, 0.0, 3.0],
+            [0.0, 0.0, 0.0, 0.0, 0.0],
+            [4.0, 0.0, 5.0, 0.0, 6.0],
+            [0.0, 0.0, 0.0, 0.0, 0.0],
+            [7.0, 0.0, 8.0, 0.0, 9.0],
+        ]
+    )
+    assert torch.equal(five.grad, expected.view(1, 1, 5, 5))
+    # A window whose only existing element is -inf: max_pool2d keeps its first element, the -inf
+    # padding, so the gradient goes nowhere; the other windows are unaffected.
+    x = four.clone()
+    x[0, 0, 0, 0] = float("-inf")
+    x.requires_grad_()
+    out = fn(x, one, pool_offset=1)
+    assert torch.equal(out, torch.tensor([[[[float("-inf"), 2.0], [8.0, 10.0]]]]))
+    out.backward(torch.ones_like(out))
+    expected = torch.zeros(4, 4)
+    expected[0, 2] = expected[2, 0] = expected[2, 2] = 1.0
+    assert torch.equal(x.grad, expected.view(1, 1, 4, 4))
+
+
+@pytest.mark.parametrize("offset", [-1, 2, 3])
+def test_pool_offset_out_of_range(offset):
+    x, weight = torch.randn(1, 1, 6, 6), torch.randn(1, 1, 1, 1)
+    for fn in (dilated_conv_maxpool2d_reference, dilated_conv_maxpool2d_tiled):
+        with pytest.raises(ValueError, match=r"pool_offset must be in \[0, pool\)"):
+            fn(x, weight, pool=2, pool_offset=offset)
 
 
 @requires_ops
@@ -339,15 +396,15 @@ def test_cuda_gradcheck_opcheck_empty():
 
 @pytest.mark.parametrize("band_rows", [1, 2, 3, None])
 @pytest.mark.parametrize("ceil_mode", [False, True])
-@pytest.mark.parametrize("case", CASES)
-def test_tiled_equals_reference(case, ceil_mode, band_rows):
+@pytest.mark.parametrize("case, offset", CASE_OFFSETS)
+def test_tiled_equals_reference(case, offset, ceil_mode, band_rows):
     """ATen's convolution on bands of pooled rows (the no-grad CPU path for large layers) equals
-    the unfused definition, whatever the band height, padding, groups and pooling mode."""
+    the unfused definition, whatever the band height, padding, groups, pooling mode and offset."""
     args = make_args(case)
     tiled = functools.partial(dilated_conv_maxpool2d_tiled, band_rows=band_rows)
     with torch.no_grad():
-        out = run(tiled, *args, True, ceil_mode)
-        ref = run(dilated_conv_maxpool2d_reference, *args, True, ceil_mode)
+        out = run(tiled, *args, True, ceil_mode, pool_offset=offset)
+        ref = run(dilated_conv_maxpool2d_reference, *args, True, ceil_mode, pool_offset=offset)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     with pytest.raises(RuntimeError, match="empty"):
