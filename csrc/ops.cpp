@@ -26,17 +26,18 @@ TORCH_LIBRARY(featsr_d2, m) {
       "_multi_roi_align_backward(Tensor[] grads, Tensor rois, Tensor? levels, "
       "float[] spatial_scales, SymInt batch_size, SymInt[] heights, SymInt[] widths, "
       "int sampling_ratio, bool aligned) -> Tensor[]");
-  // max_pool2d(relu?(affine?(conv2d(input, weight, bias, stride=1, padding, dilation, groups))),
-  // pool, stride=pool, ceil_mode); the affine is v * scale[c] + shift[c] when both are given.
+  // max_pool2d(pad(relu?(affine?(conv2d(input, weight, bias, stride=1, padding, dilation,
+  // groups))), top=pool_offset, left=pool_offset, value=-inf), pool, stride=pool, ceil_mode); the
+  // affine is v * scale[c] + shift[c] when both are given; 0 <= pool_offset < pool.
   m.def(
       "dilated_conv_maxpool2d(Tensor input, Tensor weight, Tensor? bias, Tensor? scale, "
       "Tensor? shift, int[2] padding, int[2] dilation, int groups, int pool, bool relu, "
-      "bool ceil_mode) -> Tensor");
+      "bool ceil_mode, int pool_offset=0) -> Tensor");
   // Gradients (input, weight, bias, scale, shift); unrequested or absent ones are empty [0].
   m.def(
       "_dilated_conv_maxpool2d_backward(Tensor grad_output, Tensor input, Tensor weight, "
       "Tensor? bias, Tensor? scale, Tensor? shift, int[2] padding, int[2] dilation, int groups, "
-      "int pool, bool relu, bool ceil_mode, bool[5] output_mask) "
+      "int pool, bool relu, bool ceil_mode, bool[5] output_mask, int pool_offset=0) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 

@@ -30,7 +30,7 @@ ConvPoolShape check_arguments(const at::Tensor& input, const at::Tensor& weight,
                               const std::optional<at::Tensor>& scale,
                               const std::optional<at::Tensor>& shift, at::IntArrayRef padding,
                               at::IntArrayRef dilation, int64_t groups, int64_t pool, bool relu,
-                              bool ceil_mode) {
+                              bool ceil_mode, int64_t pool_offset) {
   TORCH_CHECK(input.dim() == 4, "input must be 4-D [N, C, H, W], got ", input.sizes());
   TORCH_CHECK(weight.dim() == 4, "weight must be 4-D [C_out, C_in / groups, kH, kW], got ",
               weight.sizes());
@@ -44,6 +44,8 @@ ConvPoolShape check_arguments(const at::Tensor& input, const at::Tensor& weight,
   TORCH_CHECK(dilation[0] >= 1 && dilation[1] >= 1, "dilation must be positive, got ", dilation);
   TORCH_CHECK(groups >= 1, "groups must be positive, got ", groups);
   TORCH_CHECK(pool >= 1, "pool must be positive, got ", pool);
+  TORCH_CHECK(pool_offset >= 0 && pool_offset < pool, "pool_offset must be in [0, pool) = [0, ",
+              pool, "), got ", pool_offset);
   TORCH_CHECK(scale.has_value() == shift.has_value(),
               "scale and shift must be given together (the per-channel affine)");
   ConvPoolShape s;
@@ -60,6 +62,7 @@ ConvPoolShape check_arguments(const at::Tensor& input, const at::Tensor& weight,
   s.dil_w = dilation[1];
   s.groups = groups;
   s.pool = pool;
+  s.pool_offset = pool_offset;
   s.has_bias = bias.has_value();
   s.has_affine = scale.has_value();
   s.relu = relu;
@@ -80,11 +83,16 @@ ConvPoolShape check_arguments(const at::Tensor& input, const at::Tensor& weight,
               ", dilation ", dilation);
   s.conv_h = conv_h;
   s.conv_w = conv_w;
-  // With padding 0 every ceil-mode window starts inside the map, so none is dropped.
-  s.pooled_h = ceil_mode ? (conv_h + pool - 1) / pool : conv_h / pool;
-  s.pooled_w = ceil_mode ? (conv_w + pool - 1) / pool : conv_w / pool;
+  // The map padded by pool_offset rows / columns of -inf at the top / left: every ceil-mode window
+  // starts inside it (max_pool2d's padding is 0 there), and every window holds at least one conv
+  // output, since pool_offset < pool.
+  const int64_t span_h = conv_h + pool_offset;
+  const int64_t span_w = conv_w + pool_offset;
+  s.pooled_h = ceil_mode ? (span_h + pool - 1) / pool : span_h / pool;
+  s.pooled_w = ceil_mode ? (span_w + pool - 1) / pool : span_w / pool;
   TORCH_CHECK(s.pooled_h >= 1 && s.pooled_w >= 1, "the pooled output would be empty: conv output ",
-              conv_h, "x", conv_w, " is smaller than the pool (", pool, ")");
+              conv_h, "x", conv_w, " with pool_offset ", pool_offset, " is smaller than the pool (",
+              pool, ")");
   s.tile_w = s.pooled_w * pool;
   s.k_total = s.in_channels * s.kernel_h * s.kernel_w;
   return s;

@@ -48,7 +48,8 @@ int64_t cpu_tile_rows(const ConvPoolShape& s, int64_t element_size, int64_t budg
   return conv_pool_detail::tile_rows(s, element_size, budget, 1);
 }
 
-// A forward tile: conv rows [row0, row0 + rows) x conv columns [col0, col0 + width).
+// A forward tile: conv rows [row0, row0 + rows) x conv columns [col0, col0 + width), both starting
+// on a window (negative for the first window when pool_offset > 0).
 struct Tile {
   int64_t row0;
   int64_t rows;
@@ -59,7 +60,7 @@ struct Tile {
 
 // Unfolds the input rows that conv rows [row0, row0 + rows) read, for one image x [C, H, W], into
 // cols [k_total, rows * tile_w] (zeros where the window hits the padding); im2col rows
-// (ci, ki, kj) in [k0, k1) only.
+// (ci, ki, kj) in [k0, k1) only. Column cc is conv column cc - pool_offset (see ConvPoolShape).
 template <typename T>
 void im2col_tile(const T* x, const ConvPoolShape& s, int64_t row0, int64_t rows, T* cols,
                  int64_t k0, int64_t k1) {
@@ -69,7 +70,7 @@ void im2col_tile(const T* x, const ConvPoolShape& s, int64_t row0, int64_t rows,
     const int64_t ki = (kidx / s.kernel_w) % s.kernel_h;
     const int64_t ci = kidx / (s.kernel_w * s.kernel_h);
     T* dst = cols + kidx * ncols;
-    const int64_t x_off = kj * s.dil_w - s.pad_w;
+    const int64_t x_off = kj * s.dil_w - s.pad_w - s.pool_offset;
     const int64_t cc_begin = std::clamp<int64_t>(-x_off, 0, s.tile_w);
     const int64_t cc_end = std::clamp<int64_t>(s.width - x_off, cc_begin, s.tile_w);
     for (int64_t rr = 0; rr < rows; ++rr, dst += s.tile_w) {
@@ -96,7 +97,7 @@ void col2im_tile_add(const T* dcols, const ConvPoolShape& s, int64_t row0, int64
     for (int64_t ki = 0; ki < s.kernel_h; ++ki) {
       for (int64_t kj = 0; kj < s.kernel_w; ++kj) {
         const T* src = dcols + ((ci * s.kernel_h + ki) * s.kernel_w + kj) * ncols;
-        const int64_t x_off = kj * s.dil_w - s.pad_w;
+        const int64_t x_off = kj * s.dil_w - s.pad_w - s.pool_offset;
         const int64_t cc_begin = std::clamp<int64_t>(-x_off, 0, s.tile_w);
         const int64_t cc_end = std::clamp<int64_t>(s.width - x_off, cc_begin, s.tile_w);
         for (int64_t rr = 0; rr < rows; ++rr, src += s.tile_w) {
@@ -141,28 +142,33 @@ inline int64_t channel_offset(const ConvPoolShape& s, int64_t c, int64_t mp, int
 
 // Activates and max-pools the conv outputs of a forward tile ([groups][mp][ldc], column
 // rr * t.width + cc) into the output of one image (`out`: channel 0, row 0); channels [c0, c1).
-// The tile's rows and columns start on window boundaries; windows reaching past the conv output
-// (ceil mode) take the max of their existing elements.
+// The tile's rows and columns start on window boundaries; windows reaching outside the conv
+// output (before it with a pool_offset, past it in ceil mode) take the max of their existing
+// elements.
 template <typename T>
 void pool_forward_tile(const T* tile, int64_t mp, int64_t ldc, const ConvPoolShape& s,
                        const Tile& t, const Epilogue<T>& e, T* out, int64_t c0, int64_t c1) {
   using acc_t = at::opmath_type<T>;
   const int64_t plane = s.pooled_h * s.pooled_w;
-  const int64_t pr0 = t.row0 / s.pool;
-  const int64_t q0 = t.col0 / s.pool;
+  const int64_t pr0 = (t.row0 + s.pool_offset) / s.pool;
+  const int64_t q0 = (t.col0 + s.pool_offset) / s.pool;
   const int64_t prows = (t.rows + s.pool - 1) / s.pool;
   const int64_t pcols = (t.width + s.pool - 1) / s.pool;
   for (int64_t c = c0; c < c1; ++c) {
     const T* tc = tile + channel_offset(s, c, mp, ldc);
     T* o = out + c * plane + pr0 * s.pooled_w + q0;
     for (int64_t pr = 0; pr < prows; ++pr) {
-      const int64_t a_end = std::min(s.pool, s.conv_h - t.row0 - pr * s.pool);
+      const int64_t r = t.row0 + pr * s.pool;  // the window's first conv row
+      const int64_t a_begin = std::max<int64_t>(-r, 0);
+      const int64_t a_end = std::min(s.pool, s.conv_h - r);
       for (int64_t q = 0; q < pcols; ++q) {
-        const int64_t b_end = std::min(s.pool, s.conv_w - t.col0 - q * s.pool);
+        const int64_t col = t.col0 + q * s.pool;  // its first conv column
+        const int64_t b_begin = std::max<int64_t>(-col, 0);
+        const int64_t b_end = std::min(s.pool, s.conv_w - col);
         acc_t best = -std::numeric_limits<acc_t>::infinity();
-        for (int64_t a = 0; a < a_end; ++a) {
+        for (int64_t a = a_begin; a < a_end; ++a) {
           const T* row = tc + (pr * s.pool + a) * t.width + q * s.pool;
-          for (int64_t b = 0; b < b_end; ++b) {
+          for (int64_t b = b_begin; b < b_end; ++b) {
             const acc_t z = e.act(e.pre(static_cast<acc_t>(row[b]), c), c);
             if (replaces_max(z, best)) {
               best = z;
@@ -175,10 +181,11 @@ void pool_forward_tile(const T* tile, int64_t mp, int64_t ldc, const ConvPoolSha
   }
 }
 
-// Backward of pool_forward_tile (for a full-width tile [C_out, rows * tile_w]), in place: `tile`
-// holds the conv outputs on entry and the gradient with respect to them on exit (grad_output routed
-// to the first maximum of every window, through ReLU and the affine). Per-channel sums for bias /
-// scale / shift are added to the accumulators.
+// Backward of pool_forward_tile (for a full-width tile [C_out, rows * pool * tile_w] of `rows`
+// pooled rows from conv row row0), in place: `tile` holds the conv outputs on entry and the
+// gradient with respect to them on exit (grad_output routed to the first maximum of every window,
+// through ReLU and the affine; every tile element outside the conv output gets 0). Per-channel
+// sums for bias / scale / shift are added to the accumulators.
 template <typename T>
 void pool_tile_backward(T* tile, const ConvPoolShape& s, int64_t row0, int64_t rows,
                         const Epilogue<T>& e, const T* grad_out, double* dbias, double* dscale,
@@ -192,14 +199,19 @@ void pool_tile_backward(T* tile, const ConvPoolShape& s, int64_t row0, int64_t r
     for (int64_t pr = 0; pr < rows; ++pr) {
       for (int64_t q = 0; q < s.pooled_w; ++q) {
         T* window = t + pr * s.pool * s.tile_w + q * s.pool;
+        const int64_t r = row0 + pr * s.pool;   // the window's first conv row
+        const int64_t col = s.window_start(q);  // its first conv column
         acc_t best = -std::numeric_limits<acc_t>::infinity();
         acc_t best_pre = 0;
+        // max_pool2d starts from the window's first element, padding or not.
         int64_t best_a = 0;
         int64_t best_b = 0;
-        const int64_t a_end = std::min(s.pool, s.conv_h - row0 - pr * s.pool);
-        const int64_t b_end = std::min(s.pool, s.conv_w - q * s.pool);
-        for (int64_t a = 0; a < a_end; ++a) {
-          for (int64_t b = 0; b < b_end; ++b) {
+        const int64_t a_begin = std::max<int64_t>(-r, 0);
+        const int64_t a_end = std::min(s.pool, s.conv_h - r);
+        const int64_t b_begin = std::max<int64_t>(-col, 0);
+        const int64_t b_end = std::min(s.pool, s.conv_w - col);
+        for (int64_t a = a_begin; a < a_end; ++a) {
+          for (int64_t b = b_begin; b < b_end; ++b) {
             const acc_t v = e.pre(static_cast<acc_t>(window[a * s.tile_w + b]), c);
             const acc_t z = e.act(v, c);
             if (replaces_max(z, best)) {
@@ -211,8 +223,10 @@ void pool_tile_backward(T* tile, const ConvPoolShape& s, int64_t row0, int64_t r
           }
         }
         const acc_t go = static_cast<acc_t>(go_row[pr * s.pooled_w + q]);
+        // Every element -inf and the first one padding: the gradient goes to the padding.
+        const bool to_padding = best_a < a_begin || best_b < b_begin;
         // ReLU passes the gradient where its output is not <= 0 (threshold_backward).
-        const acc_t dz = (e.relu && best <= acc_t(0)) ? acc_t(0) : go;
+        const acc_t dz = (to_padding || (e.relu && best <= acc_t(0))) ? acc_t(0) : go;
         acc_t dv = dz;
         if (e.scale != nullptr) {
           dshift[c] += static_cast<double>(dz);
@@ -223,7 +237,9 @@ void pool_tile_backward(T* tile, const ConvPoolShape& s, int64_t row0, int64_t r
         for (int64_t a = 0; a < s.pool; ++a) {
           std::fill(window + a * s.tile_w, window + a * s.tile_w + s.pool, T(0));
         }
-        window[best_a * s.tile_w + best_b] = static_cast<T>(dv);
+        if (!to_padding) {
+          window[best_a * s.tile_w + best_b] = static_cast<T>(dv);
+        }
       }
     }
   }
@@ -304,9 +320,11 @@ at::Tensor dilated_conv_maxpool2d_cpu(const at::Tensor& input, const at::Tensor&
                                       const std::optional<at::Tensor>& scale,
                                       const std::optional<at::Tensor>& shift,
                                       at::IntArrayRef padding, at::IntArrayRef dilation,
-                                      int64_t groups, int64_t pool, bool relu, bool ceil_mode) {
-  const ConvPoolShape s = conv_pool_detail::check_arguments(
-      input, weight, bias, scale, shift, padding, dilation, groups, pool, relu, ceil_mode);
+                                      int64_t groups, int64_t pool, bool relu, bool ceil_mode,
+                                      int64_t pool_offset) {
+  const ConvPoolShape s =
+      conv_pool_detail::check_arguments(input, weight, bias, scale, shift, padding, dilation,
+                                        groups, pool, relu, ceil_mode, pool_offset);
   TORCH_CHECK(input.is_cpu(), "dilated_conv_maxpool2d_cpu expects CPU tensors");
   const at::ScalarType dtype = input.scalar_type();
   if (dtype == at::kHalf || dtype == at::kBFloat16) {
@@ -317,7 +335,7 @@ at::Tensor dilated_conv_maxpool2d_cpu(const at::Tensor& input, const at::Tensor&
     };
     return dilated_conv_maxpool2d_cpu(input.to(at::kFloat), weight.to(at::kFloat), up(bias),
                                       up(scale), up(shift), padding, dilation, groups, pool, relu,
-                                      ceil_mode)
+                                      ceil_mode, pool_offset)
         .to(dtype);
   }
   at::Tensor out = at::empty({s.batch, s.out_channels, s.pooled_h, s.pooled_w}, input.options());
@@ -352,10 +370,11 @@ at::Tensor dilated_conv_maxpool2d_cpu(const at::Tensor& input, const at::Tensor&
           at::Tensor tile_buf = at::empty({s.out_channels * max_cols}, x.options());
           for (int64_t item = begin; item < end; ++item) {
             const int64_t n = item / blocks;
+            const int64_t pr0 = (item % blocks) * rows_per_tile;
             Tile t;
-            t.row0 = (item % blocks) * rows_per_tile * s.pool;
-            t.rows = std::min(rows_per_tile * s.pool, s.pooled_h * s.pool - t.row0);
-            t.col0 = 0;
+            t.row0 = s.window_start(pr0);
+            t.rows = std::min(rows_per_tile, s.pooled_h - pr0) * s.pool;
+            t.col0 = s.window_start(0);  // im2col_tile's first column
             t.width = s.tile_w;
             const int64_t ncols = t.ncols();
             at::Tensor cols =
@@ -377,9 +396,11 @@ ConvPoolGrads dilated_conv_maxpool2d_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& scale,
     const std::optional<at::Tensor>& shift, at::IntArrayRef padding, at::IntArrayRef dilation,
-    int64_t groups, int64_t pool, bool relu, bool ceil_mode, std::array<bool, 5> output_mask) {
-  const ConvPoolShape s = conv_pool_detail::check_arguments(
-      input, weight, bias, scale, shift, padding, dilation, groups, pool, relu, ceil_mode);
+    int64_t groups, int64_t pool, bool relu, bool ceil_mode, std::array<bool, 5> output_mask,
+    int64_t pool_offset) {
+  const ConvPoolShape s =
+      conv_pool_detail::check_arguments(input, weight, bias, scale, shift, padding, dilation,
+                                        groups, pool, relu, ceil_mode, pool_offset);
   TORCH_CHECK(input.is_cpu(), "dilated_conv_maxpool2d_backward_cpu expects CPU tensors");
   TORCH_CHECK(
       grad_output.sizes() == at::IntArrayRef({s.batch, s.out_channels, s.pooled_h, s.pooled_w}),
@@ -395,7 +416,8 @@ ConvPoolGrads dilated_conv_maxpool2d_backward_cpu(
     };
     auto [gi, gw, gb, gsc, gsh] = dilated_conv_maxpool2d_backward_cpu(
         grad_output.to(at::kFloat), input.to(at::kFloat), weight.to(at::kFloat), up(bias),
-        up(scale), up(shift), padding, dilation, groups, pool, relu, ceil_mode, output_mask);
+        up(scale), up(shift), padding, dilation, groups, pool, relu, ceil_mode, output_mask,
+        pool_offset);
     return {gi.to(dtype), gw.to(dtype), gb.to(dtype), gsc.to(dtype), gsh.to(dtype)};
   }
   const bool need_input = output_mask[0];
@@ -436,6 +458,7 @@ ConvPoolGrads dilated_conv_maxpool2d_backward_cpu(
       for (int64_t n = 0; n < s.batch; ++n) {
         for (int64_t r0 = 0; r0 < s.pooled_h; r0 += rows_per_tile) {
           const int64_t rows = std::min(rows_per_tile, s.pooled_h - r0);
+          const int64_t row0 = s.window_start(r0);  // the tile's first conv row
           const int64_t ncols = rows * s.pool * s.tile_w;
           at::Tensor cols =
               cols_buf.narrow(0, 0, s.k_total * ncols).view({s.groups, s.k_group(), ncols});
@@ -443,14 +466,13 @@ ConvPoolGrads dilated_conv_maxpool2d_backward_cpu(
               tile_buf.narrow(0, 0, s.out_channels * ncols).view({s.groups, s.out_group(), ncols});
           scalar_t* cols_ptr = cols.mutable_data_ptr<scalar_t>();
           at::parallel_for(0, s.k_total, grain_for(ncols), [&](int64_t k0, int64_t k1) {
-            im2col_tile(x_ptr + n * image, s, r0 * s.pool, rows * s.pool, cols_ptr, k0, k1);
+            im2col_tile(x_ptr + n * image, s, row0, rows * s.pool, cols_ptr, k0, k1);
           });
           grouped_mm<scalar_t>(w, cols, tile);
           scalar_t* tile_ptr = tile.mutable_data_ptr<scalar_t>();
           at::parallel_for(0, s.out_channels, grain_for(ncols), [&](int64_t c0, int64_t c1) {
-            pool_tile_backward(tile_ptr, s, r0 * s.pool, rows, e,
-                               go_ptr + n * out_image + r0 * s.pooled_w, dbias.data(),
-                               dscale.data(), dshift.data(), c0, c1);
+            pool_tile_backward(tile_ptr, s, row0, rows, e, go_ptr + n * out_image + r0 * s.pooled_w,
+                               dbias.data(), dscale.data(), dshift.data(), c0, c1);
           });
           for (int64_t g = 0; g < s.groups; ++g) {
             if (need_weight) {
@@ -463,11 +485,11 @@ ConvPoolGrads dilated_conv_maxpool2d_backward_cpu(
           }
           if (need_input) {
             const int64_t taps = s.kernel_h * s.kernel_w;
-            at::parallel_for(
-                0, s.in_channels, grain_for(taps * ncols), [&](int64_t c0, int64_t c1) {
-                  col2im_tile_add(static_cast<const scalar_t*>(cols_ptr), s, r0 * s.pool,
-                                  rows * s.pool, gi_ptr + n * image, c0, c1);
-                });
+            at::parallel_for(0, s.in_channels, grain_for(taps * ncols),
+                             [&](int64_t c0, int64_t c1) {
+                               col2im_tile_add(static_cast<const scalar_t*>(cols_ptr), s, row0,
+                                               rows * s.pool, gi_ptr + n * image, c0, c1);
+                             });
           }
         }
       }

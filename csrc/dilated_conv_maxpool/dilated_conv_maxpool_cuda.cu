@@ -46,7 +46,8 @@ int64_t num_blocks(int64_t total) {
   return std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 30);
 }
 
-// cols [k_total, rows * conv_w] of conv rows [row0, row0 + rows) of one image x [C, H, W].
+// cols [k_total, rows * tile_w] of conv rows [row0, row0 + rows) of one image x [C, H, W]; column
+// cc is conv column cc - pool_offset (see ConvPoolShape).
 template <typename T>
 __global__ void im2col_tile_kernel(int64_t total, const T* x, ConvPoolShape s, int64_t row0,
                                    int64_t rows, T* cols) {
@@ -60,7 +61,7 @@ __global__ void im2col_tile_kernel(int64_t total, const T* x, ConvPoolShape s, i
     const int64_t ki = (kidx / s.kernel_w) % s.kernel_h;
     const int64_t ci = kidx / (s.kernel_w * s.kernel_h);
     const int64_t y = row0 + rr + ki * s.dil_h - s.pad_h;
-    const int64_t xw = cc + kj * s.dil_w - s.pad_w;
+    const int64_t xw = cc + kj * s.dil_w - s.pad_w - s.pool_offset;
     cols[index] = (y >= 0 && y < s.height && xw >= 0 && xw < s.width)
                       ? x[(ci * s.height + y) * s.width + xw]
                       : T(0);
@@ -86,7 +87,8 @@ struct DeviceEpilogue {
 };
 
 // One thread per pooled output of the tile: activate its window and keep the max. row0: the
-// tile's first conv row; windows reaching past the conv output (ceil mode) are partial.
+// tile's first conv row (s.window_start of its first pooled row); windows reaching outside the
+// conv output (before it with a pool_offset, past it in ceil mode) are partial.
 template <typename T>
 __global__ void pool_tile_kernel(int64_t total, const T* tile, ConvPoolShape s, int64_t row0,
                                  int64_t rows, DeviceEpilogue<T> e, T* out) {
@@ -99,12 +101,14 @@ __global__ void pool_tile_kernel(int64_t total, const T* tile, ConvPoolShape s, 
     const int64_t c = index / (s.pooled_w * rows);
     const T* window = tile + c * ncols + pr * s.pool * s.tile_w + q * s.pool;
     acc_t best = -std::numeric_limits<acc_t>::infinity();
-    const int64_t rows_left = s.conv_h - row0 - pr * s.pool;  // < pool: a partial window
-    const int64_t cols_left = s.conv_w - q * s.pool;
-    const int64_t a_end = rows_left < s.pool ? rows_left : s.pool;
-    const int64_t b_end = cols_left < s.pool ? cols_left : s.pool;
-    for (int64_t a = 0; a < a_end; ++a) {
-      for (int64_t b = 0; b < b_end; ++b) {
+    const int64_t r = row0 + pr * s.pool;   // the window's first conv row
+    const int64_t col = s.window_start(q);  // its first conv column
+    const int64_t a_begin = r < 0 ? -r : 0;
+    const int64_t b_begin = col < 0 ? -col : 0;
+    const int64_t a_end = s.conv_h - r < s.pool ? s.conv_h - r : s.pool;
+    const int64_t b_end = s.conv_w - col < s.pool ? s.conv_w - col : s.pool;
+    for (int64_t a = a_begin; a < a_end; ++a) {
+      for (int64_t b = b_begin; b < b_end; ++b) {
         const acc_t z = e.act(e.pre(static_cast<acc_t>(window[a * s.tile_w + b]), c), c);
         if (replaces_max(z, best)) {
           best = z;
@@ -115,8 +119,9 @@ __global__ void pool_tile_kernel(int64_t total, const T* tile, ConvPoolShape s, 
   }
 }
 
-// Backward of pool_tile_kernel, in place (conv outputs in, their gradient out). Also writes the
-// per-output terms of the bias / shift / scale gradients: sums[0 | 1 | 2][c][p] = dv | dz | dz v.
+// Backward of pool_tile_kernel, in place (conv outputs in, their gradient out; 0 for every tile
+// element outside the conv output). Also writes the per-output terms of the bias / shift / scale
+// gradients: sums[0 | 1 | 2][c][p] = dv | dz | dz v.
 template <typename T>
 __global__ void pool_tile_backward_kernel(int64_t total, T* tile, ConvPoolShape s, int64_t row0,
                                           int64_t rows, DeviceEpilogue<T> e, const T* grad_out,
@@ -131,14 +136,17 @@ __global__ void pool_tile_backward_kernel(int64_t total, T* tile, ConvPoolShape 
     T* window = tile + c * ncols + pr * s.pool * s.tile_w + q * s.pool;
     acc_t best = -std::numeric_limits<acc_t>::infinity();
     acc_t best_pre = 0;
+    // max_pool2d starts from the window's first element, padding or not.
     int64_t best_a = 0;
     int64_t best_b = 0;
-    const int64_t rows_left = s.conv_h - row0 - pr * s.pool;  // < pool: a partial window
-    const int64_t cols_left = s.conv_w - q * s.pool;
-    const int64_t a_end = rows_left < s.pool ? rows_left : s.pool;
-    const int64_t b_end = cols_left < s.pool ? cols_left : s.pool;
-    for (int64_t a = 0; a < a_end; ++a) {
-      for (int64_t b = 0; b < b_end; ++b) {
+    const int64_t r = row0 + pr * s.pool;   // the window's first conv row
+    const int64_t col = s.window_start(q);  // its first conv column
+    const int64_t a_begin = r < 0 ? -r : 0;
+    const int64_t b_begin = col < 0 ? -col : 0;
+    const int64_t a_end = s.conv_h - r < s.pool ? s.conv_h - r : s.pool;
+    const int64_t b_end = s.conv_w - col < s.pool ? s.conv_w - col : s.pool;
+    for (int64_t a = a_begin; a < a_end; ++a) {
+      for (int64_t b = b_begin; b < b_end; ++b) {
         const acc_t v = e.pre(static_cast<acc_t>(window[a * s.tile_w + b]), c);
         const acc_t z = e.act(v, c);
         if (replaces_max(z, best)) {
@@ -150,14 +158,18 @@ __global__ void pool_tile_backward_kernel(int64_t total, T* tile, ConvPoolShape 
       }
     }
     const acc_t go = static_cast<acc_t>(grad_out[c * plane + pr * s.pooled_w + q]);
-    const acc_t dz = (e.relu && best <= acc_t(0)) ? acc_t(0) : go;
+    // Every element -inf and the first one padding: the gradient goes to the padding.
+    const bool to_padding = best_a < a_begin || best_b < b_begin;
+    const acc_t dz = (to_padding || (e.relu && best <= acc_t(0))) ? acc_t(0) : go;
     const acc_t dv = e.scale != nullptr ? dz * static_cast<acc_t>(e.scale[c]) : dz;
     for (int64_t a = 0; a < s.pool; ++a) {
       for (int64_t b = 0; b < s.pool; ++b) {
         window[a * s.tile_w + b] = T(0);
       }
     }
-    window[best_a * s.tile_w + best_b] = static_cast<T>(dv);
+    if (!to_padding) {
+      window[best_a * s.tile_w + best_b] = static_cast<T>(dv);
+    }
     sums[index] = dv;
     sums[total + index] = dz;
     sums[2 * total + index] = dz * best_pre;
@@ -165,7 +177,8 @@ __global__ void pool_tile_backward_kernel(int64_t total, T* tile, ConvPoolShape 
 }
 
 // dx[ci, y, x] += sum of the dcols entries that conv rows [row0, row0 + rows) took from it,
-// for input rows [y_begin, y_begin + y_count): one thread per input element, no atomics.
+// for input rows [y_begin, y_begin + y_count): one thread per input element, no atomics. dcols
+// column cc is conv column cc - pool_offset, as in im2col_tile_kernel.
 template <typename T>
 __global__ void col2im_tile_add_kernel(int64_t total, const T* dcols, ConvPoolShape s, int64_t row0,
                                        int64_t rows, int64_t y_begin, int64_t y_count, T* dx) {
@@ -182,7 +195,7 @@ __global__ void col2im_tile_add_kernel(int64_t total, const T* dcols, ConvPoolSh
         continue;
       }
       for (int64_t kj = 0; kj < s.kernel_w; ++kj) {
-        const int64_t cc = xw + s.pad_w - kj * s.dil_w;
+        const int64_t cc = xw + s.pad_w - kj * s.dil_w + s.pool_offset;
         if (cc < 0 || cc >= s.tile_w) {
           continue;
         }
@@ -221,9 +234,11 @@ at::Tensor dilated_conv_maxpool2d_cuda(const at::Tensor& input, const at::Tensor
                                        const std::optional<at::Tensor>& scale,
                                        const std::optional<at::Tensor>& shift,
                                        at::IntArrayRef padding, at::IntArrayRef dilation,
-                                       int64_t groups, int64_t pool, bool relu, bool ceil_mode) {
-  const ConvPoolShape s = conv_pool_detail::check_arguments(
-      input, weight, bias, scale, shift, padding, dilation, groups, pool, relu, ceil_mode);
+                                       int64_t groups, int64_t pool, bool relu, bool ceil_mode,
+                                       int64_t pool_offset) {
+  const ConvPoolShape s =
+      conv_pool_detail::check_arguments(input, weight, bias, scale, shift, padding, dilation,
+                                        groups, pool, relu, ceil_mode, pool_offset);
   // check_arguments verified that every tensor is on the input's device.
   TORCH_CHECK(input.is_cuda(), "dilated_conv_maxpool2d_cuda expects CUDA tensors");
   const at::cuda::CUDAGuard device_guard(input.device());
@@ -249,6 +264,7 @@ at::Tensor dilated_conv_maxpool2d_cuda(const at::Tensor& input, const at::Tensor
         for (int64_t n = 0; n < s.batch; ++n) {
           for (int64_t r0 = 0; r0 < s.pooled_h; r0 += rows_per_tile) {
             const int64_t rows = std::min(rows_per_tile, s.pooled_h - r0);
+            const int64_t row0 = s.window_start(r0);  // the tile's first conv row
             const int64_t ncols = rows * s.pool * s.tile_w;
             at::Tensor cols =
                 cols_buf.narrow(0, 0, s.k_total * ncols).view({s.groups, s.k_group(), ncols});
@@ -256,13 +272,13 @@ at::Tensor dilated_conv_maxpool2d_cuda(const at::Tensor& input, const at::Tensor
                                   .view({s.groups, s.out_group(), ncols});
             const int64_t n_cols = s.k_total * ncols;
             im2col_tile_kernel<scalar_t><<<num_blocks(n_cols), kThreads, 0, stream>>>(
-                n_cols, x.const_data_ptr<scalar_t>() + n * image, s, r0 * s.pool, rows * s.pool,
+                n_cols, x.const_data_ptr<scalar_t>() + n * image, s, row0, rows * s.pool,
                 cols.mutable_data_ptr<scalar_t>());
             C10_CUDA_KERNEL_LAUNCH_CHECK();
             grouped_mm(w, cols, tile);
             const int64_t n_out = s.out_channels * rows * s.pooled_w;
             pool_tile_kernel<scalar_t><<<num_blocks(n_out), kThreads, 0, stream>>>(
-                n_out, tile.const_data_ptr<scalar_t>(), s, r0 * s.pool, rows, e,
+                n_out, tile.const_data_ptr<scalar_t>(), s, row0, rows, e,
                 out.mutable_data_ptr<scalar_t>() + n * out_image + r0 * s.pooled_w);
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           }
@@ -275,9 +291,11 @@ ConvPoolGrads dilated_conv_maxpool2d_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& scale,
     const std::optional<at::Tensor>& shift, at::IntArrayRef padding, at::IntArrayRef dilation,
-    int64_t groups, int64_t pool, bool relu, bool ceil_mode, std::array<bool, 5> output_mask) {
-  const ConvPoolShape s = conv_pool_detail::check_arguments(
-      input, weight, bias, scale, shift, padding, dilation, groups, pool, relu, ceil_mode);
+    int64_t groups, int64_t pool, bool relu, bool ceil_mode, std::array<bool, 5> output_mask,
+    int64_t pool_offset) {
+  const ConvPoolShape s =
+      conv_pool_detail::check_arguments(input, weight, bias, scale, shift, padding, dilation,
+                                        groups, pool, relu, ceil_mode, pool_offset);
   // check_arguments verified that every tensor is on the input's device.
   TORCH_CHECK(input.is_cuda(), "dilated_conv_maxpool2d_cuda expects CUDA tensors");
   TORCH_CHECK(
@@ -296,7 +314,8 @@ ConvPoolGrads dilated_conv_maxpool2d_backward_cuda(
     };
     auto [gi, gw, gb, gsc, gsh] = dilated_conv_maxpool2d_backward_cuda(
         grad_output.to(at::kFloat), input.to(at::kFloat), weight.to(at::kFloat), up(bias),
-        up(scale), up(shift), padding, dilation, groups, pool, relu, ceil_mode, output_mask);
+        up(scale), up(shift), padding, dilation, groups, pool, relu, ceil_mode, output_mask,
+        pool_offset);
     return {gi.to(dtype), gw.to(dtype), gb.to(dtype), gsc.to(dtype), gsh.to(dtype)};
   }
   const bool need_input = output_mask[0];
@@ -333,6 +352,7 @@ ConvPoolGrads dilated_conv_maxpool2d_backward_cuda(
       for (int64_t n = 0; n < s.batch; ++n) {
         for (int64_t r0 = 0; r0 < s.pooled_h; r0 += rows_per_tile) {
           const int64_t rows = std::min(rows_per_tile, s.pooled_h - r0);
+          const int64_t row0 = s.window_start(r0);  // the tile's first conv row
           const int64_t ncols = rows * s.pool * s.tile_w;
           at::Tensor cols =
               cols_buf.narrow(0, 0, s.k_total * ncols).view({s.groups, s.k_group(), ncols});
@@ -340,14 +360,14 @@ ConvPoolGrads dilated_conv_maxpool2d_backward_cuda(
               tile_buf.narrow(0, 0, s.out_channels * ncols).view({s.groups, s.out_group(), ncols});
           const int64_t n_cols = s.k_total * ncols;
           im2col_tile_kernel<scalar_t><<<num_blocks(n_cols), kThreads, 0, stream>>>(
-              n_cols, x.const_data_ptr<scalar_t>() + n * image, s, r0 * s.pool, rows * s.pool,
+              n_cols, x.const_data_ptr<scalar_t>() + n * image, s, row0, rows * s.pool,
               cols.mutable_data_ptr<scalar_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
           grouped_mm(w, cols, tile);
           const int64_t n_out = s.out_channels * rows * s.pooled_w;
           at::Tensor sums = sums_buf.narrow(0, 0, 3 * n_out);
           pool_tile_backward_kernel<scalar_t><<<num_blocks(n_out), kThreads, 0, stream>>>(
-              n_out, tile.mutable_data_ptr<scalar_t>(), s, r0 * s.pool, rows, e,
+              n_out, tile.mutable_data_ptr<scalar_t>(), s, row0, rows, e,
               go.const_data_ptr<scalar_t>() + n * out_image + r0 * s.pooled_w,
               sums.mutable_data_ptr<scalar_t>());
           C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -362,7 +382,6 @@ ConvPoolGrads dilated_conv_maxpool2d_backward_cuda(
             }
           }
           if (need_input) {
-            const int64_t row0 = r0 * s.pool;
             const int64_t y_begin = std::max<int64_t>(row0 - s.pad_h, 0);
             const int64_t y_end = std::min<int64_t>(
                 row0 + rows * s.pool - s.pad_h + s.dil_h * (s.kernel_h - 1), s.height);

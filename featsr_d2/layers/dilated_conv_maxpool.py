@@ -4,17 +4,24 @@ FeatSR's target extractor replaces every stride-2 convolution of the backbone by
 convolution at stride 1 with dilation 2, followed by 2x2 max pooling (Noh et al. 2019, Fig. 4c).
 :func:`dilated_conv_maxpool2d` computes
 
-    max_pool2d(act(conv2d(x, weight, bias, stride=1, padding, dilation, groups)), pool, pool,
+    y = act(conv2d(x, weight, bias, stride=1, padding, dilation, groups))
+    max_pool2d(F.pad(y, (pool_offset, 0, pool_offset, 0), value=-inf), pool, pool,
                ceil_mode=ceil_mode)
     act(v) = relu?(v * scale[c] + shift[c])   (the affine only when scale and shift are given)
 
-(floor-mode pooling by default; ``ceil_mode=True`` keeps the partial last windows, as the target
-extractor does so that odd sizes match the backbone's). It never materializes the full-resolution
-conv output: the compiled kernels work on tiles of output rows (im2col + GEMM + immediate
-max-reduction), so the op's extra memory is a tile instead of the whole pre-pool map. The affine
-(e.g. a FrozenBatchNorm's scale and shift) is applied per element before the max, so a negative
-scale, which turns the max into a min, is handled exactly. Without a compiled ``featsr_d2._C`` the
-reference above runs instead.
+Pooled row ``o`` covers the conv rows ``[o * pool - pool_offset, o * pool - pool_offset + pool)``
+that exist (columns alike), ``0 <= pool_offset < pool``; the output has
+``floor((conv + pool_offset) / pool)`` rows (the ceiling with ``ceil_mode=True``, which keeps the
+partial last windows). The target extractor pools 2x2 with ``pool_offset=1``, floor mode: windows
+{2o-1, 2o} centre every target unit where the backbone's stride-2 unit on the 0.5x image is
+(windows {2o, 2o+1}, offset 0, are half a cell off), and the size is ceil(conv / 2), the
+backbone's.
+
+The op never materializes the full-resolution conv output: the compiled kernels work on tiles of
+output rows (im2col + GEMM + immediate max-reduction), so the op's extra memory is a tile instead
+of the whole pre-pool map. The affine (e.g. a FrozenBatchNorm's scale and shift) is applied per
+element before the max, so a negative scale, which turns the max into a min, is handled exactly.
+Without a compiled ``featsr_d2._C`` the reference above runs instead.
 
 On CPU without autograd (FeatSR's target extractor runs under ``no_grad``) the op runs
 :func:`dilated_conv_maxpool2d_tiled` instead of the compiled kernel: ATen's own convolution
@@ -195,6 +202,7 @@ def dilated_conv_maxpool2d(
     relu: bool = False,
     groups: int = 1,
     ceil_mode: bool = False,
+    pool_offset: int = 0,
 ) -> Tensor:
     """Fused stride-1 (dilated) conv2d, optional per-channel affine and ReLU, pool x pool max pool.
 
@@ -210,11 +218,17 @@ def dilated_conv_maxpool2d(
         groups: convolution groups.
         ceil_mode: pool partial windows at the bottom / right edge too (``F.max_pool2d``'s
             ``ceil_mode``).
+        pool_offset: shift of the pooling windows up and left, in conv rows / columns,
+            ``0 <= pool_offset < pool``: pooled row o covers conv rows
+            ``[o * pool - pool_offset, o * pool - pool_offset + pool)`` that exist (the conv
+            output padded with ``pool_offset`` rows and columns of -inf at the top and left).
+            The target extractor's pool 2, offset 1 pools {2o-1, 2o}.
 
     Returns:
-        Tensor[N, C_out, H_conv // pool, W_conv // pool] (rounded up in ceil mode), equal (up to
-        float rounding) to :func:`dilated_conv_maxpool2d_reference`. Differentiable with
-        respect to x, weight, bias, scale and shift.
+        Tensor[N, C_out, (H_conv + pool_offset) // pool, (W_conv + pool_offset) // pool]
+        (rounded up in ceil mode), equal (up to float rounding) to
+        :func:`dilated_conv_maxpool2d_reference`. Differentiable with respect to x, weight,
+        bias, scale and shift.
     """
     padding = _pair(padding)
     dilation = _pair(dilation)
@@ -224,19 +238,21 @@ def dilated_conv_maxpool2d(
         )
     if (scale is None) != (shift is None):
         raise ValueError("scale and shift must be given together")
+    _check_pool_offset(pool, pool_offset)
     if not compiled.compiled_for(x.device) or x.dtype not in _DTYPES:
         return dilated_conv_maxpool2d_reference(
             x, weight, bias, padding, dilation, pool, scale=scale, shift=shift, relu=relu,
-            groups=groups, ceil_mode=ceil_mode,
+            groups=groups, ceil_mode=ceil_mode, pool_offset=pool_offset,
         )  # fmt: skip
     if x.device.type == "cpu" and not _needs_grad(x, weight, bias, scale, shift):
         return dilated_conv_maxpool2d_tiled(
             x, weight, bias, padding, dilation, pool, scale=scale, shift=shift, relu=relu,
-            groups=groups, ceil_mode=ceil_mode,
+            groups=groups, ceil_mode=ceil_mode, pool_offset=pool_offset,
         )  # fmt: skip
     return torch.ops.featsr_d2.dilated_conv_maxpool2d(
-        x, weight, bias, scale, shift, list(padding), list(dilation), groups, pool, relu, ceil_mode
-    )
+        x, weight, bias, scale, shift, list(padding), list(dilation), groups, pool, relu,
+        ceil_mode, pool_offset,
+    )  # fmt: skip
 
 
 def norm_to_affine(norm: nn.Module | None) -> tuple[Tensor, Tensor] | None:
@@ -278,6 +294,9 @@ class DilatedConvMaxPool2d(nn.Module):
         norm: optional norm applied before the pool.
         relu: apply ReLU before the pool (equal to applying it after: ReLU is non-decreasing).
         ceil_mode: pool partial edge windows too (keeps the backbone's sizes for odd inputs).
+        pool_offset: shift of the pooling windows up and left (see
+            :func:`dilated_conv_maxpool2d`); pool 2 with offset 1 and floor mode pools {2o-1, 2o}
+            and keeps the backbone's sizes.
     """
 
     def __init__(
@@ -290,8 +309,10 @@ class DilatedConvMaxPool2d(nn.Module):
         norm: nn.Module | None = None,
         relu: bool = False,
         ceil_mode: bool = False,
+        pool_offset: int = 0,
     ):
         super().__init__()
+        _check_pool_offset(pool, pool_offset)
         self._borrowed = (conv, norm)  # a tuple: not registered as submodules
         self.dilation = _pair(dilation)
         if padding is None:
@@ -300,6 +321,7 @@ class DilatedConvMaxPool2d(nn.Module):
         self.pool = pool
         self.relu = relu
         self.ceil_mode = ceil_mode
+        self.pool_offset = pool_offset
 
     @property
     def conv(self) -> nn.Conv2d:
@@ -317,6 +339,8 @@ class DilatedConvMaxPool2d(nn.Module):
             y = norm(y)
             if self.relu:
                 y = F.relu(y)
+            if self.pool_offset:
+                y = F.pad(y, (self.pool_offset, 0, self.pool_offset, 0), value=float("-inf"))
             return F.max_pool2d(y, self.pool, self.pool, ceil_mode=self.ceil_mode)
         scale, shift = affine if affine is not None else (None, None)
         return dilated_conv_maxpool2d(
@@ -331,6 +355,7 @@ class DilatedConvMaxPool2d(nn.Module):
             relu=self.relu,
             groups=conv.groups,
             ceil_mode=self.ceil_mode,
+            pool_offset=self.pool_offset,
         )
 
     def extra_repr(self) -> str:
@@ -339,7 +364,8 @@ class DilatedConvMaxPool2d(nn.Module):
         return (
             f"{conv.in_channels}, {conv.out_channels}, kernel_size={tuple(conv.kernel_size)}, "
             f"dilation={self.dilation}, padding={self.padding}, groups={conv.groups}, "
-            f"pool={self.pool}, ceil_mode={self.ceil_mode}, norm={norm}, relu={self.relu}"
+            f"pool={self.pool}, pool_offset={self.pool_offset}, ceil_mode={self.ceil_mode}, "
+            f"norm={norm}, relu={self.relu}"
         )
 
 
@@ -347,9 +373,11 @@ class DilatedConvMaxPool2d(nn.Module):
 
 
 def _setup(ctx, inputs, output):
-    x, weight, bias, scale, shift, padding, dilation, groups, pool, relu, ceil_mode = inputs
+    # torch.library fills in the arguments left at their defaults (pool_offset).
+    x, weight, bias, scale, shift, padding, dilation, groups, pool, relu, ceil, offset = inputs
     ctx.save_for_backward(x, weight, bias, scale, shift)
-    ctx.args = (list(padding), list(dilation), groups, pool, relu, ceil_mode)
+    ctx.args = (list(padding), list(dilation), groups, pool, relu, ceil)
+    ctx.pool_offset = offset
 
 
 def _backward(ctx, grad):
@@ -363,9 +391,10 @@ def _backward(ctx, grad):
         shift is not None and needs[4],
     ]
     grads = torch.ops.featsr_d2._dilated_conv_maxpool2d_backward(
-        grad, x, weight, bias, scale, shift, *ctx.args, mask
+        grad, x, weight, bias, scale, shift, *ctx.args, mask, ctx.pool_offset
     )
-    return (*(g if m else None for g, m in zip(grads, mask)), None, None, None, None, None, None)
+    # None for padding, dilation, groups, pool, relu, ceil_mode, pool_offset.
+    return (*(g if m else None for g, m in zip(grads, mask)), *(None,) * 7)
 
 
 def _needs_grad(*tensors) -> bool:
@@ -387,13 +416,14 @@ def _register_compiled_ops() -> None:
     lib = "featsr_d2"
 
     @torch.library.register_fake(f"{lib}::dilated_conv_maxpool2d")
-    def _(x, weight, bias, scale, shift, padding, dilation, groups, pool, relu, ceil_mode):
-        h = _out_size(x.size(2), padding[0], dilation[0], weight.size(2), pool, ceil_mode)
-        w = _out_size(x.size(3), padding[1], dilation[1], weight.size(3), pool, ceil_mode)
+    def _(x, weight, bias, scale, shift, padding, dilation, groups, pool, relu, ceil, offset=0):
+        h = _out_size(x.size(2), padding[0], dilation[0], weight.size(2), pool, ceil, offset)
+        w = _out_size(x.size(3), padding[1], dilation[1], weight.size(3), pool, ceil, offset)
         return x.new_empty((x.size(0), weight.size(0), h, w))
 
     @torch.library.register_fake(f"{lib}::_dilated_conv_maxpool2d_backward")
-    def _(grad, x, weight, bias, scale, shift, padding, dilation, groups, pool, relu, ceil, mask):
+    def _(grad, x, weight, bias, scale, shift, padding, dilation, groups, pool, relu, ceil, mask,
+          offset=0):  # fmt: skip
         def like(t, needed):
             return x.new_empty(t.shape) if needed and t is not None else x.new_empty((0,))
 

@@ -109,7 +109,7 @@ def test_hand_computed():
     assert torch.equal(out, expected.view(1, 1, 3, 3))
 
 
-@pytest.mark.parametrize("fn", [dilated_conv_maxpool2d_reference])
+@pytest.mark.parametrize("fn", [dilated_conv_maxpool2d, dilated_conv_maxpool2d_reference])
 def test_hand_computed_pool_offset(fn):
     """pool_offset 1: pooled row o covers conv rows {2o - 1, 2o} (row -1 does not exist)."""
     one = torch.ones(1, 1, 1, 1)
@@ -158,22 +158,40 @@ def test_hand_computed_pool_offset(fn):
 @pytest.mark.parametrize("offset", [-1, 2, 3])
 def test_pool_offset_out_of_range(offset):
     x, weight = torch.randn(1, 1, 6, 6), torch.randn(1, 1, 1, 1)
-    for fn in (dilated_conv_maxpool2d_reference, dilated_conv_maxpool2d_tiled):
+    fns = [dilated_conv_maxpool2d, dilated_conv_maxpool2d_reference, dilated_conv_maxpool2d_tiled]
+    for fn in fns:
         with pytest.raises(ValueError, match=r"pool_offset must be in \[0, pool\)"):
             fn(x, weight, pool=2, pool_offset=offset)
+    conv = nn.Conv2d(1, 1, 3, stride=2, padding=1)
+    with pytest.raises(ValueError, match="pool_offset"):
+        DilatedConvMaxPool2d(conv, pool=2, pool_offset=offset)
 
 
 @requires_ops
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("offset", [-1, 2])
+def test_op_rejects_pool_offset_out_of_range(offset):
+    x, weight, grad = torch.randn(1, 1, 6, 6), torch.randn(1, 1, 1, 1), torch.ones(1, 1, 3, 3)
+    rest = ([0, 0], [1, 1], 1, 2, False, False)  # padding, dilation, groups, pool, relu, ceil_mode
+    ops = torch.ops.featsr_d2
+    with pytest.raises(RuntimeError, match=r"pool_offset must be in \[0, pool\)"):
+        ops.dilated_conv_maxpool2d(x, weight, None, None, None, *rest, offset)
+    with pytest.raises(RuntimeError, match=r"pool_offset must be in \[0, pool\)"):
+        ops._dilated_conv_maxpool2d_backward(
+            grad, x, weight, None, None, None, *rest, [True] * 5, offset
+        )
+
+
+@requires_ops
+@pytest.mark.parametrize("case, offset", CASE_OFFSETS)
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("affine", [False, True])
 @pytest.mark.parametrize("ceil_mode", [False, True])
-def test_forward_backward_equal_reference(case, relu, affine, ceil_mode):
+def test_forward_backward_equal_reference(case, offset, relu, affine, ceil_mode):
     args = make_args(case, affine=affine, bias=case[5] != 1)
     inputs = [a.clone().requires_grad_() if isinstance(a, torch.Tensor) else a for a in args]
     ref_inputs = [a.clone().requires_grad_() if isinstance(a, torch.Tensor) else a for a in args]
-    out = run(dilated_conv_maxpool2d, *inputs, relu, ceil_mode)
-    ref = run(dilated_conv_maxpool2d_reference, *ref_inputs, relu, ceil_mode)
+    out = run(dilated_conv_maxpool2d, *inputs, relu, ceil_mode, pool_offset=offset)
+    ref = run(dilated_conv_maxpool2d_reference, *ref_inputs, relu, ceil_mode, pool_offset=offset)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     grad = torch.randn_like(ref)
@@ -196,7 +214,8 @@ def test_float32_equals_reference():
 
 @requires_ops
 @pytest.mark.parametrize("contiguous", [True, False])
-def test_gradcheck(contiguous):
+@pytest.mark.parametrize("offset", [0, 1])
+def test_gradcheck(contiguous, offset):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 6, 11, 10, generator=g, dtype=torch.float64).transpose(2, 3)[:, ::2]
     if contiguous:
@@ -209,7 +228,7 @@ def test_gradcheck(contiguous):
     shift = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
         lambda *t: dilated_conv_maxpool2d(
-            t[0], t[1], t[2], 2, 2, 2, scale=t[3], shift=t[4], relu=True
+            t[0], t[1], t[2], 2, 2, 2, scale=t[3], shift=t[4], relu=True, pool_offset=offset
         ),
         (x, weight, b, scale, shift),
         eps=1e-6,
@@ -229,18 +248,26 @@ def test_opcheck():
         torch.ops.featsr_d2.dilated_conv_maxpool2d.default,
         (x, weight, None, None, None, [1, 0], [1, 1], 1, 2, False, True),
     )
+    # pool_offset 1, floor and ceil mode.
+    torch.library.opcheck(
+        torch.ops.featsr_d2.dilated_conv_maxpool2d.default,
+        (*args, [2, 2], [2, 2], 1, 2, True, False, 1),
+    )
+    torch.library.opcheck(
+        torch.ops.featsr_d2.dilated_conv_maxpool2d.default,
+        (x, weight, None, None, None, [1, 0], [1, 1], 1, 2, False, True, 1),
+    )
 
 
 @requires_ops
-def test_empty_batch():
-    x, weight, b, pad, dil, pool, scale, shift, groups = make_args(CASES[1])
-    x = x[:0].clone().requires_grad_()
-    weight.requires_grad_()
-    out = run(dilated_conv_maxpool2d, x, weight, b, pad, dil, pool, scale, shift, groups, True)
-    ref = run(
-        dilated_conv_maxpool2d_reference, x, weight, b, pad, dil, pool, scale, shift, groups, True
-    )
-    assert out.shape == ref.shape == (0, 6, 8, 8)
+@pytest.mark.parametrize("offset, out_hw", [(0, (8, 8)), (1, (9, 8))])
+def test_empty_batch(offset, out_hw):
+    args = make_args(CASES[1])  # conv output 17x16
+    x = args[0][:0].clone().requires_grad_()
+    weight = args[1].requires_grad_()
+    out = run(dilated_conv_maxpool2d, x, *args[1:], True, False, pool_offset=offset)
+    ref = run(dilated_conv_maxpool2d_reference, x, *args[1:], True, False, pool_offset=offset)
+    assert out.shape == ref.shape == (0, 6, *out_hw)
     out.sum().backward()
     assert x.grad.shape == x.shape
     assert torch.equal(weight.grad, torch.zeros_like(weight))
@@ -249,12 +276,13 @@ def test_empty_batch():
 
 
 @requires_ops
-def test_inputs_unchanged():
+@pytest.mark.parametrize("offset", [0, 1])
+def test_inputs_unchanged(offset):
     args = make_args(CASES[0])
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     before = [t.clone() for t in tensors]
     x, weight = args[0].requires_grad_(), args[1].requires_grad_()
-    out = run(dilated_conv_maxpool2d, *args, True)
+    out = run(dilated_conv_maxpool2d, *args, True, False, pool_offset=offset)
     grad = torch.randn_like(out)
     grad0 = grad.clone()
     out.backward(grad)
@@ -327,6 +355,26 @@ def test_module_matches_the_extractor_order_in_ceil_mode():
     assert "ceil_mode=True" in repr(module)
 
 
+@pytest.mark.parametrize("size", [(15, 17), (16, 14)])
+def test_module_pool_offset_keeps_the_backbone_sizes(size):
+    # The extractor's configuration: 2x2 windows {2o - 1, 2o} (pool_offset 1), floor mode. The
+    # output has the backbone's stride-2 size, odd or even, and equals the unfused definition.
+    conv = _backbone_conv(3, 2, cin=4, cout=6, seed=2)
+    module = DilatedConvMaxPool2d(conv, norm=conv.norm, relu=True, pool_offset=1)
+    assert "pool_offset=1, ceil_mode=False" in repr(module)
+    x = torch.randn(1, 4, *size)
+    y = F.relu(conv.norm(F.conv2d(x, conv.weight, None, 1, 2, 2)))
+    ref = F.max_pool2d(F.pad(y, (1, 0, 1, 0), value=float("-inf")), 2, 2)
+    assert ref.shape[-2:] == conv(x).shape[-2:]
+    torch.testing.assert_close(module(x), ref, rtol=1e-5, atol=1e-5)
+    # An unfusable norm (batch statistics) runs unfused, with the same windows.
+    bn = nn.BatchNorm2d(6).train()
+    module = DilatedConvMaxPool2d(conv, norm=bn, pool_offset=1)
+    y = nn.BatchNorm2d(6).train()(F.conv2d(x, conv.weight, None, 1, 2, 2))
+    ref = F.max_pool2d(F.pad(y, (1, 0, 1, 0), value=float("-inf")), 2, 2)
+    torch.testing.assert_close(module(x), ref)
+
+
 def test_module_unfusable_norm_runs_unfused():
     conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
     bn = nn.BatchNorm2d(4).train()  # batch statistics: depend on the whole pre-pool map
@@ -355,7 +403,8 @@ def test_without_compiled_ops_falls_back(monkeypatch):
 @requires_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", CASES[:3])
-def test_cuda_equals_cpu(dtype, case):
+@pytest.mark.parametrize("offset", [0, 1])
+def test_cuda_equals_cpu(dtype, case, offset):
     args = make_args(case, dtype=torch.float64)
     tol = {torch.float16: 2e-2, torch.bfloat16: 1e-1, torch.float32: 1e-4}.get(dtype, 1e-9)
 
@@ -363,7 +412,7 @@ def test_cuda_equals_cpu(dtype, case):
         inputs = [
             a.to(device, dt).requires_grad_() if isinstance(a, torch.Tensor) else a for a in args
         ]
-        out = run(dilated_conv_maxpool2d, *inputs, True, True)
+        out = run(dilated_conv_maxpool2d, *inputs, True, True, pool_offset=offset)
         out.float().sum().backward()
         grads = [a.grad.float().cpu() for a in inputs if isinstance(a, torch.Tensor)]
         return [out.float().cpu()] + grads
@@ -377,21 +426,22 @@ def test_cuda_equals_cpu(dtype, case):
 
 
 @requires_cuda
-def test_cuda_gradcheck_opcheck_empty():
+@pytest.mark.parametrize("offset, out_hw", [(0, (4, 4)), (1, (5, 4))])
+def test_cuda_gradcheck_opcheck_empty(offset, out_hw):
     x, weight, b, pad, dil, pool, scale, shift, groups = make_args((1, 2, 9, 8, 3, 3, 2, 2, 1, 2))
     ts = [t.cuda().requires_grad_() for t in (x, weight, b, scale, shift)]
     assert torch.autograd.gradcheck(
         lambda *t: dilated_conv_maxpool2d(
-            t[0], t[1], t[2], 2, 2, 2, scale=t[3], shift=t[4], relu=True
+            t[0], t[1], t[2], 2, 2, 2, scale=t[3], shift=t[4], relu=True, pool_offset=offset
         ),
         tuple(ts),
     )
     torch.library.opcheck(
         torch.ops.featsr_d2.dilated_conv_maxpool2d.default,
-        (*ts, [2, 2], [2, 2], 1, 2, True, True),
+        (*ts, [2, 2], [2, 2], 1, 2, True, True, offset),
     )
-    out = dilated_conv_maxpool2d(ts[0][:0], ts[1], ts[2], 2, 2, 2)
-    assert out.shape == (0, 3, 4, 4)
+    out = dilated_conv_maxpool2d(ts[0][:0], ts[1], ts[2], 2, 2, 2, pool_offset=offset)
+    assert out.shape == (0, 3, *out_hw)
 
 
 @pytest.mark.parametrize("band_rows", [1, 2, 3, None])
