@@ -12,7 +12,8 @@ the load of other processes affects both alike.
    800x1344 (padded 800x1333) input. Per level (the calls Detectron2's ROIPooler makes) and end to
    end (Detectron2's ``ROIPooler`` "ROIAlignV2" against ``FeatSRROIPooler``), forward and backward.
 2. The fused dilated conv + FrozenBN affine + ReLU + 2x2 max pool against the unfused
-   ``F.conv2d`` -> affine -> ``F.relu`` -> ``F.max_pool2d``, on the ResNet-50 target extractor's
+   ``F.conv2d`` -> affine -> ``F.relu`` -> ``F.max_pool2d``, with the target extractor's pooling
+   (2x2 windows {2o-1, 2o}: ``pool_offset=1``, floor mode), on the ResNet-50 target extractor's
    layers: the stem's 7x7 conv and the 3x3 convs of res3 / res4 at their channel counts, at stride
    1 with dilation 2, on an 800x1333 image (``--scale`` shrinks it). Time, and peak memory: on CPU
    the rise of the process's peak resident set size (VmHWM, reset through /proc/self/clear_refs)
@@ -42,6 +43,10 @@ ROOT = os.path.dirname(HERE)
 
 STRIDES = (4, 8, 16, 32)
 IMAGE_HW = (800, 1344)  # 800x1333 padded to Detectron2's size divisibility (32)
+
+# The extractor's pooling after a strided conv: 2x2 windows {2o - 1, 2o}, floor mode (the output
+# has the backbone's stride-2 size, ceil(conv / 2)).
+POOL, POOL_OFFSET = 2, 1
 
 # (name, C_in, C_out, kernel, input stride w.r.t. the image): the extractor's strided convs.
 CONV_LAYERS = [
@@ -237,16 +242,21 @@ def conv_inputs(layer, scale, device, dtype=torch.float32):
 
 
 def unfused(x, weight, scale, shift, pad):
-    """The lean unfused chain: affine and ReLU in place on the conv output (no_grad)."""
+    """The lean unfused chain: affine and ReLU in place on the conv output, then max_pool2d whose
+    own -inf padding shifts its windows by POOL_OFFSET (no padded copy of the map), the surplus
+    last row / column that padding adds cut off (no_grad)."""
     y = F.conv2d(x, weight, None, 1, pad, 2)
     y.mul_(scale.view(1, -1, 1, 1)).add_(shift.view(1, -1, 1, 1))
-    return F.max_pool2d(F.relu_(y), 2, 2)
+    h, w = ((size + POOL_OFFSET) // POOL for size in y.shape[-2:])
+    return F.max_pool2d(F.relu_(y), POOL, POOL, padding=POOL_OFFSET)[:, :, :h, :w]
 
 
 def fused(x, weight, scale, shift, pad):
     from featsr_d2.layers import dilated_conv_maxpool2d
 
-    return dilated_conv_maxpool2d(x, weight, None, pad, 2, 2, scale=scale, shift=shift, relu=True)
+    return dilated_conv_maxpool2d(
+        x, weight, None, pad, 2, POOL, scale=scale, shift=shift, relu=True, pool_offset=POOL_OFFSET
+    )
 
 
 def measure_peak_cpu(layer_index, impl, scale, threads):
@@ -307,7 +317,8 @@ def bench_conv(device, reps, scale, threads):
                 device,
             )
         mem = {impl: peak_memory(i, impl, scale, threads, device) for impl in ("unfused", "fused")}
-        pre_pool = ref.numel() * 4 * ref.element_size()
+        conv_hw = args[0].shape[-2:]  # the convolutions keep the size (padding = dilation x k // 2)
+        pre_pool = ref.shape[0] * ref.shape[1] * conv_hw.numel() * ref.element_size()
         rows.append((layer, tuple(args[0].shape), t, mem, pre_pool, max_diff))
     return rows
 
@@ -381,9 +392,11 @@ def report(args, device, roi, conv, started_load, command):
         lines += [
             "## Fused dilated conv + FrozenBN affine + ReLU + 2x2 max pool vs unfused",
             "",
+            "The extractor's pooling: 2x2 windows {2o-1, 2o} (`pool_offset=1`), floor mode. "
             "Unfused: `F.conv2d(stride 1, dilation 2)` -> in-place `mul_(scale).add_(shift)` -> "
-            "`F.relu_` -> `F.max_pool2d(2, 2)` (the leanest unfused chain: one pre-pool map); "
-            "fused: `featsr_d2.layers.dilated_conv_maxpool2d`, no gradient "
+            "`F.relu_` -> `F.max_pool2d(2, 2, padding=1)` with the surplus last row / column cut "
+            "(the leanest unfused chain: one pre-pool map, no padded copy); fused: "
+            "`featsr_d2.layers.dilated_conv_maxpool2d(..., pool_offset=1)`, no gradient "
             f"(the extractor runs under no_grad). Image scale {args.scale} of 800x1333; batch 1. "
             + (
                 "Peak memory: rise of the process's peak resident set size (VmHWM, reset through "
