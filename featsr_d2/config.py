@@ -9,9 +9,9 @@ one-line comment, and the one way to build a config.
   checked against its allowed range (:func:`featsr_d2.config_validation.validate_config`);
 - :func:`enable_featsr` turns any Detectron2 Faster R-CNN (or Mask R-CNN) config into FeatSR's.
 
-The config layer is this module, :mod:`featsr_d2.config_files` and
-:mod:`featsr_d2.config_validation`; it imports nothing else of featsr_d2, and every other part of
-the package may import it (``tests/test_import_layers.py``).
+The config layer is this module, :mod:`featsr_d2.config_files`, :mod:`featsr_d2.config_validation`
+and :mod:`featsr_d2.supervision` (the table of FeatSR's supervision modes); it imports nothing else
+of featsr_d2, and every other part of the package may import it (``tests/test_import_layers.py``).
 """
 
 import re
@@ -61,9 +61,9 @@ def add_featsr_config(cfg):
     # The paper's phase (section 4.3; stage 1 is the base detector): 2 trains G, D and the small
     # predictor; 3 fine-tunes both predictors. Backbone and RPN are frozen in both.
     _C.MODEL.FEATSR.STAGE = 2
-    # SR targets: "extractor" (ours), "naive" (plain backbone on 1.0x), "none" (Table 4: no
-    # content loss, D still trained), "detection_only" (no SR pairs: G learns from detection
-    # only), "identity" (the no-SR control: G frozen at its identity start, D unused).
+    # Stage 2's supervision (featsr_d2.supervision): "extractor" (ours), "naive" (plain backbone
+    # on 1.0x), "none" (Table 4: no content loss, D still trained), "detection_only" (no SR pairs:
+    # G learns from detection only), "identity" (the no-SR control: G frozen at its identity).
     _C.MODEL.FEATSR.SUPERVISION = "extractor"
     # Sub (former) layer of each ROI_HEADS.IN_FEATURES level, a bottom-up feature; [] = the stage
     # before the base's (res4 -> res3; p_k -> res_(k-1) / stage_(k-1), at least res2 / stage2).
@@ -85,6 +85,9 @@ def add_featsr_config(cfg):
     # Run the SR target extractor's strided layers as one fused dilated conv + max pool op
     # (featsr_d2._C; the unfused F.conv2d + F.max_pool2d reference when not compiled).
     _C.MODEL.FEATSR.FUSED_EXTRACTOR = True
+    # Place the extractor's pooling windows where the backbone's units sit on the 0.5x image
+    # (windows {2o-1, 2o}); False: the previous placement {2o, 2o+1}, J-1 px off (J the stride).
+    _C.MODEL.FEATSR.EXTRACTOR_ALIGNED = True
     _C.MODEL.FEATSR.GENERATOR = CN()
     # B, the number of residual blocks of the SR feature generator.
     _C.MODEL.FEATSR.GENERATOR.NUM_BLOCKS = 4

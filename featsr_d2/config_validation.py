@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from featsr_d2.supervision import SUPERVISIONS
+
 __all__ = ["ConfigValueError", "RULES", "Rule", "validate_config"]
 
 
@@ -163,15 +165,14 @@ RULES: tuple[Rule, ...] = (
     integer("MODEL.FEATSR.SMALL_SIZE", 1),
     integer("MODEL.FEATSR.TARGET_MIN_SIZE", 0),
     integer("MODEL.FEATSR.STAGE", 2, 3),
-    choice(
-        "MODEL.FEATSR.SUPERVISION", ("extractor", "naive", "none", "detection_only", "identity")
-    ),
+    choice("MODEL.FEATSR.SUPERVISION", tuple(SUPERVISIONS)),
     string_list("MODEL.FEATSR.SUB_FEATURES"),
     number("MODEL.FEATSR.CONTENT_WEIGHT", 0),
     number("MODEL.FEATSR.ADVERSARIAL_WEIGHT", 0),
     number("MODEL.FEATSR.DETECTION_WEIGHT", 0),
     number("MODEL.FEATSR.DISCRIMINATOR_LR", 0, None, low_open=True),
     boolean("MODEL.FEATSR.FUSED_EXTRACTOR"),
+    boolean("MODEL.FEATSR.EXTRACTOR_ALIGNED"),
     integer("MODEL.FEATSR.GENERATOR.NUM_BLOCKS", 1),
     integer("MODEL.FEATSR.GENERATOR.HIDDEN_CHANNELS", 0),
     integer("MODEL.FEATSR.GENERATOR.KERNEL_SIZE", 1, odd=True),

@@ -156,3 +156,27 @@ def test_fused_extractor_switch_from_config():
     assert build_backbone(cfg).fused_targets is False
     cfg.MODEL.BACKBONE.NAME = "FeatSRMobileNetV2"
     assert build_backbone(cfg).fused_targets is False
+
+
+def test_aligned_extractor_switch_from_config():
+    """MODEL.FEATSR.EXTRACTOR_ALIGNED (on by default) reaches every FeatSR backbone, and
+    ``extract_targets(aligned=...)`` overrides it per call; the two placements differ."""
+    for name in sorted(BACKBONES):
+        backbone, feature = build(name)
+        bottom_up = getattr(backbone, "bottom_up", backbone)
+        assert bottom_up.aligned_targets is True
+        x = torch.randn(1, 3, 64, 96)
+        with torch.no_grad():
+            aligned = backbone.extract_targets(x)[feature]
+            previous = backbone.extract_targets(x, aligned=False)[feature]
+            bottom_up.aligned_targets = False
+            configured = backbone.extract_targets(x)[feature]
+        assert aligned.shape == previous.shape
+        assert (aligned - previous).abs().max() > 1e-3 * aligned.abs().max(), name
+        torch.testing.assert_close(configured, previous, rtol=0, atol=0)
+    cfg = get_featsr_cfg()
+    cfg.MODEL.FEATSR.EXTRACTOR_ALIGNED = False
+    cfg.MODEL.BACKBONE.NAME = "FeatSRResNetBackbone"
+    assert build_backbone(cfg).aligned_targets is False
+    cfg.MODEL.BACKBONE.NAME = "FeatSRMobileNetV2"
+    assert build_backbone(cfg).aligned_targets is False

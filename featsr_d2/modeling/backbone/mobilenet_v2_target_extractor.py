@@ -21,12 +21,12 @@ __all__ = ["FeatSRMobileNetV2", "FeatSRMobileNetV2Backbone", "FeatSRMobileNetV2F
 
 
 def _inverted_residual_targets(
-    block: InvertedResidual, x: torch.Tensor, fused: bool = False
+    block: InvertedResidual, x: torch.Tensor, fused: bool, aligned: bool
 ) -> torch.Tensor:
     """``block.forward`` as the target extractor runs it; ``fused`` runs the strided depthwise
-    convolution as the fused conv + max pool op."""
+    convolution as the fused conv + max pool op, ``aligned`` places its pooling windows."""
     out = x if block.expand is None else atrous_conv(block.expand, x)
-    out = atrous_conv(block.depthwise, out, fused=fused)
+    out = atrous_conv(block.depthwise, out, fused=fused, aligned=aligned)
     out = atrous_conv(block.project, out)
     return x + out if block.use_residual else out
 
@@ -35,31 +35,40 @@ class FeatSRMobileNetV2Backbone(MobileNetV2Backbone):
     """:class:`MobileNetV2Backbone` with FeatSR's SR target extractor (:meth:`extract_targets`)."""
 
     @configurable
-    def __init__(self, *, fused_targets: bool = False, **kwargs):
+    def __init__(self, *, fused_targets: bool = False, aligned_targets: bool = True, **kwargs):
         """
         Args:
             fused_targets: run :meth:`extract_targets`' strided layers with the fused dilated
                 convolution + max pool op (same result, less memory).
+            aligned_targets: place the extractor's pooling windows where the backbone's units sit
+                on the 0.5x image (:mod:`~featsr_d2.modeling.backbone.target_extractor`); False
+                is the previous placement.
             kwargs: as for :class:`MobileNetV2Backbone`.
         """
         super().__init__(**kwargs)
         self.fused_targets = fused_targets
+        self.aligned_targets = aligned_targets
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec):
         return {
             **super().from_config(cfg, input_shape),
             "fused_targets": cfg.MODEL.FEATSR.FUSED_EXTRACTOR,
+            "aligned_targets": cfg.MODEL.FEATSR.EXTRACTOR_ALIGNED,
         }
 
-    def extract_targets(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def extract_targets(
+        self, x: torch.Tensor, *, aligned: bool | None = None
+    ) -> dict[str, torch.Tensor]:
         """The features of :meth:`forward` as FeatSR's SR target extractor computes them on the
-        1.0x image: same names and shapes, the receptive field of the 0.5x image."""
+        1.0x image: same names and shapes, the receptive field of the 0.5x image (``aligned``:
+        the pooling windows' placement; None: ``aligned_targets``)."""
+        aligned = self.aligned_targets if aligned is None else aligned
         outputs = {}
-        x = atrous_conv(self.stem.conv, x, fused=self.fused_targets)
+        x = atrous_conv(self.stem.conv, x, fused=self.fused_targets, aligned=aligned)
         for name in self.stage_names:
             for block in getattr(self, name):
-                x = _inverted_residual_targets(block, x, self.fused_targets)
+                x = _inverted_residual_targets(block, x, self.fused_targets, aligned)
             if name in self._out_features:
                 outputs[name] = x
         return outputs

@@ -11,7 +11,19 @@ backbone's features have on the 0.5x image:
 - a pooling layer runs with a doubled filter at its own stride.
 
 The maps come out with the same names, channels and sizes as the backbone's on the 1.0x image.
-Pooling uses ``ceil_mode`` so that odd sizes match too.
+
+**Where the pooling windows sit** (``aligned``, ``MODEL.FEATSR.EXTRACTOR_ALIGNED``, default on).
+The paper's point is the same *relative* receptive field as the 0.5x image's, which includes where
+it is, not only its extent. A 3x3 stride-2 layer (padding 1) centres its output unit ``o`` on input
+cell ``2o``; on the 0.5x image one cell is two 1.0x pixels, so each strided layer of the backbone
+on the 0.5x image moves its units by one cell of the *extractor's* grid up-left of where RoIAlign
+places them. The aligned extractor pools the windows ``{2o - 1, 2o}`` (one row and column of
+-inf padding at the top-left; the output sizes are those of the backbone on the 1.0x image), and a
+doubled pooling layer gets one more cell of padding at the top-left (``2p + 1`` instead of ``2p``),
+so that its units move the same way. Then every target T^1.0 sits where the F^0.5 it is paired with
+sits (measured: ``tests/modeling/test_target_extractor_geometry.py``). The previous placement
+(windows ``{2o, 2o + 1}``, ceil mode), whose targets sit J - 1 pixels (J the map's stride) from
+their F^0.5, stays reachable with ``aligned=False`` so that the FeatSR study can measure it.
 
 Where a convolution carries a normalization (Detectron2's ``Conv2d(norm=...)``) the pooling follows
 the normalization: BN is part of the convolution layer, and max pooling does not commute with a
@@ -45,13 +57,17 @@ __all__ = [
     "atrous_conv",
     "atrous_max_pool",
     "featsr_passthrough",
+    "strided_max_pool",
 ]
 
 
-def atrous_conv(conv: nn.Conv2d, x: torch.Tensor, *, fused: bool = False) -> torch.Tensor:
+def atrous_conv(
+    conv: nn.Conv2d, x: torch.Tensor, *, fused: bool = False, aligned: bool = True
+) -> torch.Tensor:
     """Apply ``conv`` (a Detectron2 ``Conv2d``, its norm and activation included, or a plain
     ``nn.Conv2d``) as the target extractor does: dilation and padding doubled when the filter is
-    larger than 1, stride 1 followed by max pooling when the layer is strided.
+    larger than 1, stride 1 followed by max pooling when the layer is strided
+    (:func:`strided_max_pool`; ``aligned`` places its windows).
 
     With ``fused``, a strided layer runs as one :func:`~featsr_d2.layers.dilated_conv_maxpool2d`
     call (convolution, the norm as a per-channel affine, and the pooling, without the
@@ -67,6 +83,7 @@ def atrous_conv(conv: nn.Conv2d, x: torch.Tensor, *, fused: bool = False) -> tor
     strided = max(conv.stride) > 1
     affine = norm_to_affine(norm) if fused and strided and norm is not None else None
     if fused and strided and conv.stride[0] == conv.stride[1] and (norm is None or affine):
+        stride = conv.stride[0]
         scale, shift = affine if affine is not None else (None, None)
         y = dilated_conv_maxpool2d(
             x,
@@ -74,51 +91,90 @@ def atrous_conv(conv: nn.Conv2d, x: torch.Tensor, *, fused: bool = False) -> tor
             conv.bias,
             padding,
             dilation,
-            pool=conv.stride[0],
+            pool=stride,
             scale=scale,
             shift=shift,
             groups=conv.groups,
-            ceil_mode=True,
+            ceil_mode=not aligned,
+            pool_offset=_pool_offset(stride) if aligned else 0,
         )
     else:
         y = F.conv2d(x, conv.weight, conv.bias, 1, padding, dilation, conv.groups)
         if norm is not None:
             y = norm(y)
         if strided:
-            y = F.max_pool2d(y, kernel_size=conv.stride, stride=conv.stride, ceil_mode=True)
+            y = strided_max_pool(y, conv.stride, aligned=aligned)
     activation = getattr(conv, "activation", None)
     if activation is not None:
         y = activation(y)
     return y
 
 
-def atrous_max_pool(x: torch.Tensor, kernel_size: int, stride: int, padding: int) -> torch.Tensor:
+def _pool_offset(stride: int) -> int:
+    """Cells of -inf padding before the first window of an aligned strided layer's pooling."""
+    if stride != 2:
+        raise ValueError(
+            f"the aligned SR target extractor knows stride-2 layers, not stride {stride}: set "
+            "MODEL.FEATSR.EXTRACTOR_ALIGNED False for this backbone"
+        )
+    return 1
+
+
+def strided_max_pool(y: torch.Tensor, stride: tuple[int, int], *, aligned: bool) -> torch.Tensor:
+    """The max pooling that follows a strided layer run at stride 1: windows of ``stride`` cells,
+    ``{2o - 1, 2o}`` for stride 2 when ``aligned`` (the backbone's placement on the 0.5x image)
+    and ``{2o, 2o + 1}`` (the previous behaviour) otherwise; ``ceil(size / stride)`` outputs, the
+    backbone's on the 1.0x image."""
+    if not aligned:
+        return F.max_pool2d(y, kernel_size=stride, stride=stride, ceil_mode=True)
+    offsets = tuple(_pool_offset(s) for s in stride)
+    out = F.max_pool2d(y, kernel_size=stride, stride=stride, padding=offsets)
+    h, w = (-(-size // s) for size, s in zip(y.shape[-2:], stride))
+    return out[..., :h, :w]
+
+
+def atrous_max_pool(
+    x: torch.Tensor, kernel_size: int, stride: int, padding: int, *, aligned: bool = True
+) -> torch.Tensor:
     """The target extractor's version of ``F.max_pool2d(x, kernel_size, stride, padding)``: a
-    doubled filter at the same stride, with the output size of the original."""
-    return F.max_pool2d(x, 2 * kernel_size, stride, 2 * padding, ceil_mode=True)
+    doubled filter at the same stride, with the output size of the original. ``aligned`` gives
+    the window one more cell of padding at the top-left (``2 * padding + stride // 2``), which
+    moves its units as the original pooling moves them on the 0.5x image."""
+    if not aligned:
+        return F.max_pool2d(x, 2 * kernel_size, stride, 2 * padding, ceil_mode=True)
+    pad = 2 * padding + _pool_offset(stride)
+    if pad > kernel_size or kernel_size > 2 * padding + 2:
+        raise ValueError(
+            f"the aligned SR target extractor cannot place a {kernel_size}x{kernel_size} pooling "
+            f"with padding {padding}: set MODEL.FEATSR.EXTRACTOR_ALIGNED False for this backbone"
+        )
+    out = F.max_pool2d(x, 2 * kernel_size, stride, pad)
+    h, w = ((size + 2 * padding - kernel_size) // stride + 1 for size in x.shape[-2:])
+    return out[..., :h, :w]
 
 
-def _stem_targets(stem: nn.Module, x: torch.Tensor, fused: bool) -> torch.Tensor:
+def _stem_targets(stem: nn.Module, x: torch.Tensor, fused: bool, aligned: bool) -> torch.Tensor:
     if not isinstance(stem, BasicStem):
         raise TypeError(f"the target extractor does not know the stem {type(stem).__name__}")
-    x = F.relu_(atrous_conv(stem.conv1, x, fused=fused))
-    return atrous_max_pool(x, 3, 2, 1)  # BasicStem's max pool
+    x = F.relu_(atrous_conv(stem.conv1, x, fused=fused, aligned=aligned))
+    return atrous_max_pool(x, 3, 2, 1, aligned=aligned)  # BasicStem's max pool
 
 
-def _block_targets(block: nn.Module, x: torch.Tensor, fused: bool) -> torch.Tensor:
+def _block_targets(block: nn.Module, x: torch.Tensor, fused: bool, aligned: bool) -> torch.Tensor:
+    kw = {"fused": fused, "aligned": aligned}
     if isinstance(block, BottleneckBlock):
-        out = F.relu_(atrous_conv(block.conv1, x, fused=fused))
-        out = F.relu_(atrous_conv(block.conv2, out, fused=fused))
-        out = atrous_conv(block.conv3, out, fused=fused)
+        out = F.relu_(atrous_conv(block.conv1, x, **kw))
+        out = F.relu_(atrous_conv(block.conv2, out, **kw))
+        out = atrous_conv(block.conv3, out, **kw)
     elif isinstance(block, BasicBlock):
-        out = F.relu_(atrous_conv(block.conv1, x, fused=fused))
-        out = atrous_conv(block.conv2, out, fused=fused)
+        out = F.relu_(atrous_conv(block.conv1, x, **kw))
+        out = atrous_conv(block.conv2, out, **kw)
     else:
         raise TypeError(
             f"the target extractor does not know the block {type(block).__name__} (deformable "
             "blocks are not supported)"
         )
-    shortcut = x if block.shortcut is None else atrous_conv(block.shortcut, x, fused=fused)
+    shortcut = x if block.shortcut is None else atrous_conv(block.shortcut, x, **kw)
     return F.relu_(out + shortcut)
 
 
@@ -126,24 +182,31 @@ class FeatSRResNet(ResNet):
     """Detectron2's ResNet with FeatSR's SR target extractor (:meth:`extract_targets`).
 
     ``fused_targets`` (an attribute, default False; ``MODEL.FEATSR.FUSED_EXTRACTOR`` in configs)
-    runs the extractor's strided layers with the fused dilated convolution + max pool op.
+    runs the extractor's strided layers with the fused dilated convolution + max pool op;
+    ``aligned_targets`` (default True; ``MODEL.FEATSR.EXTRACTOR_ALIGNED``) places its pooling
+    windows as the backbone's units sit on the 0.5x image (the module docstring).
     """
 
     fused_targets: bool = False
+    aligned_targets: bool = True
 
-    def extract_targets(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def extract_targets(
+        self, x: torch.Tensor, *, aligned: bool | None = None
+    ) -> dict[str, torch.Tensor]:
         """The features of :meth:`forward`, with the receptive field of the 0.5x image.
 
         Args:
             x: the 1.0x images, (N, C, H, W).
+            aligned: the pooling windows' placement; None: ``aligned_targets``.
         """
+        aligned = self.aligned_targets if aligned is None else aligned
         outputs = {}
-        x = _stem_targets(self.stem, x, self.fused_targets)
+        x = _stem_targets(self.stem, x, self.fused_targets, aligned)
         if "stem" in self._out_features:
             outputs["stem"] = x
         for name, stage in zip(self.stage_names, self.stages):
             for block in stage:
-                x = _block_targets(block, x, self.fused_targets)
+                x = _block_targets(block, x, self.fused_targets, aligned)
             if name in self._out_features:
                 outputs[name] = x
         return outputs
@@ -194,8 +257,14 @@ class FeatSRFPN(FPN):
         shapes.update({f: bottom_up[f] for f in self.passthrough})
         return shapes
 
-    def extract_targets(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        bottom_up = self.bottom_up.extract_targets(x)
+    def extract_targets(
+        self, x: torch.Tensor, *, aligned: bool | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The pyramid's maps as the SR target extractor computes them (its bottom-up network's
+        ``extract_targets``, then the FPN's own layers); ``aligned`` as the bottom-up network's
+        (None: its ``aligned_targets``)."""
+        aligned = self.bottom_up.aligned_targets if aligned is None else aligned
+        bottom_up = self.bottom_up.extract_targets(x, aligned=aligned)
         prev = atrous_conv(self.lateral_convs[0], bottom_up[self.in_features[-1]])
         results = [atrous_conv(self.output_convs[0], prev)]
         for idx in range(1, len(self.lateral_convs)):
@@ -215,7 +284,7 @@ class FeatSRFPN(FPN):
                 top_in = bottom_up[source]
             else:
                 top_in = results[self._out_features.index(source)]
-            results.append(atrous_max_pool(top_in, 1, 2, 0))
+            results.append(atrous_max_pool(top_in, 1, 2, 0, aligned=aligned))
         return dict(zip(self._out_features, results))
 
 
@@ -227,7 +296,9 @@ def featsr_passthrough(cfg) -> list[str]:
     return list(dict.fromkeys(featsr_sub_features(cfg)))
 
 
-def _as_featsr_resnet(resnet: ResNet, freeze_at: int, fused_targets: bool) -> FeatSRResNet:
+def _as_featsr_resnet(
+    resnet: ResNet, freeze_at: int, fused_targets: bool, aligned_targets: bool
+) -> FeatSRResNet:
     featsr_resnet = FeatSRResNet(
         resnet.stem,
         [list(stage) for stage in resnet.stages],
@@ -235,6 +306,7 @@ def _as_featsr_resnet(resnet: ResNet, freeze_at: int, fused_targets: bool) -> Fe
         freeze_at=freeze_at,
     )
     featsr_resnet.fused_targets = fused_targets
+    featsr_resnet.aligned_targets = aligned_targets
     return featsr_resnet
 
 
@@ -247,6 +319,7 @@ def FeatSRResNetBackbone(cfg, input_shape: ShapeSpec) -> FeatSRResNet:
         build_resnet_backbone(cfg, input_shape),
         cfg.MODEL.BACKBONE.FREEZE_AT,
         cfg.MODEL.FEATSR.FUSED_EXTRACTOR,
+        cfg.MODEL.FEATSR.EXTRACTOR_ALIGNED,
     )
 
 
