@@ -40,8 +40,13 @@ ORDER: tuple[tuple[str, ...], ...] = (
     ("engine",),
 )
 # featsr_d2.<name> -> its layer, for the top-level modules that are not a layer's package: the
-# config layer's three modules (they import nothing else of featsr_d2), the compiled ops.
-LAYER_OF = {"config": "config", "config_files": "config", "config_validation": "config"}
+# config layer's four modules (they import nothing else of featsr_d2), the compiled ops.
+LAYER_OF = {
+    "config": "config",
+    "config_files": "config",
+    "config_validation": "config",
+    "supervision": "config",
+}
 EXTENSIONS = {f"{PACKAGE}._C": "layers"}  # compiled modules: no source to parse
 ROOT = "the package's __init__"  # featsr_d2 itself: above every layer
 RANK = {name: rank for rank, names in enumerate(ORDER) for name in names}

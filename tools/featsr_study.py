@@ -2,13 +2,15 @@
 """FeatSR's evidence study in one command: does feature SR help small objects, and which
 supervision is best? (featsr_d2.engine.featsr_study; design and reading in docs/RESULTS.md.)
 
-From one stage-1 detector, the arms control (small/large split without SR), extractor, naive, none
-and bottleneck run stage 2 then stage 3 on the frozen trunk's cached outputs, paired by seed; the
-base detector, the extractor arm with at most K small proposals per image through G, and the base
-with sliced inference are evaluated beside them. Writes OUT/table.md, OUT/table.json and
-OUT/difference_from_control.png; a rerun resumes (cache chunks and finished runs are kept)::
+From one stage-1 detector, the arms (control: the small/large split without SR; extractor, aligned
+or with its previous placement, or rescaled to F^1.0's scale; naive; none; bottleneck) run stage 2
+then stage 3 on the frozen trunk's cached outputs, paired by seed, at each schedule factor; the
+base detector, an arm with at most K small proposals per image through G, and the base with sliced
+inference are evaluated beside them. Writes OUT/table.md, table.json, difference_from_control.png
+(factor 1), OUT/x<k>/ (factor k) and OUT/summary.md; a rerun resumes (cache chunks and finished
+runs are kept)::
 
-    python tools/featsr_study.py                       # the demo's detector, 3 seeds, 25 min
+    python tools/featsr_study.py --schedules 1 4       # the demo's detector: issue 21's design
     python tools/featsr_study.py --seeds 0 --arms control extractor --out output/study_quick
 """
 
@@ -20,7 +22,7 @@ import torch
 from detectron2.utils.logger import setup_logger
 
 import featsr_d2  # noqa: F401  (registers datasets, backbones and heads)
-from featsr_d2.engine.featsr_study import ARMS, StudySettings, run_study
+from featsr_d2.engine.featsr_study import ARMS, DEFAULT_ARMS, StudySettings, run_study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
@@ -39,8 +41,12 @@ def parser() -> argparse.ArgumentParser:
         help="the stage-1 detector every arm starts from",
     )  # fmt: skip
     p.add_argument("--out", default="output/featsr_study", help="output folder (resumable)")
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=list(ARMS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument(
+        "--schedules", nargs="+", type=int, default=[1],
+        help="factors k of the phases' iterations; each arm runs at each (row <arm>_x<k>)",
+    )  # fmt: skip
     p.add_argument("--stage2-iters", type=int, default=None, help="default: the config's")
     p.add_argument("--stage3-iters", type=int, default=None, help="default: the config's")
     p.add_argument(
@@ -50,9 +56,10 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--num-test-images", type=int, default=None, help="default: all")
     p.add_argument(
-        "--caps", nargs="*", type=int, default=[8, 16],
-        help="K values evaluated on the extractor arm (MODEL.FEATSR.MAX_SMALL_PER_IMAGE)",
+        "--caps", nargs="*", type=int, default=[],
+        help="K values evaluated on --capped-arm at factor 1 (MODEL.FEATSR.MAX_SMALL_PER_IMAGE)",
     )  # fmt: skip
+    p.add_argument("--capped-arm", default="extractor", choices=list(ARMS))
     p.add_argument("--no-sliced", action="store_true", help="skip the sliced-inference row")
     p.add_argument(
         "--cost-images",
@@ -79,18 +86,20 @@ def main(argv=None) -> None:
         out_dir=args.out,
         arms=args.arms,
         seeds=args.seeds,
+        schedules=args.schedules,
         stage2_iters=args.stage2_iters,
         stage3_iters=args.stage3_iters,
         num_train_images=args.num_train_images or None,
         num_test_images=args.num_test_images,
         caps=args.caps,
+        capped_arm=args.capped_arm,
         sliced=not args.no_sliced,
         cost_images=args.cost_images,
         bootstrap_samples=args.bootstrap_samples,
         opts=args.opts,
     )
     run_study(settings)
-    with open(os.path.join(args.out, "table.md")) as f:
+    with open(os.path.join(args.out, "summary.md")) as f:
         print(f.read())
 
 

@@ -3,25 +3,36 @@ best? (``tools/featsr_study.py``; the design and the reading are in docs/RESULTS
 
 Every arm starts from one stage-1 detector and runs the paper's phases (stage 2, then stage 3, the
 final predictor phase) with the same images in the same order and the same proposal sampling for a
-given seed, so that arms are paired:
+given seed, so that arms are paired (:data:`ARMS`):
 
 - ``control``: the split into a small and a large predictor without SR (``SUPERVISION identity``:
   G stays the identity), which the paper credits with part of its gain;
 - ``extractor``, ``naive``, ``none``: Table 4's supervisions (ours, the plain backbone on the 1.0x
-  image, no content loss);
-- ``bottleneck``: the extractor arm with the lighter generator (``GENERATOR.BLOCK bottleneck``),
-  for the cost issue's choice of default;
+  image, no content loss), the extractor with its pooling windows aligned (the default);
+- ``extractor_unaligned``: the extractor with the previous placement of its pooling windows
+  (``MODEL.FEATSR.EXTRACTOR_ALIGNED False``), whose targets sit J - 1 px from their F^0.5;
+- ``extractor_rescaled`` (beyond the paper): the aligned extractor's targets multiplied per level
+  and channel by RMS(F^1.0) / RMS(T^1.0) over the training cache
+  (:func:`~featsr_d2.engine.feature_cache.channel_scales`), which separates the targets' magnitude
+  (max pooling makes T larger than F^1.0) from their position;
+- ``bottleneck``: the extractor arm with the lighter generator (issue 11's cost switch);
 - rows without training: ``base`` (the stage-1 detector; a FeatSR model with
-  ``MAX_SMALL_PER_IMAGE 0`` is it bit for bit), ``extractor_K<k>`` (the extractor arm's models with
-  at most k small proposals per image through G), and ``sliced`` (the base detector with sliced
+  ``MAX_SMALL_PER_IMAGE 0`` is it bit for bit), ``<arm>_K<k>`` (an arm's models with at most k
+  small proposals per image through G, ``caps``), and ``sliced`` (the base detector with sliced
   inference on the 2x image: :class:`~featsr_d2.evaluation.sliced_inference.SlicedDetector`).
 
+**Schedules.** Each trained arm runs at every factor of ``schedules``: the stage-2 and stage-3
+iterations (the configs', or ``stage2_iters`` / ``stage3_iters``) times k, the learning-rate steps
+scaled alike. Row ``<arm>`` is factor 1, ``<arm>_x<k>`` factor k; each schedule's rows are compared
+with that schedule's control, in ``OUT/table.md`` (factor 1; with the base and sliced rows) and
+``OUT/x<k>/table.md``. ``OUT/summary.md`` puts the primary endpoint of every arm and schedule side
+by side, with the targets' statistics.
+
 The backbone and RPN are frozen in stages 2 and 3, so their outputs are computed once per image and
-the heads train from that cache (:mod:`featsr_d2.engine.feature_cache`). Each run's outcome is
-written atomically under ``OUT/runs/<arm>/seed<k>/``; a rerun skips what is done. The table, the
-intervals and the picture come from :mod:`featsr_d2.evaluation.featsr_study_report`; the cost
-switches (the K caps, the bottleneck generator) are also compared with the extractor arm itself, in
-``OUT/cost_switches/``.
+the heads train from that cache (:mod:`featsr_d2.engine.feature_cache`), which holds the
+extractor's targets for each placement an arm needs. Each run's outcome is written atomically under
+``OUT/runs/<row>/seed<k>/``; a rerun skips what is done. The tables, intervals and pictures come
+from :mod:`featsr_d2.evaluation.featsr_study_report`.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
@@ -47,27 +59,62 @@ from featsr_d2.engine.feature_cache import (
     CachedHeadsTrainer,
     CachedImage,
     cache_features,
+    channel_scales,
     collate_cached,
+    placement_name,
     predict_cached,
 )
-from featsr_d2.evaluation.featsr_study_report import build_study_report, write_study_report
+from featsr_d2.evaluation.featsr_study_report import (
+    PRIMARY_METRIC,
+    build_study_report,
+    write_study_report,
+)
 from featsr_d2.evaluation.sliced_inference import SlicedDetector
 from featsr_d2.evaluation.tt100k_evaluator import build_tt100k_evaluator
-from featsr_d2.utils.file_io import atomic_write_json
+from featsr_d2.supervision import supervision as supervision_mode
+from featsr_d2.utils.file_io import atomic_write_json, atomic_write_text
 
-__all__ = ["ARMS", "StudySettings", "run_study"]
+__all__ = ["ARMS", "Arm", "StudySettings", "row_name", "run_study"]
 
 logger = logging.getLogger(__name__)
 
-# Trained arms: config overrides of both phases.
-ARMS: dict[str, list[str]] = {
-    "control": ["MODEL.FEATSR.SUPERVISION", "identity"],
-    "extractor": ["MODEL.FEATSR.SUPERVISION", "extractor"],
-    "naive": ["MODEL.FEATSR.SUPERVISION", "naive"],
-    "none": ["MODEL.FEATSR.SUPERVISION", "none"],
-    "bottleneck": ["MODEL.FEATSR.SUPERVISION", "extractor", "MODEL.FEATSR.GENERATOR.BLOCK",
-                   "bottleneck"],
-}  # fmt: skip
+
+@dataclass(frozen=True)
+class Arm:
+    """A trained arm: its supervision (``MODEL.FEATSR.SUPERVISION``), the extractor's placement
+    (``MODEL.FEATSR.EXTRACTOR_ALIGNED``), other config overrides of both phases, and whether its
+    targets are rescaled to F^1.0's per-channel scale (not in the paper)."""
+
+    supervision: str
+    aligned: bool = True
+    opts: tuple[str, ...] = ()
+    rescaled: bool = False
+
+    def overrides(self) -> list[str]:
+        return ["MODEL.FEATSR.SUPERVISION", self.supervision,
+                "MODEL.FEATSR.EXTRACTOR_ALIGNED", str(self.aligned), *self.opts]  # fmt: skip
+
+    def placement(self) -> str | None:
+        """The cached extractor placement the arm trains on, or None (it runs no extractor)."""
+        if not supervision_mode(self.supervision).needs_extractor:
+            return None
+        return placement_name(self.aligned)
+
+
+ARMS: dict[str, Arm] = {
+    "control": Arm("identity"),
+    "extractor": Arm("extractor"),
+    "extractor_unaligned": Arm("extractor", aligned=False),
+    "extractor_rescaled": Arm("extractor", rescaled=True),
+    "naive": Arm("naive"),
+    "none": Arm("none"),
+    "bottleneck": Arm("extractor", opts=("MODEL.FEATSR.GENERATOR.BLOCK", "bottleneck")),
+}
+# The study's design (issue 21): Table 4's supervisions, the extractor's two placements and the
+# rescaled targets, against the control.
+DEFAULT_ARMS = (
+    "control", "extractor", "extractor_unaligned", "extractor_rescaled", "naive", "none"
+)  # fmt: skip
 SMALL_LONG_SIDE = SIZE_BINS["small"][1]  # the TT100K protocol's small bin, by the long side
 
 
@@ -79,28 +126,36 @@ class StudySettings:
     stage3_config: str
     weights: str
     out_dir: str
-    arms: Sequence[str] = ("control", "extractor", "naive", "none", "bottleneck")
+    arms: Sequence[str] = DEFAULT_ARMS
     seeds: Sequence[int] = (0, 1, 2)
+    schedules: Sequence[int] = (1,)
     stage2_iters: int | None = None
     stage3_iters: int | None = None
     num_train_images: int | None = 400
     num_test_images: int | None = None
-    caps: Sequence[int] = (8, 16)
+    caps: Sequence[int] = ()
+    capped_arm: str = "extractor"
     sliced: bool = True
     cost_images: int = 30
     bootstrap_samples: int = 1000
     opts: Sequence[str] = field(default_factory=list)
 
 
-def _cfg(settings: StudySettings, stage: int, arm: str, weights: str = ""):
+def row_name(arm: str, schedule: int) -> str:
+    """The table row of ``arm`` trained at ``schedule`` times the phases' iterations."""
+    return arm if schedule == 1 else f"{arm}_x{schedule}"
+
+
+def _cfg(settings: StudySettings, stage: int, arm: str, schedule: int = 1, weights: str = ""):
     config = settings.stage2_config if stage == 2 else settings.stage3_config
     # Arms send every small proposal through G (the caps are rows of their own), whatever the
     # config's default cap.
-    opts = ["MODEL.FEATSR.MAX_SMALL_PER_IMAGE", -1, *settings.opts, *ARMS[arm]]
+    opts = ["MODEL.FEATSR.MAX_SMALL_PER_IMAGE", -1, *settings.opts, *ARMS[arm].overrides()]
     opts += ["MODEL.WEIGHTS", weights]
-    iters = settings.stage2_iters if stage == 2 else settings.stage3_iters
     cfg = get_featsr_cfg(config, opts)
-    if iters is not None:  # the phase's schedule, scaled to the iterations asked for
+    iters = settings.stage2_iters if stage == 2 else settings.stage3_iters
+    iters = schedule * (iters or cfg.SOLVER.MAX_ITER)
+    if iters != cfg.SOLVER.MAX_ITER:  # the phase's schedule, scaled to the iterations asked for
         cfg.defrost()
         scale = iters / cfg.SOLVER.MAX_ITER
         steps = (round(s * scale) for s in cfg.SOLVER.STEPS)
@@ -217,6 +272,54 @@ def proposal_recall_small(cache: Sequence[CachedImage], iou: float = 0.5) -> dic
     return {"recall": found / max(total, 1), "num_small_gt": total, "iou": iou}
 
 
+@torch.no_grad()
+def target_statistics(
+    model, cache: Sequence[CachedImage], scales: dict[str, torch.Tensor] | None = None
+) -> dict[str, dict[str, float]]:
+    """How each kind of target relates to what the predictors know, on the SR pairs of the cached
+    images' ground-truth boxes: per target (``naive`` F^1.0, the extractor's placements, and
+    ``rescaled`` when ``scales`` are given), the mean cosine of its RoI feature with F^0.5's (G's
+    input) and with F^1.0's (the space the predictors were trained on), and its RMS over
+    F^1.0's."""
+    heads = model.roi_heads
+    sums: dict[str, dict[str, float]] = {}
+    for c in cache:
+        if not c.gt_boxes.numel() or c.sr_targets is None:
+            continue
+        features, _, _, lr_features, _ = collate_cached([c], with_pairs=True)
+        boxes = [Boxes(c.gt_boxes)]
+        lr, _, plain = heads.sr_pair_features(boxes, lr_features, features)
+        if not len(plain):
+            continue
+        kinds = {"naive": plain}
+        for placement in c.sr_targets:
+            _, _, _, _, maps = collate_cached([c], with_pairs=True, placement=placement)
+            kinds[placement] = heads.sr_pair_features(boxes, lr_features, maps)[2]
+            if scales is not None and placement == "aligned":
+                _, _, _, _, maps = collate_cached(
+                    [c], with_pairs=True, placement=placement, target_scale=scales
+                )
+                kinds["rescaled"] = heads.sr_pair_features(boxes, lr_features, maps)[2]
+        for kind, t in kinds.items():
+            s = sums.setdefault(kind, {"cos_lr": 0.0, "cos_plain": 0.0, "sq": 0.0, "sq_plain": 0.0,
+                                       "n": 0})  # fmt: skip
+            t, p, q = t.flatten(1), plain.flatten(1), lr.flatten(1)
+            s["cos_lr"] += float(F.cosine_similarity(t, q).sum())
+            s["cos_plain"] += float(F.cosine_similarity(t, p).sum())
+            s["sq"] += float(t.square().sum())
+            s["sq_plain"] += float(p.square().sum())
+            s["n"] += len(t)
+    return {
+        kind: {
+            "pairs": s["n"],
+            "cos_to_lr": s["cos_lr"] / s["n"],
+            "cos_to_plain": s["cos_plain"] / s["n"],
+            "rms_over_plain": (s["sq"] / s["sq_plain"]) ** 0.5,
+        }
+        for kind, s in sums.items()
+    }
+
+
 def _evaluate(cfg, dicts, instances, out_dir: str) -> dict:
     """TT100K results of ``instances`` (one per dict), written to ``out_dir``."""
     evaluator = build_tt100k_evaluator(
@@ -265,24 +368,126 @@ def _time_models(models: dict[str, torch.nn.Module], inputs: Sequence[dict]) -> 
     return {k: v / len(inputs) for k, v in seconds.items()}
 
 
-def _arm_model(settings, arm: str, seed: int, caches) -> tuple:
-    """Trains (or loads) one arm's final model; returns it and its training facts."""
-    run_dir = os.path.join(settings.out_dir, "runs", arm, f"seed{seed}")
+@dataclass
+class _Study:
+    """What the steps of :func:`run_study` share: the settings, the frozen trunk, the caches and
+    the test set, the runs recorded so far (row -> one record per seed), the models whose
+    inference is timed, and the notes of the report."""
+
+    settings: StudySettings
+    cfg: object  # the stage-2 config of the extractor arm: datasets, input, evaluation
+    trunk: torch.nn.Module
+    caches: dict[str, list[CachedImage]]
+    test_dicts: list[dict]
+    test_inputs: list[dict]
+    scales: dict[str, torch.Tensor] | None
+    base: torch.nn.Module | None = None  # the stage-1 detector as a FeatSR model with K = 0
+    runs: dict[str, list[dict]] = field(default_factory=dict)
+    timed: dict[str, torch.nn.Module] = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)
+
+    def run_dir(self, row: str, seed: int) -> str:
+        return os.path.join(self.settings.out_dir, "runs", row, f"seed{seed}")
+
+    @property
+    def cost_path(self) -> str:
+        return os.path.join(self.settings.out_dir, "cost.json")
+
+    def timing(self) -> bool:
+        """Whether this invocation times inference (no earlier one did)."""
+        return self.settings.cost_images > 0 and not os.path.exists(self.cost_path)
+
+
+def _check_settings(settings: StudySettings) -> None:
+    for arm in settings.arms:
+        if arm not in ARMS:
+            raise ValueError(f"unknown arm {arm!r}: choose among {sorted(ARMS)}")
+    if "control" not in settings.arms:
+        raise ValueError("the study compares every arm with 'control': keep it among the arms")
+    if settings.caps and settings.capped_arm not in settings.arms:
+        raise ValueError(f"the caps {list(settings.caps)} apply to {settings.capped_arm!r}, "
+                         f"which is not among the arms {list(settings.arms)}")  # fmt: skip
+    if not settings.schedules or any(k < 1 for k in settings.schedules):
+        raise ValueError(f"schedules must be factors >= 1, got {list(settings.schedules)}")
+    if not os.path.isfile(settings.weights):
+        raise FileNotFoundError(
+            f"stage-1 weights {settings.weights} not found: train the base detector first "
+            "(python tools/train_net.py --config-file configs/faster_rcnn_MNV2_FPN_synth.yaml, or "
+            "make demo) or pass --weights"
+        )
+
+
+def _prepare(settings: StudySettings) -> _Study:
+    """The frozen trunk and the caches of the training and test images, once."""
+    cfg = _cfg(settings, 2, "extractor", weights=settings.weights)
+    _check_fixed_input(cfg)
+    start = time.perf_counter()
+    trunk = _load(cfg, settings.weights)
+    placements = sorted({p for a in settings.arms if (p := ARMS[a].placement())} | {"aligned"})
+    num_train, train_inputs = _train_inputs(cfg, settings.num_train_images)
+    test_dicts, test_inputs = _test_inputs(cfg, settings.num_test_images)
+    cache_dir = os.path.join(settings.out_dir, "cache")
+    caches = {
+        "train": cache_features(trunk, train_inputs, os.path.join(cache_dir, "train"),
+                                num_images=num_train, with_pairs=True, placements=placements),
+        "test": _with_test_gt(cache_features(trunk, test_inputs, os.path.join(cache_dir, "test"),
+                                             with_pairs=False), test_inputs),
+    }  # fmt: skip
+    seconds = time.perf_counter() - start
+    logger.info("[study] cache of %d train and %d test images ready in %.0f s", num_train,
+                len(test_dicts), seconds)  # fmt: skip
+    rescaled = any(ARMS[a].rescaled for a in settings.arms)
+    scales = channel_scales(caches["train"], "aligned") if rescaled else None
+    study = _Study(settings, cfg, trunk, caches, test_dicts, test_inputs, scales)
+    study.notes.update({"cache_seconds": round(seconds), "num_train_images": num_train,
+                        "num_test_images": len(test_dicts)})  # fmt: skip
+    study.notes["targets"] = target_statistics(trunk, caches["train"][:100], scales)
+    return study
+
+
+def _base_row(study: _Study) -> None:
+    """Stage 1 as it is: the base row and the diagnostics of the stage-1 detector."""
+    base = copy.deepcopy(study.trunk)
+    base.roi_heads.max_small_per_image = 0  # the stage-1 detector, bit for bit
+    run_dir = study.run_dir("base", 0)
+    run = _done(run_dir)
+    if run is None:
+        test = study.caches["test"]
+        diag = small_gt_diagnostics(base, test, small_path=False)
+        diag["generator_change"] = None
+        run = _record(run_dir, study.cfg, study.test_dicts, predict_cached(base, test), diag,
+                      {"proposal_recall_small": proposal_recall_small(test)})  # fmt: skip
+    study.notes["stage1_proposal_recall_small"] = run["proposal_recall_small"]
+    correct, total = sum(run["gt_box_small"]["correct"]), sum(run["gt_box_small"]["total"])
+    study.notes["stage1_gt_box_small_accuracy"] = correct / max(total, 1)
+    study.runs["base"] = [_as_record(run_dir, run, 0)]
+    study.base = base
+
+
+def _arm_model(study: _Study, arm: str, seed: int, schedule: int) -> tuple:
+    """Trains (or loads) one arm's final model; returns its config, the model and its training
+    facts (empty when loaded)."""
+    settings = study.settings
+    run_dir = study.run_dir(row_name(arm, schedule), seed)
     final = os.path.join(run_dir, "model_final.pth")
-    cfg3 = _cfg(settings, 3, arm)
+    cfg3 = _cfg(settings, 3, arm, schedule)
     if os.path.exists(final):
         model = build_model(cfg3)
         AtomicDetectionCheckpointer(model, require_all_weights=True).load(final)
         return cfg3, model, {}
     start = time.perf_counter()
-    cfg2 = _cfg(settings, 2, arm, settings.weights)
+    cfg2 = _cfg(settings, 2, arm, schedule, settings.weights)
     model2 = _load(cfg2, settings.weights)
-    label = f"[study] {arm} seed {seed} stage 2"
-    losses2 = CachedHeadsTrainer(cfg2, model2, caches["train"], seed=seed).train(label=label)
+    scale = study.scales if ARMS[arm].rescaled else None
+    label = f"[study] {row_name(arm, schedule)} seed {seed} stage 2"
+    train = study.caches["train"]
+    losses2 = CachedHeadsTrainer(cfg2, model2, train, seed=seed, target_scale=scale).train(
+        label=label
+    )
     model3 = build_model(cfg3)
     model3.load_state_dict(model2.state_dict())
-    label = f"[study] {arm} seed {seed} stage 3"
-    losses3 = CachedHeadsTrainer(cfg3, model3, caches["train"], seed=seed).train(label=label)
+    label = f"[study] {row_name(arm, schedule)} seed {seed} stage 3"
+    losses3 = CachedHeadsTrainer(cfg3, model3, train, seed=seed).train(label=label)
     os.makedirs(run_dir, exist_ok=True)
     AtomicDetectionCheckpointer(model3, run_dir).save("model_final")
     facts = {
@@ -295,177 +500,192 @@ def _arm_model(settings, arm: str, seed: int, caches) -> tuple:
     return cfg3, model3, facts
 
 
-def run_study(settings: StudySettings) -> dict:
-    """Runs (or resumes) the study and writes ``table.md``, ``table.json`` and
-    ``difference_from_control.png`` to ``settings.out_dir``; returns the report."""
-    for arm in settings.arms:
-        if arm not in ARMS:
-            raise ValueError(f"unknown arm {arm!r}: choose among {sorted(ARMS)}")
-    if "control" not in settings.arms:
-        raise ValueError("the study compares every arm with 'control': keep it among the arms")
-    if not os.path.isfile(settings.weights):
-        raise FileNotFoundError(
-            f"stage-1 weights {settings.weights} not found: train the base detector first "
-            "(python tools/train_net.py --config-file configs/faster_rcnn_MNV2_FPN_synth.yaml, or "
-            "make demo) or pass --weights"
-        )
-    study_start = time.perf_counter()
-    os.makedirs(settings.out_dir, exist_ok=True)
-    atomic_write_json(os.path.join(settings.out_dir, "settings.json"), _settings_json(settings))
-    cfg2 = _cfg(settings, 2, "extractor", settings.weights)
-    _check_fixed_input(cfg2)
+def _evaluate_model(study: _Study, row: str, seed: int, cfg, model, facts: dict) -> dict:
+    """Records ``model``'s detections and diagnostics on the test cache as run ``row``/``seed``."""
+    test = study.caches["test"]
+    diag = small_gt_diagnostics(model, test, small_path=True)
+    run = _record(study.run_dir(row, seed), cfg, study.test_dicts, predict_cached(model, test),
+                  diag, facts)  # fmt: skip
+    logger.info("[study] %s seed %d done: G's change %.4f", row, seed, run["generator_change"])
+    return run
 
-    # The frozen trunk's outputs, once.
-    start = time.perf_counter()
-    trunk = _load(cfg2, settings.weights)
-    num_train, train_inputs = _train_inputs(cfg2, settings.num_train_images)
-    test_dicts, test_inputs = _test_inputs(cfg2, settings.num_test_images)
-    cache_dir = os.path.join(settings.out_dir, "cache")
-    caches = {
-        "train": cache_features(trunk, train_inputs, os.path.join(cache_dir, "train"),
-                                num_images=num_train, with_pairs=True),
-        "test": _with_test_gt(cache_features(trunk, test_inputs, os.path.join(cache_dir, "test"),
-                                             with_pairs=False), test_inputs),
-    }  # fmt: skip
-    cache_seconds = time.perf_counter() - start
-    logger.info("[study] cache of %d train and %d test images ready in %.0f s", num_train,
-                len(test_dicts), cache_seconds)  # fmt: skip
 
-    runs: dict[str, list[dict]] = {}
-    notes: dict = {"cache_seconds": round(cache_seconds), "num_train_images": num_train,
-                   "num_test_images": len(test_dicts)}  # fmt: skip
-
-    # Stage 1 as it is: the base row and the diagnostics.
-    cfg_base = cfg2
-    base = copy.deepcopy(trunk)
-    base.roi_heads.max_small_per_image = 0  # the stage-1 detector, bit for bit
-    base_dir = os.path.join(settings.out_dir, "runs", "base", "seed0")
-    run = _done(base_dir)
-    if run is None:
-        diag = small_gt_diagnostics(base, caches["test"], small_path=False)
-        diag["generator_change"] = None
-        recall = proposal_recall_small(caches["test"])
-        run = _record(base_dir, cfg_base, test_dicts, predict_cached(base, caches["test"]), diag,
-                      {"proposal_recall_small": recall})  # fmt: skip
-    notes["stage1_proposal_recall_small"] = run["proposal_recall_small"]
-    correct, total = sum(run["gt_box_small"]["correct"]), sum(run["gt_box_small"]["total"])
-    notes["stage1_gt_box_small_accuracy"] = correct / max(total, 1)
-    runs["base"] = [_as_record(base_dir, run, 0)]
-
-    # The trained arms (and the models whose inference is timed, unless an earlier run did).
-    cost_path = os.path.join(settings.out_dir, "cost.json")
-    timed: dict[str, torch.nn.Module] = {}
-    for arm in settings.arms:
-        runs[arm] = []
-        for seed in settings.seeds:
-            run_dir = os.path.join(settings.out_dir, "runs", arm, f"seed{seed}")
-            run = _done(run_dir)
-            cap_dirs = {k: os.path.join(settings.out_dir, "runs", f"{arm}_K{k}", f"seed{seed}")
-                        for k in settings.caps} if arm == "extractor" else {}  # fmt: skip
-            timing = (
-                seed == settings.seeds[0]
-                and settings.cost_images > 0
-                and not os.path.exists(cost_path)
-            )
-            need_model = run is None or any(_done(d) is None for d in cap_dirs.values()) or timing
-            if need_model:
-                cfg3, model, facts = _arm_model(settings, arm, seed, caches)
-            if run is None:
-                diag = small_gt_diagnostics(model, caches["test"], small_path=True)
-                run = _record(run_dir, cfg3, test_dicts, predict_cached(model, caches["test"]),
-                              diag, facts)  # fmt: skip
-                logger.info("[study] %s seed %d done: G's change %.4f", arm, seed,
-                            run["generator_change"])  # fmt: skip
-            runs[arm].append(_as_record(run_dir, run, seed))
-            for k, cap_dir in cap_dirs.items():
-                cap_run = _done(cap_dir)
-                if cap_run is None:
-                    model.roi_heads.max_small_per_image = k
-                    diag = small_gt_diagnostics(model, caches["test"], small_path=True)
-                    cap_run = _record(
-                        cap_dir,
-                        cfg3,
-                        test_dicts,
-                        predict_cached(model, caches["test"]),
-                        diag,
-                        {"cap": k},
-                    )
-                    model.roi_heads.max_small_per_image = cfg3.MODEL.FEATSR.MAX_SMALL_PER_IMAGE
-                runs.setdefault(f"{arm}_K{k}", []).append(_as_record(cap_dir, cap_run, seed))
-            if timing:
-                timed[arm] = _live(model, trunk)
-                for k in cap_dirs:
-                    capped = copy.deepcopy(timed[arm])
-                    capped.roi_heads.max_small_per_image = k
-                    timed[f"{arm}_K{k}"] = capped
-
-    # Sliced inference with the base detector.
-    if settings.sliced:
-        sliced_dir = os.path.join(settings.out_dir, "runs", "sliced", "seed0")
-        run = _done(sliced_dir)
-        live_base = _live(base, trunk)
-        sliced = SlicedDetector(live_base)
+def _trained_rows(study: _Study, arm: str, schedule: int) -> None:
+    """One arm at one schedule, every seed: trained (or resumed), evaluated, its capped rows and
+    (first seed, factor 1) the model whose inference is timed."""
+    settings = study.settings
+    row = row_name(arm, schedule)
+    caps = settings.caps if arm == settings.capped_arm and schedule == 1 else ()
+    for seed in settings.seeds:
+        run = _done(study.run_dir(row, seed))
+        cap_rows = {k: f"{row}_K{k}" for k in caps}
+        timing = seed == settings.seeds[0] and schedule == 1 and study.timing()
+        missing_caps = [k for k, r in cap_rows.items() if _done(study.run_dir(r, seed)) is None]
+        if run is None or missing_caps or timing:
+            cfg3, model, facts = _arm_model(study, arm, seed, schedule)
         if run is None:
-            start = time.perf_counter()
-            found = []
-            for i, x in enumerate(test_inputs):
-                found.append(sliced([x])[0]["instances"])
-                if (i + 1) % 100 == 0:
-                    logger.info("[study] sliced inference: %d / %d images (%.0f s)", i + 1,
-                                len(test_inputs), time.perf_counter() - start)  # fmt: skip
-            passes = sliced.num_passes(*test_inputs[0]["image"].shape[-2:])
-            run = _record(sliced_dir, cfg_base, test_dicts, found,
-                          {"correct": [0] * len(test_dicts), "total": [0] * len(test_dicts),
-                           "generator_change": None},
-                          {"passes_per_image": passes,
-                           "seconds": time.perf_counter() - start})  # fmt: skip
-        runs["sliced"] = [_as_record(sliced_dir, run, 0)]
-        if settings.cost_images > 0 and not os.path.exists(cost_path):
-            timed["sliced"] = sliced
+            run = _evaluate_model(study, row, seed, cfg3, model, facts)
+        study.runs.setdefault(row, []).append(_as_record(study.run_dir(row, seed), run, seed))
+        for k, cap_row in cap_rows.items():
+            cap_dir = study.run_dir(cap_row, seed)
+            if k in missing_caps:
+                model.roi_heads.max_small_per_image = k
+                _evaluate_model(study, cap_row, seed, cfg3, model, {"cap": k})
+                model.roi_heads.max_small_per_image = -1
+            study.runs.setdefault(cap_row, []).append(_as_record(cap_dir, _done(cap_dir), seed))
+        if timing:
+            study.timed[row] = _live(model, study.trunk)
+            for k, cap_row in cap_rows.items():
+                capped = copy.deepcopy(study.timed[row])
+                capped.roi_heads.max_small_per_image = k
+                study.timed[cap_row] = capped
 
-    # Inference cost relative to the base detector, on the same images, interleaved.
-    if settings.cost_images > 0 and os.path.exists(cost_path):  # measured by an earlier run
-        with open(cost_path) as f:
-            seconds = json.load(f)
-    elif settings.cost_images > 0 and timed:
-        models = {"base": _live(base, trunk), **timed}
-        seconds = _time_models(models, test_inputs[: settings.cost_images])
-        atomic_write_json(cost_path, seconds)
-    if settings.cost_images > 0 and os.path.exists(cost_path):
-        notes["seconds_per_image_base"] = seconds["base"]
-        for name, records in runs.items():
-            if name in seconds:
-                for r in records:
-                    r["cost"] = seconds[name] / seconds["base"]
-        runs["base"][0]["cost"] = 1.0
 
-    # this invocation's time: a resumed run skips what an earlier one finished
-    notes["total_minutes"] = round((time.perf_counter() - study_start) / 60, 1)
-    notes["settings"] = _settings_json(settings)
-    root = MetadataCatalog.get(cfg2.DATASETS.TEST[0]).image_root
+def _sliced_row(study: _Study) -> None:
+    """The base detector with sliced inference on the 2x image."""
+    run_dir = study.run_dir("sliced", 0)
+    run = _done(run_dir)
+    sliced = SlicedDetector(_live(study.base, study.trunk))
+    if run is None:
+        start = time.perf_counter()
+        found = []
+        inputs = study.test_inputs
+        for i, x in enumerate(inputs):
+            found.append(sliced([x])[0]["instances"])
+            if (i + 1) % 100 == 0:
+                logger.info("[study] sliced inference: %d / %d images (%.0f s)", i + 1,
+                            len(inputs), time.perf_counter() - start)  # fmt: skip
+        passes = sliced.num_passes(*inputs[0]["image"].shape[-2:])
+        none = [0] * len(study.test_dicts)
+        run = _record(run_dir, study.cfg, study.test_dicts, found,
+                      {"correct": none, "total": none, "generator_change": None},
+                      {"passes_per_image": passes,
+                       "seconds": time.perf_counter() - start})  # fmt: skip
+    study.runs["sliced"] = [_as_record(run_dir, run, 0)]
+    if study.timing():
+        study.timed["sliced"] = sliced
+
+
+def _costs(study: _Study) -> None:
+    """Inference time of the timed models relative to the base detector's, on the same images,
+    interleaved (measured once; later invocations re-read ``cost.json``)."""
+    settings = study.settings
+    if settings.cost_images <= 0:
+        return
+    if study.timing() and study.timed:
+        models = {"base": _live(study.base, study.trunk), **study.timed}
+        seconds = _time_models(models, study.test_inputs[: settings.cost_images])
+        atomic_write_json(study.cost_path, seconds)
+    if not os.path.exists(study.cost_path):
+        return
+    with open(study.cost_path) as f:
+        seconds = json.load(f)
+    study.notes["seconds_per_image_base"] = seconds["base"]
+    for name, records in study.runs.items():
+        for r in records:
+            r["cost"] = seconds[name] / seconds["base"] if name in seconds else None
+    study.runs["base"][0]["cost"] = 1.0
+
+
+def _reports(study: _Study, minutes: float) -> dict[int, dict]:
+    """Each schedule's table against its control (factor 1 in ``OUT``, factor k in ``OUT/x<k>``,
+    each with the untrained rows) and ``OUT/summary.md``; returns the reports by factor."""
+    settings, cfg = study.settings, study.cfg
+    study.notes["total_minutes"] = minutes  # this invocation's: a resumed run skips what is done
+    study.notes["settings"] = _settings_json(settings)
+    root = MetadataCatalog.get(cfg.DATASETS.TEST[0]).image_root
     gt = load_annotations(os.path.join(root, "annotations.json"))
-    img_ids = [str(d["image_id"]) for d in test_dicts]
-    report = build_study_report(
-        gt, img_ids, runs, control="control",
-        types=cfg2.TEST.TT100K.TYPES, iou=cfg2.TEST.TT100K.IOU,
-        min_score=cfg2.TEST.TT100K.MIN_SCORE, num_samples=settings.bootstrap_samples,
-        notes=notes,
-    )  # fmt: skip
-    write_study_report(report, settings.out_dir)
-    switches = {k: v for k, v in runs.items() if k == "extractor" or k.startswith("extractor_K")}
-    if "extractor" in switches and "bottleneck" in runs:
-        switches["bottleneck"] = runs["bottleneck"]
-    if len(switches) > 1:  # the cost switches against the full FeatSR (the cost issue's choice)
+    img_ids = [str(d["image_id"]) for d in study.test_dicts]
+    protocol = {"types": cfg.TEST.TT100K.TYPES, "iou": cfg.TEST.TT100K.IOU,
+                "min_score": cfg.TEST.TT100K.MIN_SCORE,
+                "num_samples": settings.bootstrap_samples}  # fmt: skip
+    untrained = {k: v for k, v in study.runs.items() if k in ("base", "sliced")}
+    reports = {}
+    for schedule in settings.schedules:
+        rows = {row_name(a, schedule) for a in settings.arms}
+        rows |= {f"{row_name(settings.capped_arm, schedule)}_K{k}" for k in settings.caps}
+        runs = {k: v for k, v in study.runs.items() if k in rows}
+        control = row_name("control", schedule)
+        runs = {control: runs.pop(control), **untrained, **runs}
+        report = build_study_report(gt, img_ids, runs, control=control, notes=study.notes,
+                                    **protocol)  # fmt: skip
+        out = settings.out_dir if schedule == 1 else os.path.join(settings.out_dir, f"x{schedule}")
+        write_study_report(report, out)
+        reports[schedule] = report
+    if len(settings.caps) and settings.capped_arm in settings.arms:
+        arm = settings.capped_arm
+        switches = {k: v for k, v in study.runs.items() if k == arm or k.startswith(f"{arm}_K")}
+        if "bottleneck" in study.runs and arm == "extractor":
+            switches["bottleneck"] = study.runs["bottleneck"]
         reference = build_study_report(
-            gt, img_ids, switches, control="extractor", types=cfg2.TEST.TT100K.TYPES,
-            iou=cfg2.TEST.TT100K.IOU, min_score=cfg2.TEST.TT100K.MIN_SCORE,
-            num_samples=settings.bootstrap_samples,
-            notes={"reference": "the extractor arm (every small proposal through G, basic blocks)"},
+            gt, img_ids, switches, control=arm, **protocol,
+            notes={"reference": f"the {arm} arm (every small proposal through G)"},
         )  # fmt: skip
         write_study_report(reference, os.path.join(settings.out_dir, "cost_switches"))
-    logger.info("[study] done in %.1f min: %s", notes["total_minutes"],
-                os.path.join(settings.out_dir, "table.md"))  # fmt: skip
-    return report
+    atomic_write_text(
+        os.path.join(settings.out_dir, "summary.md"), _summary(reports, settings, study.notes)
+    )
+    return reports
+
+
+def _summary(reports: dict[int, dict], settings: StudySettings, notes: dict) -> str:
+    """The primary endpoint of every arm at every schedule against that schedule's control, and
+    the targets' statistics."""
+    schedules = sorted(reports)
+    lines = ["# FeatSR study: every arm against the control of its schedule", "",
+             f"Δ{PRIMARY_METRIC} (points) with its 95% paired bootstrap interval over the test "
+             "images, the signs over seed pairs and the verdict; x<k>: k times the phases' "
+             "iterations. `base` and `sliced` are not trained: each column compares them with that "
+             "schedule's control.", "",
+             "| arm | " + " | ".join(f"x{k}" for k in schedules) + " |",
+             "|---|" + "---|" * len(schedules)]  # fmt: skip
+    arms = [a for a in settings.arms if a != "control"] + ["base"]
+    arms += ["sliced"] if settings.sliced else []
+    for arm in arms:
+        cells = []
+        for k in schedules:
+            row = arm if arm in ("base", "sliced") else row_name(arm, k)
+            d = reports[k]["differences"].get(row)
+            p = None if d is None else d[PRIMARY_METRIC]
+            if p is None or p["low"] is None:
+                cells.append("n/a")
+                continue
+            cells.append(f"{p['estimate']:+.1f} [{p['low']:+.1f}, {p['high']:+.1f}] "
+                         f"({p['signs']}) {d['verdict']}")  # fmt: skip
+        label = f"{arm} (beyond the paper)" if arm in ARMS and ARMS[arm].rescaled else arm
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    targets = notes.get("targets")
+    if targets:
+        lines += ["", "## The targets, on the SR pairs of 100 training images' ground truth", "",
+                  "| target | pairs | cos to F^0.5 (G's input) | cos to F^1.0 | RMS / F^1.0's |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for kind, t in targets.items():
+            lines.append(f"| {kind} | {t['pairs']} | {t['cos_to_lr']:.3f} | "
+                         f"{t['cos_to_plain']:.3f} | {t['rms_over_plain']:.2f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def run_study(settings: StudySettings) -> dict:
+    """Runs (or resumes) the study; writes each schedule's ``table.md``, ``table.json`` and
+    ``difference_from_control.png`` (factor 1 in ``settings.out_dir``, factor k in ``x<k>/``) and
+    ``summary.md``; returns the factor-1 report (the first schedule's when 1 is not run)."""
+    _check_settings(settings)
+    start = time.perf_counter()
+    os.makedirs(settings.out_dir, exist_ok=True)
+    atomic_write_json(os.path.join(settings.out_dir, "settings.json"), _settings_json(settings))
+    study = _prepare(settings)
+    _base_row(study)
+    for schedule in settings.schedules:
+        for arm in settings.arms:
+            _trained_rows(study, arm, schedule)
+    if settings.sliced:
+        _sliced_row(study)
+    _costs(study)
+    minutes = round((time.perf_counter() - start) / 60, 1)
+    reports = _reports(study, minutes)
+    logger.info("[study] done in %.1f min: %s", minutes,
+                os.path.join(settings.out_dir, "summary.md"))  # fmt: skip
+    return reports.get(1, reports[settings.schedules[0]])
 
 
 def _settings_json(settings: StudySettings) -> dict:

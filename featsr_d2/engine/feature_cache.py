@@ -3,7 +3,9 @@
 In the paper's stages 2 and 3 the backbone and the RPN are frozen (eval mode, no gradient), so for
 a dataset without augmentation everything the ROI heads read is fixed per image: the backbone's
 features F^1.0 of the base and sub layers, the features of the 0.5x image F^0.5, the SR target
-extractor's T^1.0, and the RPN's proposals. :func:`cache_features` computes them once per image;
+extractor's T^1.0, and the RPN's proposals. :func:`cache_features` computes them once per image,
+through the model's own trunk (:meth:`FeatSRRCNN.frozen_outputs
+<featsr_d2.modeling.meta_arch.featsr_rcnn.FeatSRRCNN.frozen_outputs>`);
 :class:`CachedHeadsTrainer` then trains only the ROI heads on batches assembled from the cache, and
 :func:`predict_cached` runs the heads' inference on it. This is what
 :func:`FeatSRRCNN.forward <featsr_d2.modeling.meta_arch.featsr_rcnn.FeatSRRCNN.forward>` computes,
@@ -16,7 +18,8 @@ minus the frozen work, up to:
   refused in one training batch. Evaluation runs image by image and has no such limit.
 
 Only the maps the heads read are kept: the ROI heads' input levels and the sub layers, at 1.0x and
-0.5x, and the extractor's maps of the input levels.
+0.5x, and the extractor's maps of the input levels, for each pooling placement asked for
+(``"aligned"``, the default, and ``"unaligned"``, the previous one: the study compares them).
 """
 
 from __future__ import annotations
@@ -34,12 +37,13 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from featsr_d2.engine.trainer import FeatSRTrainer
-from featsr_d2.modeling.meta_arch.featsr_rcnn import half_resolution
 
 __all__ = [
     "CachedHeadsTrainer",
     "CachedImage",
+    "PLACEMENTS",
     "cache_features",
+    "channel_scales",
     "collate_cached",
     "load_feature_cache",
     "predict_cached",
@@ -47,7 +51,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+# The SR target extractor's pooling placements a cache can hold (MODEL.FEATSR.EXTRACTOR_ALIGNED).
+PLACEMENTS = {"aligned": True, "unaligned": False}
+
+
+def placement_name(aligned: bool) -> str:
+    """``"aligned"`` or ``"unaligned"``: the cache's name of an extractor placement."""
+    return "aligned" if aligned else "unaligned"
 
 
 @dataclass
@@ -59,7 +70,8 @@ class CachedImage:
         image_size: (h, w) of the network input (after the test-time resize, before padding).
         features: the backbone's maps the heads read (``(1, C, H, W)``, storage dtype).
         lr_features: the same maps on the 0.5x image, or None.
-        sr_targets: the SR target extractor's maps of the heads' input levels, or None.
+        sr_targets: per placement (``"aligned"``, ``"unaligned"``), the SR target extractor's maps
+            of the heads' input levels, or None.
         proposal_boxes, objectness_logits: the RPN's proposals on the input (sorted by objectness).
         gt_boxes, gt_classes: the ground truth on the input (empty for an image without any).
     """
@@ -70,7 +82,7 @@ class CachedImage:
     image_size: tuple[int, int]
     features: dict[str, torch.Tensor]
     lr_features: dict[str, torch.Tensor] | None
-    sr_targets: dict[str, torch.Tensor] | None
+    sr_targets: dict[str, dict[str, torch.Tensor]] | None
     proposal_boxes: torch.Tensor
     objectness_logits: torch.Tensor
     gt_boxes: torch.Tensor
@@ -89,17 +101,22 @@ def _keep(maps: dict[str, torch.Tensor], keys: Iterable[str], dtype) -> dict[str
 
 
 @torch.no_grad()
-def _cache_one(model, inputs: dict, *, with_pairs: bool, dtype) -> CachedImage:
+def _cache_one(
+    model, inputs: dict, *, with_pairs: bool, placements: Sequence[str], dtype
+) -> CachedImage:
     keys, levels = _heads_keys(model)
-    images = model.preprocess_image([inputs])
-    features = model.backbone(images.tensor)
-    proposals, _ = model.proposal_generator(images, features, None)
+    trunk = model.frozen_outputs(
+        [inputs],
+        lr_features=with_pairs,
+        sr_targets=False,
+        target_placements=[PLACEMENTS[p] for p in placements] if with_pairs else (),
+    )
     lr_features = sr_targets = None
     if with_pairs:
-        half = half_resolution(images.tensor, model.backbone.size_divisibility)
-        lr_features = _keep(model.backbone(half), keys, dtype)
-        sr_targets = _keep(model.backbone.extract_targets(images.tensor), levels, dtype)
-    p = proposals[0]
+        lr_features = _keep(trunk.lr_features, keys, dtype)
+        sr_targets = {p: _keep(trunk.extra_sr_targets[PLACEMENTS[p]], levels, dtype)
+                      for p in placements}  # fmt: skip
+    p = trunk.proposals[0]
     if "instances" in inputs:
         gt = inputs["instances"]
         gt_boxes, gt_classes = gt.gt_boxes.tensor.clone(), gt.gt_classes.clone()
@@ -109,8 +126,8 @@ def _cache_one(model, inputs: dict, *, with_pairs: bool, dtype) -> CachedImage:
         image_id=inputs["image_id"],
         height=int(inputs["height"]),
         width=int(inputs["width"]),
-        image_size=tuple(images.image_sizes[0]),
-        features=_keep(features, keys, dtype),
+        image_size=tuple(trunk.images.image_sizes[0]),
+        features=_keep(trunk.features, keys, dtype),
         lr_features=lr_features,
         sr_targets=sr_targets,
         proposal_boxes=p.proposal_boxes.tensor.clone(),
@@ -127,6 +144,7 @@ def cache_features(
     *,
     num_images: int | None = None,
     with_pairs: bool,
+    placements: Sequence[str] = ("aligned",),
     dtype: torch.dtype = torch.float16,
     chunk_size: int = 100,
     log_every: int = 100,
@@ -142,6 +160,8 @@ def cache_features(
             atomically, so that a killed run resumes at its last chunk.
         num_images: how many images (default ``len(inputs)``).
         with_pairs: also cache F^0.5 and T^1.0 (stage-2 training).
+        placements: with pairs, the extractor's placements to cache (keys of
+            :data:`PLACEMENTS`).
         dtype: storage dtype of the maps.
 
     Returns:
@@ -151,7 +171,12 @@ def cache_features(
     total = len(inputs) if num_images is None else num_images
     model.eval()
     os.makedirs(path, exist_ok=True)
-    meta = {"version": CACHE_VERSION, "with_pairs": with_pairs, "dtype": str(dtype)}
+    unknown = [p for p in placements if p not in PLACEMENTS]
+    if unknown:
+        raise ValueError(f"unknown extractor placements {unknown}: choose among {list(PLACEMENTS)}")
+    placements = sorted(placements) if with_pairs else []
+    meta = {"version": CACHE_VERSION, "with_pairs": with_pairs, "placements": placements,
+            "dtype": str(dtype)}  # fmt: skip
     cached: list[CachedImage] = []
     start = time.perf_counter()
     for first in range(0, total, chunk_size):
@@ -164,8 +189,8 @@ def cache_features(
                 continue
             logger.warning("feature cache %s was made otherwise (%s): recomputing", chunk_path,
                            saved["meta"])  # fmt: skip
-        chunk = [_cache_one(model, get(i), with_pairs=with_pairs, dtype=dtype)
-                 for i in range(first, first + count)]  # fmt: skip
+        chunk = [_cache_one(model, get(i), with_pairs=with_pairs, placements=placements,
+                            dtype=dtype) for i in range(first, first + count)]  # fmt: skip
         tmp = chunk_path + ".tmp"
         torch.save({"meta": meta, "images": chunk}, tmp)
         os.replace(tmp, chunk_path)
@@ -192,9 +217,16 @@ def _stack(maps: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {k: torch.cat([m[k] for m in maps]).float() for k in maps[0]}
 
 
-def collate_cached(batch: Sequence[CachedImage], *, with_pairs: bool):
+def collate_cached(
+    batch: Sequence[CachedImage],
+    *,
+    with_pairs: bool,
+    placement: str = "aligned",
+    target_scale: dict[str, torch.Tensor] | None = None,
+):
     """The heads' inputs for a batch of cached images of one input size: features, proposals,
-    ground truth, and (``with_pairs``) F^0.5 and T^1.0."""
+    ground truth, and (``with_pairs``) F^0.5 and the extractor's T^1.0 of ``placement``, each
+    level's channels multiplied by ``target_scale[level]`` when given (the study's rescaled arm)."""
     shapes = {tuple(next(iter(c.features.values())).shape[-2:]) for c in batch}
     if len(shapes) > 1:
         ids = [c.image_id for c in batch]
@@ -218,9 +250,33 @@ def collate_cached(batch: Sequence[CachedImage], *, with_pairs: bool):
     if with_pairs:
         if any(c.lr_features is None for c in batch):
             raise ValueError("this cache has no 0.5x features: make it with with_pairs=True")
+        if any(placement not in c.sr_targets for c in batch):
+            raise ValueError(
+                f"this cache has no {placement!r} SR targets (it has {sorted(batch[0].sr_targets)})"
+                f": make it with placements including {placement!r}"
+            )
         lr_features = _stack([c.lr_features for c in batch])
-        sr_targets = _stack([c.sr_targets for c in batch])
+        sr_targets = _stack([c.sr_targets[placement] for c in batch])
+        if target_scale is not None:
+            sr_targets = {k: v * target_scale[k].view(1, -1, 1, 1) for k, v in sr_targets.items()}
     return features, proposals, targets, lr_features, sr_targets
+
+
+def channel_scales(
+    cache: Sequence[CachedImage], placement: str = "aligned"
+) -> dict[str, torch.Tensor]:
+    """Per level and channel, RMS(F^1.0) / RMS(T^1.0 of ``placement``) over every position of
+    every cached image: the factors that bring the extractor's targets to the scale of the
+    backbone's own features (the study's ``extractor_rescaled`` arm, beyond the paper)."""
+    sums: dict[str, list[torch.Tensor]] = {}
+    for c in cache:
+        for level, target in c.sr_targets[placement].items():
+            f, t = c.features[level].double(), target.double()
+            square = [f.square().sum(dim=(0, 2, 3)), t.square().sum(dim=(0, 2, 3))]
+            if level in sums:
+                square = [a + b for a, b in zip(sums[level], square)]
+            sums[level] = square
+    return {k: (f / t.clamp(min=1e-12)).sqrt().float() for k, (f, t) in sums.items()}
 
 
 class CachedHeadsTrainer:
@@ -235,7 +291,23 @@ class CachedHeadsTrainer:
     their phases draw alike, the same sampled proposals (paired arms).
     """
 
-    def __init__(self, cfg, model, cache: Sequence[CachedImage], *, seed: int):
+    def __init__(
+        self,
+        cfg,
+        model,
+        cache: Sequence[CachedImage],
+        *,
+        seed: int,
+        target_scale: dict[str, torch.Tensor] | None = None,
+    ):
+        """
+        Args:
+            cfg, model: the phase's config and model (its extractor placement,
+                ``MODEL.FEATSR.EXTRACTOR_ALIGNED``, picks the cached targets).
+            cache: the training images' cache.
+            seed: of the image order and the proposal sampling.
+            target_scale: per level, channel factors of the targets (:func:`channel_scales`).
+        """
         self.cfg = cfg
         self.model = model
         self.cache = cache
@@ -244,6 +316,8 @@ class CachedHeadsTrainer:
         self.optimizer_d = FeatSRTrainer.build_discriminator_optimizer(cfg, model)
         self.scheduler = FeatSRTrainer.build_lr_scheduler(cfg, self.optimizer)
         self.with_pairs = model.roi_heads.needs_lr_features
+        self.placement = placement_name(cfg.MODEL.FEATSR.EXTRACTOR_ALIGNED)
+        self.target_scale = target_scale
 
     def _batches(self) -> Iterable[list[int]]:
         rng = np.random.default_rng(self.seed)
@@ -268,8 +342,9 @@ class CachedHeadsTrainer:
                 storage.iter = it
                 batch = [self.cache[i] for i in indices]
                 features, proposals, targets, lr_features, sr_targets = collate_cached(
-                    batch, with_pairs=self.with_pairs
-                )
+                    batch, with_pairs=self.with_pairs, placement=self.placement,
+                    target_scale=self.target_scale,
+                )  # fmt: skip
                 _, losses = self.model.roi_heads(
                     None, features, proposals, targets, lr_features=lr_features,
                     sr_targets=sr_targets,

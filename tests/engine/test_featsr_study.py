@@ -1,5 +1,6 @@
 """The FeatSR study end to end on a tiny set (a few images, a few iterations): every arm and row is
-run and evaluated, the table, its JSON and the picture are written, and a rerun resumes."""
+run and evaluated at two schedules, the tables, their JSON, the pictures and the summary are
+written, and a rerun resumes."""
 
 import json
 import os
@@ -9,7 +10,12 @@ import torch
 from detectron2.modeling import build_model
 
 from featsr_d2.config import get_featsr_cfg
-from featsr_d2.engine.featsr_study import ARMS, StudySettings, run_study, small_gt_diagnostics
+from featsr_d2.engine.featsr_study import (
+    StudySettings,
+    run_study,
+    small_gt_diagnostics,
+    target_statistics,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGE1 = os.path.join(REPO, "configs", "faster_rcnn_MNV2_FPN_synth.yaml")
@@ -41,13 +47,15 @@ def stage1_weights(tiny_tt100k, tmp_path):
 
 def test_study_runs_every_arm_writes_its_table_and_resumes(tiny_tt100k, tmp_path, stage1_weights):
     out = str(tmp_path / "study")
+    arms = ("control", "extractor", "extractor_unaligned", "extractor_rescaled", "naive")
     settings = StudySettings(
         stage2_config=STAGE2,
         stage3_config=STAGE3,
         weights=stage1_weights,
         out_dir=out,
-        arms=("control", "extractor", "naive"),
+        arms=arms,
         seeds=(0, 1),
+        schedules=(1, 2),
         stage2_iters=2,
         stage3_iters=1,
         num_train_images=3,
@@ -58,25 +66,36 @@ def test_study_runs_every_arm_writes_its_table_and_resumes(tiny_tt100k, tmp_path
         opts=_tiny_opts(tiny_tt100k),
     )
     report = run_study(settings)
-    for name in ("table.md", "table.json", "difference_from_control.png", "settings.json"):
+    for name in ("table.md", "table.json", "difference_from_control.png", "settings.json",
+                 "summary.md", "x2/table.md", "x2/table.json"):  # fmt: skip
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     with open(os.path.join(out, "table.json")) as f:
         assert json.load(f) == json.loads(json.dumps(report))
-    rows = ("base", "control", "extractor", "naive", "extractor_K1", "sliced")
+    trained = [*arms, *(f"{a}_x2" for a in arms), "extractor_K1"]
+    rows = ("base", "sliced", *trained)
     for row in rows:
-        for seed in (0, 1) if row in ARMS or row.startswith("extractor_") else (0,):
+        for seed in (0, 1) if row in trained else (0,):
             run_dir = os.path.join(out, "runs", row, f"seed{seed}")
             assert os.path.exists(os.path.join(run_dir, "tt100k_results.json")), run_dir
-    with open(os.path.join(out, "runs", "control", "seed0", "run.json")) as f:
-        control = json.load(f)
-    assert control["generator_change"] == 0.0  # the control's G stays the identity
-    assert control["stage2_iters"] == 2 and control["stage3_iters"] == 1
+    for row, iters in (("control", (2, 1)), ("control_x2", (4, 2)), ("naive_x2", (4, 2))):
+        with open(os.path.join(out, "runs", row, "seed0", "run.json")) as f:
+            run = json.load(f)
+        assert (run["stage2_iters"], run["stage3_iters"]) == iters, row
+        if row.startswith("control"):
+            assert run["generator_change"] == 0.0  # the control's G stays the identity
     with open(os.path.join(out, "runs", "base", "seed0", "run.json")) as f:
         assert 0.0 <= json.load(f)["proposal_recall_small"]["recall"] <= 1.0
-    table = open(os.path.join(out, "table.md")).read()
-    for row in rows:
-        assert row in table
-    # The cost switches against the extractor arm itself.
+    # Each schedule against its own control; base and sliced in both.
+    assert set(report["differences"]) == {"base", "sliced", "extractor_K1", *arms[1:]}
+    with open(os.path.join(out, "x2", "table.json")) as f:
+        x2 = json.load(f)
+    assert x2["settings"]["control"] == "control_x2"
+    assert set(x2["differences"]) == {"base", "sliced", *(f"{a}_x2" for a in arms[1:])}
+    summary = open(os.path.join(out, "summary.md")).read()
+    for arm in ("extractor_unaligned", "extractor_rescaled (beyond the paper)", "naive", "sliced"):
+        assert f"| {arm} |" in summary, arm
+    assert set(report["notes"]["targets"]) == {"naive", "aligned", "unaligned", "rescaled"}
+    # The cost switches against the capped arm itself.
     with open(os.path.join(out, "cost_switches", "table.json")) as f:
         switches = json.load(f)
     assert set(switches["differences"]) == {"extractor_K1"}
@@ -88,6 +107,32 @@ def test_study_runs_every_arm_writes_its_table_and_resumes(tiny_tt100k, tmp_path
     }
     run_study(settings)
     assert {p: os.path.getmtime(p) for p in stamps} == stamps
+
+
+def test_target_statistics_of_rescaled_targets(tiny_tt100k, tmp_path, stage1_weights):
+    """The rescaled targets have F^1.0's scale per channel over the cache, so on the pairs their
+    RMS is near F^1.0's, while their direction (cosines) is the aligned targets' per channel
+    scaled; the naive target is F^1.0 itself."""
+    from featsr_d2.engine.feature_cache import cache_features, channel_scales
+
+    cfg = get_featsr_cfg(STAGE2, [*_tiny_opts(tiny_tt100k), "MODEL.WEIGHTS", ""])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    from detectron2.data import DatasetCatalog, DatasetMapper
+
+    mapper = DatasetMapper(cfg, is_train=True)
+    dicts = [d for d in DatasetCatalog.get(cfg.DATASETS.TRAIN[0]) if d["annotations"]][:4]
+    cache = cache_features(model, [mapper(dict(d)) for d in dicts], str(tmp_path / "cache"),
+                           with_pairs=True, placements=("aligned", "unaligned"),
+                           dtype=torch.float32)  # fmt: skip
+    scales = channel_scales(cache)
+    stats = target_statistics(model, cache, scales)
+    assert set(stats) == {"naive", "aligned", "unaligned", "rescaled"}
+    assert stats["naive"]["cos_to_plain"] == pytest.approx(1.0, abs=1e-5)
+    assert stats["naive"]["rms_over_plain"] == pytest.approx(1.0, abs=1e-5)
+    assert stats["aligned"]["pairs"] == stats["naive"]["pairs"] > 0
+    assert stats["aligned"]["cos_to_lr"] != pytest.approx(stats["unaligned"]["cos_to_lr"])
+    assert all(s.min() > 0 and torch.isfinite(s).all() for s in scales.values())
 
 
 def test_study_refuses_what_it_cannot_run(tiny_tt100k, tmp_path, stage1_weights):

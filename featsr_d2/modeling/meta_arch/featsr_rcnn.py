@@ -14,13 +14,17 @@ right to the backbone's size divisibility, as Detectron2 pads the 1.0x batch: an
 then line up for every input size. Stage 3 needs neither it nor the SR targets.
 """
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.structures import ImageList, Instances
 from torch import nn
 
-__all__ = ["FeatSRRCNN", "half_resolution"]
+__all__ = ["FeatSRRCNN", "FrozenOutputs", "half_resolution"]
 
 
 def half_resolution(images: torch.Tensor, size_divisibility: int = 0) -> torch.Tensor:
@@ -36,6 +40,20 @@ def half_resolution(images: torch.Tensor, size_divisibility: int = 0) -> torch.T
         if pad_h or pad_w:
             half = F.pad(half, (0, pad_w, 0, pad_h))
     return half
+
+
+@dataclass
+class FrozenOutputs:
+    """What the frozen trunk (backbone and RPN) of stages 2 and 3 gives the FeatSR heads for a
+    batch (:meth:`FeatSRRCNN.frozen_outputs`)."""
+
+    images: ImageList
+    features: dict[str, torch.Tensor]
+    proposals: list[Instances]
+    lr_features: dict[str, torch.Tensor] | None = None  # the backbone on the 0.5x images
+    sr_targets: dict[str, torch.Tensor] | None = None  # the extractor as configured
+    # the extractor with a given placement (aligned True / False)
+    extra_sr_targets: dict[bool, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 @META_ARCH_REGISTRY.register()
@@ -84,26 +102,53 @@ class FeatSRRCNN(GeneralizedRCNN):
             module.eval()
         return self
 
+    @torch.no_grad()
+    def frozen_outputs(
+        self,
+        batched_inputs,
+        *,
+        lr_features: bool | None = None,
+        sr_targets: bool | None = None,
+        target_placements: Sequence[bool] = (),
+    ) -> FrozenOutputs:
+        """What the frozen backbone and RPN give the heads for ``batched_inputs``: the padded
+        batch, the backbone's features, the RPN's proposals and, when asked (by default: when the
+        heads' training needs them), the features of the 0.5x images and the SR target
+        extractor's maps. ``target_placements`` adds the extractor's maps with those pooling
+        placements (``aligned`` True / False, for the study's comparison) in
+        ``extra_sr_targets``. :meth:`forward` and the study's feature cache both read the trunk
+        through this method."""
+        if lr_features is None:
+            lr_features = self.roi_heads.needs_lr_features
+        if sr_targets is None:
+            sr_targets = self.roi_heads.needs_sr_targets
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        # The RPN is frozen (eval mode, see train): it computes no losses and needs no ground truth.
+        proposals, _ = self.proposal_generator(images, features, None)
+        out = FrozenOutputs(images, features, proposals)
+        if lr_features:
+            half = half_resolution(images.tensor, self.backbone.size_divisibility)
+            out.lr_features = self.backbone(half)
+        if sr_targets:
+            out.sr_targets = self.backbone.extract_targets(images.tensor)
+        for aligned in target_placements:
+            out.extra_sr_targets[aligned] = self.backbone.extract_targets(
+                images.tensor, aligned=aligned
+            )
+        return out
+
     def forward(self, batched_inputs):
         if not self.training:
             return self.inference(batched_inputs)
-        images = self.preprocess_image(batched_inputs)
+        trunk = self.frozen_outputs(batched_inputs)
         gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-        lr_features = sr_targets = None
-        with torch.no_grad():
-            features = self.backbone(images.tensor)
-            proposals, _ = self.proposal_generator(images, features, gt_instances)
-            if self.roi_heads.needs_lr_features:
-                half = half_resolution(images.tensor, self.backbone.size_divisibility)
-                lr_features = self.backbone(half)
-            if self.roi_heads.needs_sr_targets:
-                sr_targets = self.backbone.extract_targets(images.tensor)
         _, losses = self.roi_heads(
-            images,
-            features,
-            proposals,
+            trunk.images,
+            trunk.features,
+            trunk.proposals,
             gt_instances,
-            lr_features=lr_features,
-            sr_targets=sr_targets,
+            lr_features=trunk.lr_features,
+            sr_targets=trunk.sr_targets,
         )
         return losses

@@ -1,5 +1,5 @@
 from featsr_d2.modeling.roi_heads.featsr_box_branch import FeatSRBoxBranch
-from featsr_d2.modeling.roi_heads.featsr_roi_heads import SUPERVISIONS, FeatSRRes5ROIHeads
+from featsr_d2.modeling.roi_heads.featsr_roi_heads import FeatSRRes5ROIHeads
 from featsr_d2.modeling.roi_heads.sr_feature_discriminator import (
     SRFeatureDiscriminator,
     content_loss,
@@ -9,7 +9,6 @@ from featsr_d2.modeling.roi_heads.sr_feature_discriminator import (
 from featsr_d2.modeling.roi_heads.sr_feature_generator import SRFeatureGenerator
 
 __all__ = [
-    "SUPERVISIONS",
     "FeatSRBoxBranch",
     "FeatSRRes5ROIHeads",
     "SRFeatureDiscriminator",

@@ -83,10 +83,9 @@ from torch import nn
 from featsr_d2.config import FEATSR_STAGES, featsr_sub_features
 from featsr_d2.layers import FEATSR_POOLER_TYPES, FeatSRROIPooler, multimap_roi_align
 from featsr_d2.modeling.roi_heads.featsr_box_branch import FeatSRBoxBranch
+from featsr_d2.supervision import supervision as supervision_mode
 
-__all__ = ["FeatSRRes5ROIHeads", "FeatSRStandardROIHeads", "SUPERVISIONS"]
-
-SUPERVISIONS = ("extractor", "naive", "none", "detection_only", "identity")
+__all__ = ["FeatSRRes5ROIHeads", "FeatSRStandardROIHeads"]
 
 logger = logging.getLogger(__name__)
 
@@ -199,10 +198,7 @@ class _FeatSRHeads(abc.ABC):
         max_pairs_per_image: int = -1,
         supervision: str,
     ):
-        if supervision not in SUPERVISIONS:
-            raise ValueError(
-                f"MODEL.FEATSR.SUPERVISION must be one of {SUPERVISIONS}, got {supervision!r}"
-            )
+        self.mode = supervision_mode(supervision)  # raises for an unknown mode
         if stage not in FEATSR_STAGES:
             raise ValueError(f"MODEL.FEATSR.STAGE must be one of {FEATSR_STAGES}, got {stage!r}")
         self.featsr = box_branch
@@ -246,27 +242,26 @@ class _FeatSRHeads(abc.ABC):
         large = [getattr(self, name.rstrip(".")) for name in self._REPLICAS]
         g, d = self.featsr.generator, self.featsr.discriminator
         if self.stage == 2:
-            if self.supervision == "identity":
-                return [*large, g, d]
-            return large + ([d] if self.supervision == "detection_only" else [])
+            frozen = [] if self.mode.generator else [g]
+            return [*large, *frozen] + ([] if self.mode.discriminator else [d])
         return [g, d]
 
     def modules_frozen_at_init(self) -> list[nn.Module]:
         """Frozen parts that keep their initialization rather than loaded weights: G (the
-        identity) and D of the ``identity`` control in stage 2."""
-        if self.stage == 2 and self.supervision == "identity":
+        identity) and D when stage 2 trains neither (the ``identity`` control)."""
+        if self.stage == 2 and not self.mode.generator:
             return [self.featsr.generator, self.featsr.discriminator]
         return []
 
     @property
     def needs_lr_features(self) -> bool:
         """Whether training needs the backbone's features of the 0.5x images (SR pairs)."""
-        return self.stage == 2 and self.supervision not in ("detection_only", "identity")
+        return self.stage == 2 and self.mode.pairs
 
     @property
     def needs_sr_targets(self) -> bool:
         """Whether training needs the SR target extractor's features of the 1.0x images."""
-        return self.needs_lr_features and self.supervision in ("extractor", "none")
+        return self.stage == 2 and self.mode.needs_extractor
 
     def _levels(self, boxes: list[Boxes]) -> torch.Tensor | None:
         """Pyramid level index of each box; None for a single-level layout."""
@@ -430,16 +425,18 @@ class _FeatSRHeads(abc.ABC):
                     "FeatSR stage-2 training needs lr_features and sr_targets (FeatSRRCNN makes "
                     "them)"
                 )
-            target_maps = features if self.supervision == "naive" else sr_targets
+            target_maps = sr_targets if self.mode.needs_extractor else features
             boxes = [p.proposal_boxes for p in proposals]
             losses.update(self._sr_pair_losses(boxes, lr_features, target_maps))
         return losses
 
-    def _sr_pair_losses(
+    def sr_pair_features(
         self, boxes: list[Boxes], lr_features, target_maps
-    ) -> dict[str, torch.Tensor]:
-        """Losses of eqs. 4-6 on the (F^0.5, T^1.0) pairs of the sampled proposals (eq. 4 not
-        with ``SUPERVISION none``)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The SR pairs of ``boxes`` (1.0x boxes; the pairs are those whose 0.5x box is small and
+        whose 1.0x box is at least ``TARGET_MIN_SIZE``, at most ``MAX_PAIRS_PER_IMAGE`` per image,
+        the first): G's inputs on the 0.5x features (base and sub RoI features) and the targets'
+        RoI features on ``target_maps`` (T^1.0, or F^1.0 for naive supervision)."""
         lr_boxes = []
         for b in boxes:
             side = _sqrt_area(b)
@@ -454,7 +451,15 @@ class _FeatSRHeads(abc.ABC):
         lr_base, lr_sub, (target,) = self._pool_generator_inputs(
             lr_features, lr_boxes, extra=[target_spec]
         )
-        return self.featsr.sr_losses(lr_base, lr_sub, target, content=self.supervision != "none")
+        return lr_base, lr_sub, target
+
+    def _sr_pair_losses(
+        self, boxes: list[Boxes], lr_features, target_maps
+    ) -> dict[str, torch.Tensor]:
+        """Losses of eqs. 4-6 on the (F^0.5, T^1.0) pairs of the sampled proposals (eq. 4 only
+        with a supervision that has a content loss)."""
+        lr_base, lr_sub, target = self.sr_pair_features(boxes, lr_features, target_maps)
+        return self.featsr.sr_losses(lr_base, lr_sub, target, content=self.mode.content)
 
     def _capped(self, masks: list[torch.Tensor]) -> list[torch.Tensor]:
         """At most ``max_small_per_image`` small proposals per image, the first ones (the RPN's
