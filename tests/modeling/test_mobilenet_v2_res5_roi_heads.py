@@ -11,12 +11,15 @@ from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
+from featsr_d2.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.config import get_featsr_cfg
 from featsr_d2.modeling.backbone.mobilenet_v2 import InvertedResidual
-from featsr_d2.modeling.roi_heads import FeatSRMobileNetV2Res5ROIHeads
+from featsr_d2.modeling.roi_heads import FeatSRMobileNetV2Res5ROIHeads, FeatSRRes5ROIHeads
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGE1 = os.path.join(REPO, "configs", "faster_rcnn_MNV2_C4_synth.yaml")
+STAGE2 = os.path.join(REPO, "configs", "featsr_MNV2_C4_synth.yaml")
+STAGE3 = os.path.join(REPO, "configs", "featsr_MNV2_C4_synth_stage3.yaml")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # The shipped architecture at 128 px with few RoIs and a tiny G and D; the tiny set's 45 classes.
@@ -113,3 +116,77 @@ def test_stage1_heads_refuse_a_map_res5_cannot_read():
                    ["stage3"], "MODEL.ROI_HEADS.IN_FEATURES", ["stage3"])  # fmt: skip
     with pytest.raises(ValueError, match=r"reads the 96 channels of stage4.*'stage3' has 32"):
         build_model(cfg)
+
+
+def test_featsr_heads_refuse_a_res5_heads_name_that_is_not_a_stage1_res5roiheads():
+    for name in ("StandardROIHeads", "FeatSRRes5ROIHeads"):
+        with pytest.raises(ValueError, match="MODEL.FEATSR.RES5_HEADS must name"):
+            build_model(tiny_cfg(STAGE2, "MODEL.FEATSR.RES5_HEADS", name))
+
+
+def test_featsr_stage2_trains_only_g_d_and_the_small_predictor(tiny_tt100k):
+    train_name, _, _ = tiny_tt100k
+    cfg = tiny_cfg(STAGE2)
+    model = build_model(cfg)
+    heads = model.roi_heads
+    assert type(heads) is FeatSRRes5ROIHeads
+    assert heads.sub_features == ["stage3"]
+    assert_mnv2_stage5(heads.res5)
+    assert_mnv2_stage5(heads.featsr.small_head)  # the small predictor replicates res5
+    assert heads.featsr.small_head is not heads.res5
+    losses = train_step(model, batch(cfg, train_name))
+    assert set(losses) == {
+        "loss_cls_small",
+        "loss_box_reg_small",
+        "loss_sr_content",
+        "loss_sr_adversarial",
+        "loss_discriminator",
+    }
+    assert trained_modules(model) == {"roi_heads.featsr"}
+    trained = {n.split(".")[2] for n, p in model.named_parameters() if p.grad is not None}
+    assert trained == {"generator", "discriminator", "small_head", "small_predictor"}
+    assert not heads.res5.training and not heads.box_predictor.training  # frozen: eval mode
+
+
+def test_featsr_stage3_trains_only_both_predictors(tiny_tt100k):
+    train_name, _, _ = tiny_tt100k
+    cfg = tiny_cfg(STAGE3)
+    model = build_model(cfg)
+    losses = train_step(model, batch(cfg, train_name))
+    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_cls_small", "loss_box_reg_small"}
+    trained = {
+        ".".join(n.split(".")[1:3]) if n.startswith("roi_heads.featsr.") else n.split(".")[1]
+        for n, p in model.named_parameters()
+        if p.grad is not None
+    }
+    assert trained == {"res5", "box_predictor", "featsr.small_head", "featsr.small_predictor"}
+
+
+def test_stage2_loads_the_stage1_detector_and_copies_res5_into_the_small_predictor(tmp_path):
+    torch.manual_seed(1)
+    stage1 = build_model(tiny_cfg(STAGE1))
+    AtomicDetectionCheckpointer(stage1, str(tmp_path)).save("stage1")
+    weights = str(tmp_path / "stage1.pth")
+    torch.manual_seed(2)
+    model = build_model(tiny_cfg(STAGE2))
+    # As the trainer and the study load it: what stage 2 freezes must all be in the file.
+    why = "stage 2 starts from the stage-1 detector"
+    AtomicDetectionCheckpointer(model, require_weights=(model.frozen_weight_prefixes(), why)).load(
+        weights
+    )
+    state = model.state_dict()
+    for key, value in stage1.state_dict().items():
+        assert torch.equal(state[key], value), key
+    heads = model.roi_heads
+    for large, small in heads._REPLICAS.items():
+        large_state = heads.get_submodule(large.rstrip(".")).state_dict()
+        small_state = heads.get_submodule(small.rstrip(".")).state_dict()
+        assert large_state.keys() == small_state.keys() and large_state
+        for key in large_state:
+            assert torch.equal(large_state[key], small_state[key]), small + key
+            assert large_state[key].data_ptr() != small_state[key].data_ptr()  # copies
+    # What a stage-1 detector lacks: G, D and the small predictor (copied above).
+    new = {k for k in state if k not in stage1.state_dict()}
+    assert new and all(k.startswith(("roi_heads.featsr.generator.",
+                                     "roi_heads.featsr.discriminator.",
+                                     "roi_heads.featsr.small_")) for k in new)  # fmt: skip
