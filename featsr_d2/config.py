@@ -68,6 +68,9 @@ def add_featsr_config(cfg):
     # Sub (former) layer of each ROI_HEADS.IN_FEATURES level, a bottom-up feature; [] = the stage
     # before the base's (res4 -> res3; p_k -> res_(k-1) / stage_(k-1), at least res2 / stage2).
     _C.MODEL.FEATSR.SUB_FEATURES = []
+    # C4: the registered Res5ROIHeads whose res5 FeatSRRes5ROIHeads builds (and replicates):
+    # "Res5ROIHeads" (ResNet's) or "FeatSRMobileNetV2Res5ROIHeads" (MobileNetV2's stage5).
+    _C.MODEL.FEATSR.RES5_HEADS = "Res5ROIHeads"
     # At inference, at most this many small proposals per image (the RPN's best) go through the
     # generator and the small predictor, the others through the large one; -1: all of them.
     _C.MODEL.FEATSR.MAX_SMALL_PER_IMAGE = -1
@@ -329,6 +332,7 @@ _FEATSR_BACKBONES = {
 }
 _FEATSR_HEADS = {
     "Res5ROIHeads": "FeatSRRes5ROIHeads",
+    "FeatSRMobileNetV2Res5ROIHeads": "FeatSRRes5ROIHeads",
     "FeatSRRes5ROIHeads": "FeatSRRes5ROIHeads",
     "StandardROIHeads": "FeatSRStandardROIHeads",
     "FeatSRStandardROIHeads": "FeatSRStandardROIHeads",
@@ -439,6 +443,8 @@ def enable_featsr(cfg, stage: int = 2):
     backbone, node = _FEATSR_BACKBONES[model.BACKBONE.NAME]
     model.META_ARCHITECTURE = "FeatSRRCNN"
     model.BACKBONE.NAME = backbone
+    if heads == "FeatSRRes5ROIHeads" and model.ROI_HEADS.NAME != heads:
+        model.FEATSR.RES5_HEADS = model.ROI_HEADS.NAME  # FeatSR's C4 heads build its res5
     model.ROI_HEADS.NAME = heads
     model.FEATSR.STAGE = stage
     outputs = list(model[node].OUT_FEATURES)

@@ -167,6 +167,7 @@ RULES: tuple[Rule, ...] = (
     integer("MODEL.FEATSR.STAGE", 2, 3),
     choice("MODEL.FEATSR.SUPERVISION", tuple(SUPERVISIONS)),
     string_list("MODEL.FEATSR.SUB_FEATURES"),
+    string("MODEL.FEATSR.RES5_HEADS", nonempty=True),
     number("MODEL.FEATSR.CONTENT_WEIGHT", 0),
     number("MODEL.FEATSR.ADVERSARIAL_WEIGHT", 0),
     number("MODEL.FEATSR.DETECTION_WEIGHT", 0),

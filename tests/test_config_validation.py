@@ -41,6 +41,7 @@ BAD = {
     "MODEL.FEATSR.GENERATOR.HIDDEN_CHANNELS": (-8, "an integer >= 0"),
     "MODEL.FEATSR.GENERATOR.KERNEL_SIZE": (4, "an odd integer >= 1"),
     "MODEL.FEATSR.DISCRIMINATOR_LR": (0.0, "a finite number > 0"),
+    "MODEL.FEATSR.RES5_HEADS": ("", "a non-empty string"),
     "TEST.TT100K.TYPES": ("typo45", "one of ['type45', 'all']"),
     "TEST.TT100K.IOU": (1.5, "a finite number in [0, 1)"),
     "TEST.TT100K.MIN_SCORE": (float("nan"), "a finite number in [0, 1]"),

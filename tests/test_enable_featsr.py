@@ -176,6 +176,41 @@ def test_retinanet_model_zoo_config_is_refused():
         )
 
 
+def test_mobilenet_v2_c4_detector_becomes_featsr_c4_on_its_res5():
+    """The MobileNetV2-C4 detector (stage 1) becomes FeatSRRCNN with FeatSR's C4 heads, whose res5
+    and its replica in the small predictor are MobileNetV2's stage5: the model of the shipped
+    stage-2 config, key for key; it trains and infers."""
+    configs = os.path.join(REPO, "configs")
+    cfg = get_featsr_cfg(os.path.join(configs, "faster_rcnn_MNV2_C4_synth.yaml"), SMALL)
+    enable_featsr(cfg, stage=2)
+    assert cfg.MODEL.META_ARCHITECTURE == "FeatSRRCNN"
+    assert cfg.MODEL.BACKBONE.NAME == "FeatSRMobileNetV2"
+    assert cfg.MODEL.ROI_HEADS.NAME == "FeatSRRes5ROIHeads"
+    assert cfg.MODEL.FEATSR.RES5_HEADS == "FeatSRMobileNetV2Res5ROIHeads"
+    assert list(cfg.MODEL.MNV2.OUT_FEATURES) == ["stage3", "stage4"]
+    assert featsr_sub_features(cfg) == ["stage3"]
+    once = cfg.dump()
+    enable_featsr(cfg, stage=2)
+    assert cfg.dump() == once
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert type(model).__name__ == "FeatSRRCNN"
+    heads = model.roi_heads
+    assert type(heads).__name__ == "FeatSRRes5ROIHeads"
+    for res5 in (heads.res5, heads.featsr.small_head):
+        assert [type(b).__name__ for b in res5] == ["InvertedResidual"] * 4
+    shipped = build_model(get_featsr_cfg(os.path.join(configs, "featsr_MNV2_C4_synth.yaml"), SMALL))
+    shapes = lambda m: {k: v.shape for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(model) == shapes(shipped)
+    losses = train_step(model, sample(128, 160))
+    assert {"loss_cls_small", "loss_sr_content", "loss_discriminator"} <= set(losses)
+    assert all(math.isfinite(v.item()) for v in losses.values())
+    model.eval()
+    with torch.no_grad():
+        (out,) = model([sample(128, 160, with_gt=False)])
+    assert out["instances"].image_size == (128, 160)
+
+
 def test_enable_featsr_is_idempotent_and_keeps_explicit_sub_layers():
     cfg = zoo_cfg("C4")
     once = cfg.dump()

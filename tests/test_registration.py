@@ -18,6 +18,7 @@ REGISTRIES = {
     BACKBONE_REGISTRY: BACKBONES,
     META_ARCH_REGISTRY: ("FeatSRRCNN", "TaskDrivenSR"),
     ROI_HEADS_REGISTRY: (
+        "FeatSRMobileNetV2Res5ROIHeads",
         "FeatSRRes5ROIHeads",
         "FeatSRStandardROIHeads",
     ),

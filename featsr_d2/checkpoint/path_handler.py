@@ -3,7 +3,8 @@ packages in another format, converted into the cache on first use; nothing is do
 
 - ``featsr://imagenet/mobilenet_v2``: torchvision's ImageNet MobileNetV2 with the keys of
   ``FeatSRMobileNetV2`` (``backbone.*``); ``featsr://imagenet/mobilenet_v2_fpn``: the same with
-  those of ``FeatSRMobileNetV2FPN`` (``backbone.bottom_up.*``);
+  those of ``FeatSRMobileNetV2FPN`` (``backbone.bottom_up.*``); ``featsr://imagenet/mobilenet_v2_c4``:
+  stage5 as the C4 heads' ``res5`` (``roi_heads.res5.*``), the rest as ``backbone.*``;
 - ``featsr://realesrgan/x4plus`` (and ``featsr://realesrgan/x4plus-anime``): Real-ESRGAN's
   ``RRDBNet``, from its ncnn files.
 

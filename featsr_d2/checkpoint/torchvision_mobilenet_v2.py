@@ -13,13 +13,16 @@ are exact model keys. Two ways to use them:
 
       MODEL.WEIGHTS: "featsr://imagenet/mobilenet_v2_fpn"  # FeatSRMobileNetV2FPN
       MODEL.WEIGHTS: "featsr://imagenet/mobilenet_v2"      # FeatSRMobileNetV2
+      MODEL.WEIGHTS: "featsr://imagenet/mobilenet_v2_c4"   # FeatSRMobileNetV2 to stage4 and
+                                                           # FeatSRMobileNetV2Res5ROIHeads
 
   The first use converts into ``$FEATSR_CACHE`` (default ``~/.cache/featsr_d2``); later uses read
-  the cached file. The two names differ in the key prefix (``backbone.bottom_up.`` for FPN,
-  ``backbone.`` for the plain backbone), so exact keys load without name-matching heuristics: pick
-  the one matching ``MODEL.BACKBONE.NAME`` (with the wrong one Detectron2 warns that every backbone
-  key is missing). The FPN's own layers have no ImageNet counterpart and keep their initialization.
-- as a file: ``python tools/convert_mnv2_weights.py --out PATH.pth [--fpn]``.
+  the cached file. The names differ in where the keys go (:data:`URI_NAMES`: ``backbone.bottom_up.``
+  for FPN, ``backbone.`` for the plain backbone; for C4 stage5 goes to the heads' ``res5``,
+  ``roi_heads.res5.``), so exact keys load without name-matching heuristics: pick the one matching
+  the model (with the wrong one Detectron2 warns that keys are missing). The FPN's own layers
+  have no ImageNet counterpart and keep their initialization.
+- as a file: ``python tools/convert_mnv2_weights.py --out PATH.pth [--fpn | --c4]``.
 
 Use the pixel format the weights were trained with (RGB, ImageNet mean/std; see ``mobilenet_v2``),
 ``MODEL.MNV2.WIDTH_MULT`` 1.0 and a batch-norm ``MODEL.MNV2.NORM`` ("FrozenBN", "BN" or "SyncBN").
@@ -55,10 +58,13 @@ _WEIGHTS_SHA256_PREFIX = "b0353104"  # torchvision names its checkpoints after t
 # Bump when the converted checkpoint's content changes, so that stale cached files are not reused.
 _CONVERTED_FORMAT = 1
 
-# featsr:// name -> key prefix of the backbone in a Detectron2 meta-architecture.
+# featsr:// name -> where the converted keys go in a Detectron2 meta-architecture: the prefix of
+# each converted key (the first that matches) -> the model's prefix that replaces it.
 URI_NAMES = {
-    "imagenet/mobilenet_v2": "backbone.",
-    "imagenet/mobilenet_v2_fpn": "backbone.bottom_up.",
+    "imagenet/mobilenet_v2": {"": "backbone."},
+    "imagenet/mobilenet_v2_fpn": {"": "backbone.bottom_up."},
+    # C4 (FeatSRMobileNetV2Res5ROIHeads): stage5 runs per RoI as the heads' res5.
+    "imagenet/mobilenet_v2_c4": {"stage5.": "roi_heads.res5.", "": "backbone."},
 }
 
 
@@ -146,14 +152,15 @@ def find_mobilenet_v2_imagenet_weights() -> str:
 
 
 def build_detectron2_checkpoint(
-    torchvision_state_dict: dict[str, torch.Tensor], *, key_prefix: str
+    torchvision_state_dict: dict[str, torch.Tensor], *, key_prefixes: Mapping[str, str]
 ) -> dict:
-    """A Detectron2 checkpoint of a torchvision MobileNetV2 (width 1.0) state dict, keys prefixed
-    with ``key_prefix`` (``"backbone."`` or ``"backbone.bottom_up."``).
+    """A Detectron2 checkpoint of a torchvision MobileNetV2 (width 1.0) state dict, each converted
+    key's prefix replaced by the model's, the first of ``key_prefixes`` that matches (a value of
+    :data:`URI_NAMES`, e.g. ``{"": "backbone."}``).
 
     Raises:
         ValueError: the converted weights do not cover :class:`MobileNetV2Backbone` exactly
-            (names or shapes), e.g. a checkpoint of another width.
+            (names or shapes), e.g. a checkpoint of another width; a key no prefix matches.
     """
     converted = convert_torchvision_mobilenet_v2(torchvision_state_dict)
     expected = MobileNetV2Backbone(norm="FrozenBN").state_dict()
@@ -166,26 +173,30 @@ def build_detectron2_checkpoint(
             f"{sorted(expected.keys() - converted.keys())}, unexpected "
             f"{sorted(converted.keys() - expected.keys())}, wrong shapes {sorted(wrong_shapes)}"
         )
+    model = {}
+    for key, value in converted.items():
+        old = next((p for p in key_prefixes if key.startswith(p)), None)
+        if old is None:
+            raise ValueError(f"no prefix of {sorted(key_prefixes)} matches the key {key!r}")
+        model[key_prefixes[old] + key[len(old) :]] = value.detach().clone()
     return {
-        "model": {key_prefix + k: v.detach().clone() for k, v in converted.items()},
+        "model": model,
         "__author__": "torchvision",
         "matching_heuristics": False,
     }
 
 
-def write_detectron2_checkpoint(out: str, *, fpn: bool, src: str | None = None) -> str:
+def write_detectron2_checkpoint(out: str, *, name: str, src: str | None = None) -> str:
     """Convert the torchvision checkpoint ``src`` (default: the shipped ImageNet one) into a
-    Detectron2 checkpoint at ``out`` for the FPN (``fpn=True``) or plain backbone, written
-    atomically.
+    Detectron2 checkpoint at ``out`` with the keys of ``featsr://`` ``name`` (in
+    :data:`URI_NAMES`), written atomically.
 
     Returns:
         ``out``.
     """
     src = src or find_mobilenet_v2_imagenet_weights()
     state_dict = torch.load(src, map_location="cpu", weights_only=True)
-    checkpoint = build_detectron2_checkpoint(
-        state_dict, key_prefix=URI_NAMES["imagenet/mobilenet_v2" + ("_fpn" if fpn else "")]
-    )
+    checkpoint = build_detectron2_checkpoint(state_dict, key_prefixes=URI_NAMES[name])
     atomic_write(out, lambda f: torch.save(checkpoint, f), binary=True)
     logger.info("Wrote the Detectron2 checkpoint %s converted from %s", out, src)
     return out
@@ -207,7 +218,7 @@ def write_imagenet_checkpoint(name: str, out: str) -> None:
             f"{src} is corrupt: its sha256 {digest} does not start with "
             f"{_WEIGHTS_SHA256_PREFIX}; reinstall {WEIGHTS_DISTRIBUTION}"
         )
-    write_detectron2_checkpoint(out, fpn=name.endswith("_fpn"), src=src)
+    write_detectron2_checkpoint(out, name=name, src=src)
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -216,11 +227,18 @@ def main(argv: list[str] | None = None) -> str:
         "for featsr_d2's MobileNetV2 backbones."
     )
     parser.add_argument("--out", required=True, help="the .pth file to write")
-    parser.add_argument(
+    layout = parser.add_mutually_exclusive_group()
+    layout.add_argument(
         "--fpn",
         action="store_true",
         help="keys for FeatSRMobileNetV2FPN (backbone.bottom_up.*) instead of "
         "FeatSRMobileNetV2 (backbone.*)",
+    )
+    layout.add_argument(
+        "--c4",
+        action="store_true",
+        help="keys for the C4 layout: FeatSRMobileNetV2 to stage4 (backbone.*) and stage5 as "
+        "FeatSRMobileNetV2Res5ROIHeads' res5 (roi_heads.res5.*)",
     )
     parser.add_argument(
         "--src",
@@ -228,6 +246,7 @@ def main(argv: list[str] | None = None) -> str:
         f"(default: {WEIGHTS_FILE} from {WEIGHTS_DISTRIBUTION})",
     )
     args = parser.parse_args(argv)
-    out = write_detectron2_checkpoint(args.out, fpn=args.fpn, src=args.src)
+    name = "imagenet/mobilenet_v2" + ("_fpn" if args.fpn else "_c4" if args.c4 else "")
+    out = write_detectron2_checkpoint(args.out, name=name, src=args.src)
     print(out)
     return out

@@ -10,7 +10,7 @@ from common import MNV2_TORCHVISION_END as TORCHVISION_END
 from common import mnv2_cfg as _cfg
 from common import randomize_weights as _randomize
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.modeling import build_backbone
+from detectron2.modeling import build_backbone, build_model
 from detectron2.modeling.backbone.fpn import FPN
 from detectron2.utils.file_io import PathManager
 from torch import nn
@@ -21,6 +21,7 @@ from featsr_d2.checkpoint.torchvision_mobilenet_v2 import (
     convert_torchvision_mobilenet_v2,
     find_mobilenet_v2_imagenet_weights,
 )
+from featsr_d2.config import get_featsr_cfg
 from featsr_d2.utils import packages
 
 
@@ -174,3 +175,64 @@ def test_cli_rejects_a_checkpoint_of_another_width(tmp_path):
     with pytest.raises(ValueError, match="width-1.0"):
         torchvision_mobilenet_v2.main(["--out", str(tmp_path / "out.pth"), "--src", str(src)])
     assert not (tmp_path / "out.pth").exists()
+
+
+# The C4 layout: FeatSRMobileNetV2 to stage4, stage5 as the heads' res5.
+C4_CONFIG = os.path.join(
+    os.path.dirname(__file__), "..", "..", "configs", "faster_rcnn_MNV2_C4_synth.yaml"
+)
+
+
+def _c4_detector():
+    cfg = get_featsr_cfg(C4_CONFIG, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+    return build_model(cfg).eval()
+
+
+def _assert_c4_loaded(checkpointer, tv):
+    """Every backbone and res5 weight comes from the checkpoint, exactly (no other key, no
+    heuristics), and backbone + res5 compute torchvision's features."""
+    model = checkpointer.model
+    inc = checkpointer.incompatible
+    assert not inc.unexpected_keys and not inc.incorrect_shapes
+    # Only the RPN head and the predictor (no ImageNet counterpart) keep their initialization.
+    new = ("proposal_generator.", "roi_heads.box_predictor.")
+    assert set(inc.missing_keys) == {k for k in model.state_dict() if k.startswith(new)}
+    state = model.state_dict()
+    res5 = [k for k in state if k.startswith("roi_heads.res5.")]
+    assert len(res5) == len(model.roi_heads.res5.state_dict()) > 0
+    assert not set(res5) & set(inc.missing_keys)  # every res5 weight loaded
+    expected = convert_torchvision_mobilenet_v2(tv.state_dict())
+    for key, value in expected.items():
+        ours = "roi_heads.res5." + key[len("stage5.") :] if key.startswith("stage5.") else key
+        ours = ours if ours.startswith("roi_heads.") else "backbone." + ours
+        assert torch.equal(state[ours], value), key
+    x = torch.rand(1, 3, 64, 96, dtype=torch.float64)
+    model.double()
+    tv.double()
+    with torch.no_grad():
+        per_roi = model.roi_heads.res5(model.backbone(x)["stage4"])
+        torch.testing.assert_close(per_roi, tv.features[:18](x), rtol=1e-6, atol=1e-6)
+
+
+def test_c4_checkpoint_puts_stage5_into_res5_and_the_rest_into_the_backbone(tmp_path):
+    src = tmp_path / "mnv2.pth"
+    tv = _randomize(torchvision.models.mobilenet_v2(weights=None)).eval()
+    torch.save(tv.state_dict(), src)
+    out = tmp_path / "mnv2_c4.pth"
+    torchvision_mobilenet_v2.main(["--out", str(out), "--c4", "--src", str(src)])
+    keys = torch.load(out, map_location="cpu", weights_only=True)["model"].keys()
+    model = _c4_detector()
+    backbone = {"backbone." + k for k in model.backbone.state_dict()}
+    res5 = {"roi_heads.res5." + k for k in model.roi_heads.res5.state_dict()}
+    assert keys == backbone | res5  # exactly the model's keys of both, and no other
+    checkpointer = _RecordingCheckpointer(model)
+    checkpointer.load(str(out))
+    _assert_c4_loaded(checkpointer, tv)
+
+
+@needs_weights
+def test_featsr_uri_loads_imagenet_weights_into_the_c4_layout(featsr_cache):
+    model = _c4_detector()
+    checkpointer = _RecordingCheckpointer(model)
+    checkpointer.load("featsr://imagenet/mobilenet_v2_c4")
+    _assert_c4_loaded(checkpointer, _imagenet_torchvision())

@@ -66,6 +66,7 @@ __all__ = [
     "BlockSpec",
     "block_specs",
     "make_divisible",
+    "make_stage",
 ]
 
 STAGE_NAMES = ("stage2", "stage3", "stage4", "stage5")
@@ -208,6 +209,20 @@ class InvertedResidual(_FreezableBlock):
         return x + out if self.use_residual else out
 
 
+def make_stage(stage: str, *, width_mult: float, norm: str) -> list[InvertedResidual]:
+    """The inverted residual blocks of ``stage`` (one of "stage2".."stage5"), in order, as
+    torchvision builds them; the backbone's stages, and the C4 heads' ``res5`` (stage5)."""
+    if stage not in STAGE_NAMES:
+        raise ValueError(f"stage must be one of {STAGE_NAMES}, got {stage!r}")
+    return [
+        InvertedResidual(
+            s.in_channels, s.out_channels, stride=s.stride, expand_ratio=s.expand_ratio, norm=norm
+        )
+        for s in block_specs(width_mult)
+        if s.stage == stage
+    ]
+
+
 class MobileNetV2Backbone(Backbone):
     """MobileNetV2 features with Detectron2's backbone interface; see the module docstring for the
     stages, the normalization, freezing and the pixel format of the ImageNet weights.
@@ -258,19 +273,8 @@ class MobileNetV2Backbone(Backbone):
         self._out_feature_strides = {}
         self._out_feature_channels = {}
         stride = self.stem.stride
-        specs = block_specs(width_mult)
         for name in self.stage_names:
-            blocks = [
-                InvertedResidual(
-                    s.in_channels,
-                    s.out_channels,
-                    stride=s.stride,
-                    expand_ratio=s.expand_ratio,
-                    norm=norm,
-                )
-                for s in specs
-                if s.stage == name
-            ]
+            blocks = make_stage(name, width_mult=width_mult, norm=norm)
             self.add_module(name, nn.Sequential(*blocks))
             stride *= math.prod(b.stride for b in blocks)
             self._out_feature_strides[name] = stride

@@ -1,5 +1,6 @@
 from featsr_d2.modeling.roi_heads.featsr_box_branch import FeatSRBoxBranch
 from featsr_d2.modeling.roi_heads.featsr_roi_heads import FeatSRRes5ROIHeads
+from featsr_d2.modeling.roi_heads.mobilenet_v2_res5_roi_heads import FeatSRMobileNetV2Res5ROIHeads
 from featsr_d2.modeling.roi_heads.sr_feature_discriminator import (
     SRFeatureDiscriminator,
     content_loss,
@@ -10,6 +11,7 @@ from featsr_d2.modeling.roi_heads.sr_feature_generator import SRFeatureGenerator
 
 __all__ = [
     "FeatSRBoxBranch",
+    "FeatSRMobileNetV2Res5ROIHeads",
     "FeatSRRes5ROIHeads",
     "SRFeatureDiscriminator",
     "SRFeatureGenerator",

@@ -493,7 +493,9 @@ class _FeatSRHeads(abc.ABC):
 
 @ROI_HEADS_REGISTRY.register()
 class FeatSRRes5ROIHeads(_FeatSRHeads, Res5ROIHeads):
-    """Res5ROIHeads with FeatSR's generator, discriminator and small predictor (C4)."""
+    """Res5ROIHeads with FeatSR's generator, discriminator and small predictor (C4); ``res5`` is
+    built by the Res5ROIHeads that ``MODEL.FEATSR.RES5_HEADS`` names (ResNet's, or MobileNetV2's
+    stage5 with ``FeatSRMobileNetV2Res5ROIHeads``)."""
 
     _REPLICAS = {"res5.": "featsr.small_head.", "box_predictor.": "featsr.small_predictor."}
     _V2_LAYOUT = {**_FeatSRHeads._V2_LAYOUT, "small_res5.": "featsr.small_head."}
@@ -512,7 +514,16 @@ class FeatSRRes5ROIHeads(_FeatSRHeads, Res5ROIHeads):
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
-        ret = _base_heads_from_config(Res5ROIHeads, cfg, input_shape)
+        # The Res5ROIHeads named by MODEL.FEATSR.RES5_HEADS build res5 (and the predictor) as the
+        # stage-1 detector's heads did, e.g. MobileNetV2's stage5; the small head replicates it.
+        base_heads = ROI_HEADS_REGISTRY.get(cfg.MODEL.FEATSR.RES5_HEADS)
+        res5_heads = isinstance(base_heads, type) and issubclass(base_heads, Res5ROIHeads)
+        if not res5_heads or issubclass(base_heads, _FeatSRHeads):
+            raise ValueError(
+                f"MODEL.FEATSR.RES5_HEADS must name a stage-1 Res5ROIHeads (e.g. Res5ROIHeads, "
+                f"FeatSRMobileNetV2Res5ROIHeads), not {cfg.MODEL.FEATSR.RES5_HEADS!r}"
+            )
+        ret = _base_heads_from_config(base_heads, cfg, input_shape)
         base = input_shape[ret["in_features"][0]].channels
         ret["featsr"] = _featsr_from_config(
             cfg, input_shape, base, ret["res5"], ret["box_predictor"]
