@@ -54,6 +54,7 @@ from featsr_d2.evaluation.featsr_study_report import build_study_report, write_s
 from featsr_d2.evaluation.sliced_inference import SlicedDetector
 from featsr_d2.evaluation.tt100k_evaluator import build_tt100k_evaluator
 from featsr_d2.utils.file_io import atomic_write_json
+from featsr_d2.utils.output_lock import hold_output_dir
 
 __all__ = ["ARMS", "StudySettings", "run_study"]
 
@@ -297,7 +298,13 @@ def _arm_model(settings, arm: str, seed: int, caches) -> tuple:
 
 def run_study(settings: StudySettings) -> dict:
     """Runs (or resumes) the study and writes ``table.md``, ``table.json`` and
-    ``difference_from_control.png`` to ``settings.out_dir``; returns the report."""
+    ``difference_from_control.png`` to ``settings.out_dir``, which it holds meanwhile (a second
+    study into it stops at once: :mod:`featsr_d2.utils.output_lock`); returns the report."""
+    with hold_output_dir(settings.out_dir):
+        return _run_study(settings)
+
+
+def _run_study(settings: StudySettings) -> dict:
     for arm in settings.arms:
         if arm not in ARMS:
             raise ValueError(f"unknown arm {arm!r}: choose among {sorted(ARMS)}")
