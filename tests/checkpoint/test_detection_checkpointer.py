@@ -180,3 +180,20 @@ def test_atomic_write_of_a_long_file_name(tmp_path):
     name = "m" * 250 + ".pth"  # a temporary name adding host and pid must still fit in 255 bytes
     atomic_write_text(str(tmp_path / name), "ok")
     assert (tmp_path / name).read_text() == "ok"
+
+
+def test_checkpoints_are_read_with_weights_only_said_explicitly(tmp_path, monkeypatch):
+    """Issue 22.2: every weight reader of featsr_d2 passes weights_only=True itself (torch before
+    2.6 defaults to False, which runs the code a file holds), not only on today's torch."""
+    from featsr_d2.checkpoint import load_detector_weights
+
+    model = nn.Linear(3, 2)
+    AtomicDetectionCheckpointer(model, str(tmp_path)).save("model_final")
+    calls = []
+    real_load = torch.load
+    monkeypatch.setattr(
+        torch, "load", lambda *a, **k: (calls.append(k.get("weights_only")), real_load(*a, **k))[1]
+    )
+    AtomicDetectionCheckpointer(nn.Linear(3, 2)).load(str(tmp_path / "model_final.pth"))
+    load_detector_weights(nn.Linear(3, 2), str(tmp_path / "model_final.pth"))
+    assert calls == [True, True]
