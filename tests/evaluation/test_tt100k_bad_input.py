@@ -191,12 +191,14 @@ def test_evaluator_removes_temporaries_of_a_killed_run(tmp_path, register, caplo
     _tree(tmp_path, {"2": {"path": "test/2.jpg", "objects": [GOOD]}}, train_ids=[], test_ids=[2])
     out = tmp_path / "inference"
     out.mkdir()
-    stale = out / ".tt100k_results.json.abcdefgh.tmp"  # older form: removed once a day old
-    stale.write_text("{")
+    stale = out / ".featsr_d2-tmp.tt100k_results.json.otherhost-1.abcdefgh.tmp"
+    users = out / ".tt100k_results.json.abcdefgh.tmp"  # no project prefix: never removed
     old = 3 * 24 * 3600
-    os.utime(stale, (stale.stat().st_mtime - old, stale.stat().st_mtime - old))
+    for path in (stale, users):
+        path.write_text("{")
+        os.utime(path, (path.stat().st_mtime - old, path.stat().st_mtime - old))
     TT100KEvaluator(register("test", "error"), str(out))
-    assert not stale.exists()
+    assert not stale.exists() and users.exists()
 
 
 def test_non_finite_detections_are_dropped_and_counted(tmp_path, register, caplog):
