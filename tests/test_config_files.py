@@ -1,5 +1,8 @@
 """Config files are read with safe YAML: a Python tag is refused, naming the file and the line,
-and its code never runs, directly or through a _BASE_ file."""
+and its code never runs, directly or through a _BASE_ file. A duplicated key, a _BASE_ cycle, a
+file that is not UTF-8 and an unreadable _BASE_ are named."""
+
+import re
 
 import pytest
 
@@ -42,3 +45,71 @@ def test_config_that_is_not_a_mapping_is_named(tmp_path, text):
     path.write_text(text)
     with pytest.raises(ValueError, match=r"odd\.yaml .*is not a YAML mapping"):
         get_featsr_cfg(str(path))
+
+
+# ------------------------------------------------------------------------------------------------
+# Duplicate keys (issue 22.5)
+
+
+def test_a_key_given_twice_is_refused_naming_file_key_and_lines(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("SOLVER:\n  MAX_ITER: 3\nMODEL:\n  DEVICE: cpu\nSOLVER:\n  BASE_LR: 0.1\n")
+    with pytest.raises(ValueError, match=r"twice\.yaml: the key SOLVER is given twice, on lines 1 "
+                       r"and 5"):  # fmt: skip
+        get_featsr_cfg(str(path))
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 3\n    NUM_CLASSES: 5\n")
+    leaf = tmp_path / "leaf.yaml"
+    leaf.write_text("_BASE_: nested.yaml\n")
+    with pytest.raises(ValueError, match=r"nested\.yaml: the key MODEL\.ROI_HEADS\.NUM_CLASSES is "
+                       r"given twice, on lines 3 and 4"):  # fmt: skip
+        get_featsr_cfg(str(leaf))
+
+
+def test_the_same_key_in_a_base_and_its_leaf_is_no_duplicate(tmp_path):
+    (tmp_path / "base.yaml").write_text("SOLVER:\n  MAX_ITER: 3\n  BASE_LR: 0.5\n")
+    leaf = tmp_path / "leaf.yaml"
+    leaf.write_text("_BASE_: base.yaml\nSOLVER:\n  BASE_LR: 0.1\n")
+    cfg = get_featsr_cfg(str(leaf))
+    assert cfg.SOLVER.MAX_ITER == 3 and cfg.SOLVER.BASE_LR == 0.1
+
+
+# ------------------------------------------------------------------------------------------------
+# Files that cannot be read: each named (issue 22.10)
+
+
+def test_a_base_cycle_is_named_with_its_chain(tmp_path):
+    (tmp_path / "a.yaml").write_text("_BASE_: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("_BASE_: c.yaml\n")
+    (tmp_path / "c.yaml").write_text("_BASE_: b.yaml\n")
+    with pytest.raises(ValueError, match=r"form a cycle: .*b\.yaml -> .*c\.yaml -> .*b\.yaml$"):
+        get_featsr_cfg(str(tmp_path / "a.yaml"))
+    (tmp_path / "self.yaml").write_text("_BASE_: self.yaml\n")
+    with pytest.raises(ValueError, match=r"form a cycle: .*self\.yaml -> .*self\.yaml$"):
+        get_featsr_cfg(str(tmp_path / "self.yaml"))
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    (tmp_path / "latin1.yaml").write_bytes("# réglages\nSOLVER:\n  MAX_ITER: 3\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.yaml: not UTF-8 text \(byte 3, line 1"):
+        get_featsr_cfg(str(tmp_path / "latin1.yaml"))
+    leaf = tmp_path / "leaf.yaml"
+    leaf.write_text("_BASE_: latin1.yaml\n")
+    with pytest.raises(ValueError, match=r"latin1\.yaml: not UTF-8"):
+        get_featsr_cfg(str(leaf))
+
+
+def test_an_unreachable_base_url_is_named_with_the_file(tmp_path):
+    leaf = tmp_path / "leaf.yaml"
+    url = "http://127.0.0.1:9/configs/Base.yaml"  # the discard port: the connection is refused
+    leaf.write_text(f"_BASE_: {url}\n")
+    with pytest.raises(ValueError, match=rf"leaf\.yaml: its _BASE_ {re.escape(url)} cannot be "
+                       "fetched"):  # fmt: skip
+        get_featsr_cfg(str(leaf))
+
+
+def test_a_missing_base_is_named_with_the_file(tmp_path):
+    leaf = tmp_path / "leaf.yaml"
+    leaf.write_text("_BASE_: gone.yaml\n")
+    with pytest.raises(ValueError, match=r"leaf\.yaml: its _BASE_ .*gone\.yaml cannot be read"):
+        get_featsr_cfg(str(leaf))

@@ -6,8 +6,8 @@ import os
 
 import pytest
 from common import REPO, TDSR_SYNTH
-from detectron2.config import CfgNode
 
+from featsr_d2 import config as featsr_config
 from featsr_d2.config import get_featsr_cfg
 from featsr_d2.modeling.meta_arch.task_driven_sr import get_detector_cfg
 
@@ -46,15 +46,15 @@ def test_relative_to_the_file_that_sets_it(tmp_path):
 def test_parsed_once(tmp_path, monkeypatch):
     detector = write(tmp_path / "detector.yaml", f'_BASE_: "{DETECTOR}"\n')
     calls = []
-    merge = CfgNode.merge_from_file
+    merge = featsr_config.merge_config_file  # the one reader of config files
 
-    def counting(self, path, *args, **kwargs):
+    def counting(cfg, path, *args, **kwargs):
         if path == detector:
             calls.append(path)
-        return merge(self, path, *args, **kwargs)
+        return merge(cfg, path, *args, **kwargs)
 
     cfg = get_featsr_cfg(TDSR_SYNTH, ["MODEL.TDSR.DETECTOR_CONFIG", detector])
-    monkeypatch.setattr(CfgNode, "merge_from_file", counting)
+    monkeypatch.setattr(featsr_config, "merge_config_file", counting)
     first, second = get_detector_cfg(cfg), get_detector_cfg(cfg)
     assert len(calls) == 1
     first.MODEL.ROI_HEADS.NUM_CLASSES = 3  # a copy each time
