@@ -227,3 +227,19 @@ def test_command_line_validates_only_the_evaluated_split(tmp_path, capsys):
     assert "gt.json: imgs['2'].objects[0]: bbox['xmax'] must be a finite number" in (
         capsys.readouterr().err
     )
+
+
+def test_detections_outside_every_image_are_warned_with_counts(tmp_path, capsys):
+    """Issue 22.6: detections with negative coordinates (recall 0, exit status 0) are named."""
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"types": ["pl40", "i2"], "imgs": {"1": {"objects": [GOOD, I2]}}}))
+    shifted = [{**o, "bbox": _box(*(v - 100 for v in o["bbox"].values())), "score": 0.9}
+               for o in (GOOD, I2)]  # fmt: skip
+    res = tmp_path / "res.json"
+    res.write_text(json.dumps({"imgs": {"1": {"objects": shifted}}}))
+    assert cli_main(["--gt", str(gt), "--results", str(res)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 2 of the 2 detections lie outside every image" in err
+    partly = [{**GOOD, "bbox": _box(-5, -5, 10, 10), "score": 0.9}]  # overlaps its image: no
+    problems = check_results(json.loads(gt.read_text()), {"imgs": {"1": {"objects": partly}}})
+    assert not any("outside every image" in p for p in problems)
