@@ -20,6 +20,8 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from torch import nn
 
+from featsr_d2.utils.image import input_name, require_nonempty_images
+
 __all__ = ["FeatSRRCNN", "half_resolution"]
 
 
@@ -83,6 +85,13 @@ class FeatSRRCNN(GeneralizedRCNN):
         for module in self.frozen_modules():
             module.eval()
         return self
+
+    def preprocess_image(self, batched_inputs):
+        """As :class:`GeneralizedRCNN`'s, after refusing an empty image, naming it."""
+        require_nonempty_images(
+            [(input_name(x, k), x["image"]) for k, x in enumerate(batched_inputs)]
+        )
+        return super().preprocess_image(batched_inputs)
 
     def forward(self, batched_inputs):
         if not self.training:
