@@ -11,7 +11,8 @@ The kernel releases a ``flock`` when its process ends, however it ends (a kill i
 is never stale: a later run takes the folder over and says whose lock it took (the file still
 names the process that ended without releasing it). Holding is per process and re-entrant: the
 tool's set-up and the trainer it builds hold the same folder once. The lock lives on the folder's
-file system; on NFS, Linux implements ``flock`` with the server's byte-range locks.
+file system; on NFS, Linux implements ``flock`` with the server's byte-range locks; on a file
+system without locks the run goes on, with a warning that a second run would not be stopped.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 # The lock file, inside the held folder.
 LOCK_NAME = ".featsr_d2.lock"
+
+# flock's errors on a file system without locks (some FUSE and network file systems).
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 
 _lock = threading.Lock()
 _held: dict[str, list] = {}  # real path -> [file descriptor, hold count, holding process id]
@@ -81,6 +85,14 @@ def _acquire(path: str) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
+            if e.errno in _NO_LOCKS:
+                logger.warning(
+                    "Cannot lock the output folder %s (its file system has no flock: %s): a "
+                    "second run into it would not be stopped. Give each run its own folder.",
+                    path,
+                    e.strerror or e,
+                )
+                return fd
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
             owner = _read_owner(fd)

@@ -164,3 +164,18 @@ def test_a_released_folder_is_free_and_holding_is_reentrant(tmp_path, caplog):
         second.kill()
         out, _ = second.communicate()
     assert "Took over" not in out
+
+
+def test_a_file_system_without_locks_warns_and_goes_on(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    from featsr_d2.utils.output_lock import hold_output_dir
+
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with caplog.at_level(logging.WARNING), hold_output_dir(str(tmp_path / "run")):
+        pass
+    assert "Cannot lock the output folder" in caplog.text and "would not be stopped" in caplog.text
