@@ -1,10 +1,14 @@
-"""Set-up-time validation of every config key featsr_d2 adds, from one table.
+"""Set-up-time validation of every config key featsr_d2 adds, and of Detectron2's ``SOLVER`` keys
+that its trainers use, from two tables.
 
 :data:`RULES` holds one :class:`Rule` per key (its full name, what is allowed, in words, and the
 check); :func:`validate_config` runs them all and raises one :class:`ConfigValueError` that lists
 every bad key with its value and its allowed range, before any model, data or training exists.
 ``tests/test_config_validation.py`` checks that every key :func:`featsr_d2.add_featsr_config` adds
 has a rule: a new key needs a line here, e.g. ``integer("MODEL.FEATSR.NEW_KEY", 1, 3)``.
+:data:`SOLVER_RULES` does the same for the Detectron2 keys that ``FeatSRTrainer``, ``TDSRTrainer``,
+``SRTrainer`` and the study's heads trainer read (Detectron2 checks none of them: a batch of 0
+images hangs after "Starting training", 0 iterations fail naming no key).
 
 Types are already checked by yacs when a file or an override is merged (the value must have the
 default's type); the rules add ranges, finiteness (YAML's ``.nan`` is a float), choices and list
@@ -20,7 +24,7 @@ from typing import Any
 
 from featsr_d2.supervision import SUPERVISIONS
 
-__all__ = ["ConfigValueError", "RULES", "Rule", "validate_config"]
+__all__ = ["ConfigValueError", "RULES", "Rule", "SOLVER_RULES", "validate_config"]
 
 
 class ConfigValueError(ValueError):
@@ -243,6 +247,35 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+def _increasing_steps(v: Any) -> bool:
+    return (
+        isinstance(v, (list, tuple))
+        and all(_is_int(x) and x >= 1 for x in v)
+        and all(a < b for a, b in zip(v, v[1:]))
+    )
+
+
+# Detectron2's keys that featsr_d2's trainers read (the optimizer, the schedule, the loop).
+SOLVER_RULES: tuple[Rule, ...] = (
+    integer("SOLVER.IMS_PER_BATCH", 1),
+    integer("SOLVER.MAX_ITER", 1),
+    number("SOLVER.BASE_LR", 0, None, low_open=True),
+    number("SOLVER.BASE_LR_END", 0),
+    number("SOLVER.MOMENTUM", 0, 1),
+    number("SOLVER.WEIGHT_DECAY", 0),
+    number("SOLVER.WEIGHT_DECAY_NORM", 0),
+    number("SOLVER.BIAS_LR_FACTOR", 0),
+    number("SOLVER.GAMMA", 0, None, low_open=True),
+    Rule("SOLVER.STEPS", "a list of increasing integers >= 1 (may be empty)", _increasing_steps),
+    integer("SOLVER.NUM_DECAYS", 1),
+    integer("SOLVER.WARMUP_ITERS", 0),
+    number("SOLVER.WARMUP_FACTOR", 0, 1),
+    choice("SOLVER.WARMUP_METHOD", ("linear", "constant")),
+    integer("SOLVER.CHECKPOINT_PERIOD", 1),
+    integer("SOLVER.REFERENCE_WORLD_SIZE", 0),
+)
+
+
 def _lookup(cfg, key: str) -> tuple[bool, Any]:
     node = cfg
     for part in key.split("."):
@@ -252,7 +285,7 @@ def _lookup(cfg, key: str) -> tuple[bool, Any]:
     return True, node
 
 
-def validate_config(cfg, rules: Sequence[Rule] = RULES) -> None:
+def validate_config(cfg, rules: Sequence[Rule] = RULES + SOLVER_RULES) -> None:
     """Check every key of ``rules`` present in ``cfg``.
 
     Raises:

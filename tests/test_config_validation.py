@@ -89,3 +89,24 @@ def test_setup_validates_before_anything_is_built(tmp_path):
     finally:
         os.chdir(cwd)
     assert not (tmp_path / "out").exists()  # failed before default_setup wrote anything
+
+
+SOLVER_BAD = {
+    # Detectron2's keys that featsr_d2's trainers read (issue 22.11): value, allowed range.
+    "SOLVER.IMS_PER_BATCH": (0, "an integer >= 1"),  # hung after "Starting training"
+    "SOLVER.MAX_ITER": (0, "an integer >= 1"),  # failed naming no key
+    "SOLVER.BASE_LR": (float("nan"), "a finite number > 0"),
+    "SOLVER.CHECKPOINT_PERIOD": (0, "an integer >= 1"),
+    "SOLVER.STEPS": ((300, 200), "a list of increasing integers >= 1"),
+    "SOLVER.GAMMA": (-0.1, "a finite number > 0"),
+    "SOLVER.WARMUP_FACTOR": (2.0, "a finite number in [0, 1]"),
+    "SOLVER.WARMUP_ITERS": (-1, "an integer >= 0"),
+}
+
+
+@pytest.mark.parametrize("key", sorted(SOLVER_BAD))
+def test_the_solver_keys_the_trainers_use_are_range_checked(key):
+    value, allowed = SOLVER_BAD[key]
+    with pytest.raises(ConfigValueError) as e:
+        get_featsr_cfg(None, [key, value])
+    assert f"{key} = {value!r}: must be" in str(e.value) and allowed in str(e.value)

@@ -46,6 +46,7 @@ from featsr_d2.evaluation.padded_lr_detector import PaddedLRDetector
 from featsr_d2.evaluation.paired_bootstrap import format_interval, parse_compare
 from featsr_d2.evaluation.sr_visualize import safe_file_stem
 from featsr_d2.utils.file_io import atomic_write_json, atomic_write_text
+from featsr_d2.utils.output_lock import hold_output_dir
 
 
 def build_tdsr_model(cfg):
@@ -84,6 +85,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    with hold_output_dir(args.output):  # one run per output folder
+        return _main(args)
+
+
+def _main(args):
     setup_logger(name="featsr_d2", abbrev_name="featsr")
     setup_logger(name="detectron2", abbrev_name="d2")
     opts = list(args.opts)

@@ -38,6 +38,7 @@ from featsr_d2.evaluation.sr_metrics import (
 from featsr_d2.modeling.sr import Bicubic, build_sr_network
 from featsr_d2.modeling.sr.deblock import DeblockBicubic
 from featsr_d2.utils.file_io import atomic_write_json, atomic_write_text
+from featsr_d2.utils.output_lock import hold_output_dir
 
 
 def parse_args(argv=None):
@@ -76,6 +77,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    with hold_output_dir(args.output):  # one run per output folder
+        return _main(args)
+
+
+def _main(args):
     setup_logger(name="featsr_d2", abbrev_name="featsr")  # per-image progress
     if args.scale is not None and args.scale < 1:
         raise SystemExit(f"--scale must be a positive integer, got {args.scale}")

@@ -5,8 +5,9 @@
   next run's checkpointer starts (:func:`featsr_d2.utils.file_io.remove_stale_temporaries`).
 - ``.pkl`` weights are refused unless the process opted in (:func:`allow_pickle_weights`, the
   tools' ``--allow-pickle-weights``): Detectron2 reads them with ``pickle.load``, which runs any
-  code the file holds. ``.pth`` files are read by ``torch.load`` with its default
-  ``weights_only=True``, which constructs tensors and plain containers only.
+  code the file holds. ``.pth`` files are read by ``torch.load`` with ``weights_only=True``, said
+  explicitly (torch before 2.6 defaults to False), which constructs tensors and plain containers
+  only.
 - A file that is not a checkpoint (empty, truncated, text, another format) raises
   :class:`WeightsFileError` naming the file, instead of a bare ``EOFError`` or unpickling error.
 - ``require_all_weights=True`` (evaluation): no weights, or weights that leave model parameters
@@ -119,6 +120,10 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
                 f"{filename}: holds no state dict of weights (got {type(loaded).__name__})."
             )
         return loaded
+
+    def _torch_load(self, f: str):
+        # Explicit: torch < 2.6 defaults to weights_only=False, which runs code a file holds.
+        return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
 
     def _log_incompatible_keys(self, incompatible) -> None:
         super()._log_incompatible_keys(incompatible)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 
-from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
 from featsr_d2.checkpoint.detection_checkpointer import AtomicDetectionCheckpointer
@@ -39,7 +38,7 @@ def load_detector_weights(detector: nn.Module, path: str) -> None:
         RuntimeError: the file lacks detector weights.
     """
 
-    class StrictCheckpointer(DetectionCheckpointer):
+    class StrictCheckpointer(AtomicDetectionCheckpointer):  # its careful reads, weights_only
         def _log_incompatible_keys(self, incompatible) -> None:
             super()._log_incompatible_keys(incompatible)
             if incompatible.missing_keys:

@@ -17,7 +17,11 @@ Bad input never reaches training as a crash: every problem is reported as a
 (unknown or duplicated id, missing or unreadable file, ``objects`` missing or not a list) skips the
 image.
 Boxes may overhang the image border by up to ``BORDER_TOLERANCE`` pixels (annotation rounding) and
-are clipped (``tt100k_bbox`` keeps the box as annotated); further out they are bad.
+are clipped (``tt100k_bbox`` keeps the box as annotated); further out they are bad. An image's size
+is its size as decoded, with its EXIF orientation applied (as Detectron2's ``read_image`` applies
+it), so boxes are in the image as displayed; an image path that is not a regular file (a FIFO
+would block the loader forever) is a bad image
+(:mod:`featsr_d2.data.image_files`).
 
 :func:`parse_object` is the one validator of an object, and this module the one reader of TT100K
 files: the evaluation protocol (:mod:`featsr_d2.evaluation.tt100k_protocol`) and
@@ -40,6 +44,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from PIL import Image
 
+from featsr_d2.data.image_files import NotARegularFileError, oriented_image_size
 from featsr_d2.data.tt100k_categories import CLASS_SETS, TYPE45
 
 logger = logging.getLogger(__name__)
@@ -189,11 +194,6 @@ def class_names(class_set: str, types: list[str]) -> list[str]:
     if class_set == "all":
         return list(types)
     raise ValueError(f"class_set must be one of {CLASS_SETS}, got {class_set!r}")
-
-
-def _image_size(path: str) -> tuple[int, int]:
-    with Image.open(path) as im:  # reads the header only
-        return im.size
 
 
 BOX_KEYS = ("xmin", "ymin", "xmax", "ymax")
@@ -413,9 +413,12 @@ def load_tt100k_json(
             continue
         file_name = os.path.join(image_root, rec["path"])
         try:
-            width, height = _image_size(file_name)
+            width, height = oriented_image_size(file_name)  # as Detectron2 decodes it (EXIF)
         except FileNotFoundError:
             bad("missing image", f"{where}: image file {file_name} does not exist.")
+            continue
+        except NotARegularFileError as e:
+            bad("not a regular file", f"{where}: {e}. Put the image file there.")
             continue
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             bad("unreadable image", f"{where}: image file {file_name} cannot be read ({e}).")

@@ -73,6 +73,7 @@ from featsr_d2.evaluation.sliced_inference import SlicedDetector
 from featsr_d2.evaluation.tt100k_evaluator import build_tt100k_evaluator
 from featsr_d2.supervision import supervision as supervision_mode
 from featsr_d2.utils.file_io import atomic_write_json, atomic_write_text
+from featsr_d2.utils.output_lock import hold_output_dir
 
 __all__ = ["ARMS", "Arm", "StudySettings", "row_name", "run_study"]
 
@@ -668,8 +669,15 @@ def _summary(reports: dict[int, dict], settings: StudySettings, notes: dict) -> 
 def run_study(settings: StudySettings) -> dict:
     """Runs (or resumes) the study; writes each schedule's ``table.md``, ``table.json`` and
     ``difference_from_control.png`` (factor 1 in ``settings.out_dir``, factor k in ``x<k>/``) and
-    ``summary.md``; returns the factor-1 report (the first schedule's when 1 is not run)."""
+    ``summary.md``; returns the factor-1 report (the first schedule's when 1 is not run). Holds
+    ``settings.out_dir`` meanwhile: a second study into it stops at once
+    (:mod:`featsr_d2.utils.output_lock`)."""
     _check_settings(settings)
+    with hold_output_dir(settings.out_dir):
+        return _run_study(settings)
+
+
+def _run_study(settings: StudySettings) -> dict:
     start = time.perf_counter()
     os.makedirs(settings.out_dir, exist_ok=True)
     atomic_write_json(os.path.join(settings.out_dir, "settings.json"), _settings_json(settings))

@@ -20,6 +20,11 @@ minus the frozen work, up to:
 Only the maps the heads read are kept: the ROI heads' input levels and the sub layers, at 1.0x and
 0.5x, and the extractor's maps of the input levels, for each pooling placement asked for
 (``"aligned"``, the default, and ``"unaligned"``, the previous one: the study compares them).
+
+A chunk holds tensors, numbers, strings and plain containers only, and is read with
+``torch.load(weights_only=True)``, which constructs nothing else: a chunk that someone planted in
+the folder cannot run code when the study resumes. A chunk that is not what the cache wrote (it
+does not read that way, or holds anything else) is refused (:class:`FeatureCacheError`), naming it.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,10 +43,12 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from featsr_d2.engine.trainer import FeatSRTrainer
+from featsr_d2.utils.file_io import atomic_write
 
 __all__ = [
     "CachedHeadsTrainer",
     "CachedImage",
+    "FeatureCacheError",
     "PLACEMENTS",
     "cache_features",
     "channel_scales",
@@ -51,9 +59,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 2
+# 3: the extractor's targets per placement; 2: chunks of plain dicts, read with weights_only=True
+# (1: pickled CachedImage objects).
+CACHE_VERSION = 3
 # The SR target extractor's pooling placements a cache can hold (MODEL.FEATSR.EXTRACTOR_ALIGNED).
 PLACEMENTS = {"aligned": True, "unaligned": False}
+
+
+class FeatureCacheError(ValueError):
+    """A file in a feature-cache folder that is not a chunk the cache wrote."""
 
 
 def placement_name(aligned: bool) -> str:
@@ -137,6 +151,82 @@ def _cache_one(
     )
 
 
+def _is_maps(value: Any, optional: bool = False) -> bool:
+    if value is None:
+        return optional
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+    )
+
+
+# What each CachedImage field holds in a chunk.
+_FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "image_id": lambda v: isinstance(v, (str, int)) and not isinstance(v, bool),
+    "height": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "width": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "image_size": lambda v: (
+        isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(x, int) for x in v)
+    ),
+    "features": _is_maps,
+    "lr_features": lambda v: _is_maps(v, optional=True),
+    "sr_targets": lambda v: (
+        v is None
+        or (isinstance(v, dict) and all(k in PLACEMENTS and _is_maps(m) for k, m in v.items()))
+    ),
+    "proposal_boxes": lambda v: isinstance(v, torch.Tensor),
+    "objectness_logits": lambda v: isinstance(v, torch.Tensor),
+    "gt_boxes": lambda v: isinstance(v, torch.Tensor),
+    "gt_classes": lambda v: isinstance(v, torch.Tensor),
+}
+
+
+def _write_chunk(path: str, meta: dict, chunk: list[CachedImage]) -> None:
+    images = [{f.name: getattr(c, f.name) for f in fields(CachedImage)} for c in chunk]
+    atomic_write(path, lambda f: torch.save({"meta": meta, "images": images}, f), binary=True)
+
+
+def _read_chunk(path: str) -> tuple[dict, list[CachedImage]]:
+    """A chunk's meta and images, read with ``weights_only=True`` and checked field by field.
+
+    Raises:
+        FeatureCacheError: ``path`` is not a chunk the cache wrote.
+    """
+    fix = (
+        f"Delete it (rm {path}; a cache of an older featsr_d2: the whole folder) and run again: "
+        "the cache recomputes it. A chunk that featsr_d2 did not write may have been put there to "
+        "run code when the cache is read."
+    )
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses anything but tensors and plain containers
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise FeatureCacheError(
+            f"{path}: not a feature-cache chunk that featsr_d2 wrote ({type(e).__name__}: "
+            f"{reason}); chunks of cache version {CACHE_VERSION} hold only tensors, numbers and "
+            f"strings. {fix}"
+        ) from None
+    problem = None
+    if not isinstance(saved, dict) or set(saved) != {"meta", "images"}:
+        problem = "it is not a dict of 'meta' and 'images'"
+    elif not isinstance(saved["meta"], dict) or not isinstance(saved["images"], list):
+        problem = "its 'meta' is not a dict or its 'images' not a list"
+    else:
+        for k, image in enumerate(saved["images"]):
+            if not isinstance(image, dict) or set(image) != set(_FIELD_CHECKS):
+                problem = f"image {k} does not hold the fields {sorted(_FIELD_CHECKS)}"
+                break
+            bad = [name for name, ok in _FIELD_CHECKS.items() if not ok(image[name])]
+            if bad:
+                problem = f"image {k} has fields of the wrong type: {bad}"
+                break
+    if problem is not None:
+        raise FeatureCacheError(
+            f"{path}: not a feature-cache chunk that featsr_d2 wrote ({problem}). {fix}"
+        )
+    images = [CachedImage(**dict(i, image_size=tuple(i["image_size"]))) for i in saved["images"]]
+    return saved["meta"], images
+
+
 def cache_features(
     model,
     inputs: Sequence[dict] | Callable[[int], dict],
@@ -157,7 +247,8 @@ def cache_features(
         inputs: the mapped dataset dicts (with ``instances`` for training), or a function from an
             index to one (mapping lazily keeps memory low).
         path: a folder; the cache goes there in chunks of ``chunk_size`` images, each written
-            atomically, so that a killed run resumes at its last chunk.
+            atomically, so that a killed run resumes at its last chunk (a chunk it did not write
+            is refused: :class:`FeatureCacheError`).
         num_images: how many images (default ``len(inputs)``).
         with_pairs: also cache F^0.5 and T^1.0 (stage-2 training).
         placements: with pairs, the extractor's placements to cache (keys of
@@ -183,17 +274,15 @@ def cache_features(
         chunk_path = os.path.join(path, f"chunk_{first:06d}.pt")
         count = min(chunk_size, total - first)
         if os.path.exists(chunk_path):
-            saved = torch.load(chunk_path, weights_only=False)
-            if saved["meta"] == meta and len(saved["images"]) == count:
-                cached.extend(saved["images"])
+            saved_meta, saved = _read_chunk(chunk_path)
+            if saved_meta == meta and len(saved) == count:
+                cached.extend(saved)
                 continue
             logger.warning("feature cache %s was made otherwise (%s): recomputing", chunk_path,
-                           saved["meta"])  # fmt: skip
+                           saved_meta)  # fmt: skip
         chunk = [_cache_one(model, get(i), with_pairs=with_pairs, placements=placements,
                             dtype=dtype) for i in range(first, first + count)]  # fmt: skip
-        tmp = chunk_path + ".tmp"
-        torch.save({"meta": meta, "images": chunk}, tmp)
-        os.replace(tmp, chunk_path)
+        _write_chunk(chunk_path, meta, chunk)
         cached.extend(chunk)
         done = first + count
         if done % log_every < chunk_size or done == total:
@@ -209,7 +298,7 @@ def load_feature_cache(path: str) -> list[CachedImage]:
         raise FileNotFoundError(f"no feature cache in {path}: run cache_features first")
     images: list[CachedImage] = []
     for name in names:
-        images.extend(torch.load(os.path.join(path, name), weights_only=False)["images"])
+        images.extend(_read_chunk(os.path.join(path, name))[1])
     return images
 
 

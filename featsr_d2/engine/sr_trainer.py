@@ -43,7 +43,7 @@ from featsr_d2.checkpoint import AtomicDetectionCheckpointer, load_initial_sr_we
 from featsr_d2.config import get_sr_cfg
 from featsr_d2.data.degradations import build_sr_degradation, degrade, mod_crop
 from featsr_d2.data.sr_dataset import SRPatchSampler, read_rgb, resolve_sr_images
-from featsr_d2.engine.setup import cpu_without_cuda
+from featsr_d2.engine.setup import cpu_without_cuda, hold_output_folder
 from featsr_d2.evaluation.sr_inference import super_resolve
 from featsr_d2.evaluation.sr_metrics import psnr
 from featsr_d2.evaluation.sr_visualize import side_by_side, write_png
@@ -213,6 +213,7 @@ class SRTrainer(TrainerBase):
 
     def __init__(self, cfg):
         super().__init__()
+        hold_output_folder(cfg)  # one run per OUTPUT_DIR
         self.cfg = cfg
         self.device = torch.device(cfg.MODEL.DEVICE)
         self.model = build_sr_network(cfg)
@@ -277,11 +278,13 @@ class SRTrainer(TrainerBase):
 
 def setup_sr(args: argparse.Namespace):
     """The config of an SR tool run from Detectron2's ``default_argument_parser`` arguments:
-    Detectron2's defaults, featsr_d2's and the SR keys, the file, the overrides; frozen. Also
-    Detectron2's ``default_setup`` (output folder, config dump, seeds, loggers). ``MODEL.DEVICE``
-    falls back to cpu when it names CUDA and none is available."""
+    Detectron2's defaults, featsr_d2's and the SR keys, the file, the overrides; frozen. Holds
+    ``OUTPUT_DIR`` (one run per folder), then Detectron2's ``default_setup`` (output folder, config
+    dump, seeds, loggers). ``MODEL.DEVICE`` falls back to cpu when it names CUDA and none is
+    available."""
     cfg = cpu_without_cuda(get_sr_cfg(args.config_file, args.opts))
     cfg.freeze()
+    hold_output_folder(cfg)  # before default_setup writes config.yaml and the log there
     default_setup(cfg, args)
     setup_logger(
         cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="featsr_d2", abbrev_name="featsr"

@@ -54,6 +54,7 @@ from featsr_d2.checkpoint import build_checkpointer
 from featsr_d2.data.checked_mapper import CheckedMapper
 from featsr_d2.data.resumable_loader import build_resumable_train_loader
 from featsr_d2.data.rng_state import isolated_rng
+from featsr_d2.engine.setup import hold_output_folder
 from featsr_d2.engine.training_state import TrainingStateHook
 from featsr_d2.evaluation.tt100k_evaluator import build_tt100k_evaluator
 
@@ -110,6 +111,7 @@ class FeatSRTrainer(DefaultTrainer):
         # create_ddp_model gives CPU models device_ids, which DDP rejects) and the atomic
         # checkpointer.
         TrainerBase.__init__(self)
+        hold_output_folder(cfg)  # one run per OUTPUT_DIR (setup() holds it already for the tools)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())

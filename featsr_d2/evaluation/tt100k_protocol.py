@@ -244,9 +244,11 @@ def check_results(
     """What would make :func:`evaluate_tt100k`'s numbers silently meaningless, as sentences with
     counts (empty when nothing is wrong): result images outside the evaluated split (all of them:
     a results file of another split), detections of categories outside the class set, detections
-    with inverted or empty boxes (they can never match), and evaluated images without any ground
-    truth in the class set (recall and accuracy are then 1 by convention). ``iou`` is unused; it is
-    accepted so that the evaluation's keyword arguments can be passed as they are."""
+    with inverted or empty boxes or lying outside every image (left of or above it: ``xmax <= 0``
+    or ``ymax <= 0``, whatever the image's size), which can never match, and evaluated images
+    without any ground truth in the class set (recall and accuracy are then 1 by convention).
+    ``iou`` is unused; it is accepted so that the evaluation's keyword arguments can be passed as
+    they are."""
     del iou
     ids = _normalise_ids(gt_annos, img_ids)
     evaluated = set(ids)
@@ -266,7 +268,7 @@ def check_results(
             "and are ignored"
         )
     other_classes: dict[str, int] = {}
-    inverted = 0
+    inverted = outside_images = scored = 0
     for img_id in ids:
         record = result_imgs.get(img_id)
         if record is None:
@@ -275,8 +277,12 @@ def check_results(
             category, box, _ = parse_object(obj, f"<results>: imgs[{img_id!r}].objects[{k}]")
             if allowed is not None and category not in allowed:
                 other_classes[category] = other_classes.get(category, 0) + 1
-            elif not (box[2] > box[0] and box[3] > box[1]):
+                continue
+            scored += 1
+            if not (box[2] > box[0] and box[3] > box[1]):
                 inverted += 1
+            elif box[2] <= 0 or box[3] <= 0:
+                outside_images += 1
     if other_classes:
         names = ", ".join(sorted(other_classes)[:5])
         problems.append(
@@ -287,6 +293,12 @@ def check_results(
         problems.append(
             f"{inverted} detections have an inverted or empty box (xmax <= xmin or ymax <= ymin) "
             "and can never match: are the boxes in (xmin, ymin, xmax, ymax) order?"
+        )
+    if outside_images:
+        problems.append(
+            f"{outside_images} of the {scored} detections lie outside every image (xmax <= 0 or "
+            "ymax <= 0: left of or above it) and can never match: are the coordinates shifted, "
+            "or relative to another origin (e.g. the box centre)?"
         )
     gt_imgs = image_records(gt_annos, "<ground truth>")
     num_gt = 0

@@ -1,10 +1,11 @@
 """Atomic file writes: a reader sees the old file or the complete new one, never a partial one.
 
-The temporary file lies beside the target as ``.<name>.<host>-<pid>.<random>.tmp``. A process
-killed mid-write leaves it behind (a full-size checkpoint, for a killed save);
-:func:`remove_stale_temporaries` removes those whose writer is gone: written on this host by a
-process that no longer runs, or older than ``STALE_AFTER_S`` whatever wrote them (another host's,
-or the older ``.<name>.<random>.tmp`` form).
+The temporary file lies beside the target as ``.featsr_d2-tmp.<name>.<host>-<pid>.<random>.tmp``
+(the fixed prefix :data:`TEMP_PREFIX` marks it as featsr_d2's own). A process killed mid-write
+leaves it behind (a full-size checkpoint, for a killed save); :func:`remove_stale_temporaries`
+removes those whose writer is gone: written on this host by a process that no longer runs, or
+older than ``STALE_AFTER_S`` whatever wrote them (another host's), and logs each removal. A file
+without the prefix is never removed, however it is named: it may be a user's.
 """
 
 import json
@@ -19,6 +20,7 @@ from typing import IO, Any
 
 __all__ = [
     "STALE_AFTER_S",
+    "TEMP_PREFIX",
     "atomic_write",
     "atomic_write_json",
     "atomic_write_text",
@@ -29,8 +31,12 @@ logger = logging.getLogger(__name__)
 
 # A temporary file older than this (seconds) is stale whoever wrote it: no write takes a day.
 STALE_AFTER_S = 24 * 3600
+# The start of every temporary file's name: a name no user would pick.
+TEMP_PREFIX = ".featsr_d2-tmp."
 # mkstemp's random part is 8 characters of [a-z0-9_].
-_TEMP_NAME = re.compile(r"^\..+?(?:\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+))?\.[a-z0-9_]{8}\.tmp$")
+_TEMP_NAME = re.compile(
+    re.escape(TEMP_PREFIX) + r".+\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp$"
+)
 
 
 def _host() -> str:
@@ -42,7 +48,7 @@ def atomic_write(path: str, write: Callable[[IO], Any], *, binary: bool = False)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     # Short enough for any file-name limit (255 bytes) whatever the target's name.
-    prefix = f".{os.path.basename(path)[:120]}.{_host()}-{os.getpid()}."
+    prefix = f"{TEMP_PREFIX}{os.path.basename(path)[:120]}.{_host()}-{os.getpid()}."
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
     umask = os.umask(0)
     os.umask(umask)
@@ -81,8 +87,8 @@ def _process_gone(pid: int) -> bool:
 
 def remove_stale_temporaries(directory: str) -> list[str]:
     """Remove the temporary files of :func:`atomic_write` in ``directory`` (not its sub-folders)
-    whose writer was killed (see the module docstring); returns their paths. Files of live
-    writers, and every other file, are left alone."""
+    whose writer was killed (see the module docstring), logging each; returns their paths. Files
+    of live writers, and every file without :data:`TEMP_PREFIX`, are left alone."""
     try:
         entries = list(os.scandir(directory))
     except FileNotFoundError:
@@ -97,7 +103,7 @@ def remove_stale_temporaries(directory: str) -> list[str]:
             old = now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S
         except FileNotFoundError:
             continue  # renamed by its writer meanwhile
-        mine = match["host"] == host and match["pid"] is not None
+        mine = match["host"] == host
         if old or (mine and _process_gone(int(match["pid"]))):
             try:
                 size = entry.stat(follow_symlinks=False).st_size
@@ -105,5 +111,13 @@ def remove_stale_temporaries(directory: str) -> list[str]:
             except FileNotFoundError:
                 continue
             removed.append(entry.path)
-            logger.info("Removed %s (%.1f MB), left by a killed write", entry.path, size / 2**20)
+            logger.info(
+                "Removed %s (%.1f MB): featsr_d2's temporary file of a write that did not finish "
+                "(its process %s on %s %s)",
+                entry.path,
+                size / 2**20,
+                match["pid"],
+                match["host"],
+                "is gone" if mine and not old else "started more than a day ago",
+            )
     return removed

@@ -23,9 +23,12 @@ import torch
 
 __all__ = [
     "DETECTOR_FORMATS",
+    "EmptyImageError",
     "detector_to_rgb",
     "detector_to_rgb_tensor",
     "from_detector_format",
+    "input_name",
+    "require_nonempty_images",
     "rgb_tensor_to_detector",
     "rgb_to_tensor",
     "round_to_uint8",
@@ -36,6 +39,32 @@ __all__ = [
 
 # The detector input formats (cfg.INPUT.FORMAT) whose channels are RGB or its reverse.
 DETECTOR_FORMATS = ("RGB", "BGR")
+
+
+class EmptyImageError(ValueError):
+    """A model input image without a pixel (0 rows or 0 columns)."""
+
+
+def input_name(dataset_dict: dict, index: int) -> str:
+    """How an error names a model input: its file, else its image id, else its place."""
+    if dataset_dict.get("file_name"):
+        return f"image {dataset_dict['file_name']}"
+    if "image_id" in dataset_dict:
+        return f"image id {dataset_dict['image_id']!r}"
+    return f"input {index} of the batch"
+
+
+def require_nonempty_images(images: Sequence[tuple[str, torch.Tensor]]) -> None:
+    """Raise :class:`EmptyImageError` for the first (name, (C, H, W) tensor) with H or W 0: at
+    the model's boundary, instead of deep inside a convolution ("Kernel size can't be greater
+    than actual input size")."""
+    for name, image in images:
+        if image.dim() < 2 or image.shape[-1] == 0 or image.shape[-2] == 0:
+            raise EmptyImageError(
+                f"{name} is empty ({'x'.join(str(s) for s in image.shape[-2:])} pixels, height x "
+                "width): a model needs at least one pixel. Remove the image from the dataset (or "
+                "the batch)."
+            )
 
 
 def _check_format(input_format: str) -> None:

@@ -2,6 +2,7 @@
 its temporary file is removed later) and read carefully (.pkl refused without the opt-in,
 unreadable files named, eval-only weights complete)."""
 
+import logging
 import os
 import pathlib
 import pickle
@@ -153,30 +154,66 @@ def test_train_net_eval_only_refuses_other_weights(tmp_path, one_thread_in_repo)
 # Temporary files of killed saves are removed when the next run's checkpointer starts.
 
 
-def test_stale_temporaries_of_killed_saves_are_removed(tmp_path):
+def test_stale_temporaries_of_killed_saves_are_removed(tmp_path, caplog):
+    """Only featsr_d2's own temporaries (TEMP_PREFIX) of gone writers are removed, each logged;
+    a user's hidden file shaped like the older temporaries is kept however old (issue 22.3)."""
     host = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:24]
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     dead_pid = int(dead.stdout)
+    ours = ".featsr_d2-tmp."
     files = {
-        f".model_0001.pth.{host}-{dead_pid}.abcd1234.tmp": False,  # killed writer: removed
-        f".model_0002.pth.{host}-{os.getppid()}.abcd1234.tmp": True,  # live writer: kept
-        f".model_0003.pth.otherhost-{dead_pid}.abcd1234.tmp": True,  # another host's, fresh
-        ".model_0004.pth.zzzz9999.tmp": True,  # older form, fresh: kept
-        ".model_0005.pth.yyyy8888.tmp": False,  # older form, two days old: removed
+        f"{ours}model_0001.pth.{host}-{dead_pid}.abcd1234.tmp": False,  # killed writer: removed
+        f"{ours}model_0002.pth.{host}-{os.getppid()}.abcd1234.tmp": True,  # live writer: kept
+        f"{ours}model_0003.pth.otherhost-{dead_pid}.abcd1234.tmp": True,  # another host's, fresh
+        f"{ours}model_0004.pth.otherhost-{dead_pid}.abcd1234.tmp": False,  # another's, 2 days old
+        ".model_0005.pth.yyyy8888.tmp": True,  # not our prefix (a user's?), two days old: kept
+        f".notes.{host}-{dead_pid}.abcd1234.tmp": True,  # a user's, shaped like ours: kept
         "notes.tmp": True,  # not ours
         "model_0001.pth": True,
     }
     for name in files:
         (tmp_path / name).write_bytes(b"x" * 10)
     two_days_ago = time.time() - 2 * 24 * 3600
-    os.utime(tmp_path / ".model_0005.pth.yyyy8888.tmp", (two_days_ago, two_days_ago))
-    AtomicDetectionCheckpointer(nn.Linear(3, 2), str(tmp_path))
+    for name in (".model_0005.pth.yyyy8888.tmp", f"{ours}model_0004.pth.otherhost-{dead_pid}"
+                 ".abcd1234.tmp", f".notes.{host}-{dead_pid}.abcd1234.tmp"):  # fmt: skip
+        os.utime(tmp_path / name, (two_days_ago, two_days_ago))
+    with caplog.at_level(logging.INFO, logger="featsr_d2.utils.file_io"):
+        AtomicDetectionCheckpointer(nn.Linear(3, 2), str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == sorted(n for n, kept in files.items() if kept)
+    removed = sorted(r.getMessage() for r in caplog.records if r.getMessage().startswith("Removed"))
+    assert len(removed) == 2
+    assert f"model_0001.pth.{host}-{dead_pid}" in removed[0] and "is gone" in removed[0]
+    assert "model_0004.pth.otherhost" in removed[1] and "more than a day ago" in removed[1]
+
+
+def test_atomic_writes_use_the_project_prefix(tmp_path, monkeypatch):
+    seen = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (seen.append(a), real_replace(a, b)))
+    atomic_write_text(str(tmp_path / "x.json"), "{}")
+    assert len(seen) == 1 and os.path.basename(seen[0]).startswith(".featsr_d2-tmp.x.json.")
 
 
 def test_atomic_write_of_a_long_file_name(tmp_path):
     name = "m" * 250 + ".pth"  # a temporary name adding host and pid must still fit in 255 bytes
     atomic_write_text(str(tmp_path / name), "ok")
     assert (tmp_path / name).read_text() == "ok"
+
+
+def test_checkpoints_are_read_with_weights_only_said_explicitly(tmp_path, monkeypatch):
+    """Issue 22.2: every weight reader of featsr_d2 passes weights_only=True itself (torch before
+    2.6 defaults to False, which runs the code a file holds), not only on today's torch."""
+    from featsr_d2.checkpoint import load_detector_weights
+
+    model = nn.Linear(3, 2)
+    AtomicDetectionCheckpointer(model, str(tmp_path)).save("model_final")
+    calls = []
+    real_load = torch.load
+    monkeypatch.setattr(
+        torch, "load", lambda *a, **k: (calls.append(k.get("weights_only")), real_load(*a, **k))[1]
+    )
+    AtomicDetectionCheckpointer(nn.Linear(3, 2)).load(str(tmp_path / "model_final.pth"))
+    load_detector_weights(nn.Linear(3, 2), str(tmp_path / "model_final.pth"))
+    assert calls == [True, True]

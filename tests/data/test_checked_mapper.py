@@ -1,13 +1,17 @@
 """A JPEG whose header reads but whose body is truncated: named, or skipped and counted, in the
-training loader (and skipped at the same place when a run resumes)."""
+training loader (and skipped at the same place when a run resumes); likewise a path that is not a
+regular file and an EXIF orientation that the dataset's size ignores."""
 
 import logging
 import os
+import threading
 import uuid
 
+import numpy as np
 import pytest
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.data import detection_utils as utils
+from PIL import Image
 
 from featsr_d2.config import get_featsr_cfg
 from featsr_d2.data import register_tt100k_instances
@@ -107,3 +111,55 @@ def test_evaluation_loader_names_the_broken_image(broken_dataset):
     with pytest.raises(UnreadableImageError, match=os.path.basename(bad)):
         for _ in FeatSRTrainer.build_test_loader(cfg, names["error"]):
             pass
+
+
+def _mapper_with_timeout(mapper, d, fifo, seconds=20):
+    """``mapper(d)`` in a thread, unblocked (and failed) if it still waits on ``fifo``."""
+    result = {}
+
+    def run():
+        try:
+            result["value"] = mapper(d)
+        except BaseException as e:  # handed to the test
+            result["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the reader gets EOF
+        thread.join(seconds)
+        pytest.fail(f"the mapper blocked on the FIFO {fifo} for {seconds} s")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def test_a_fifo_never_reaches_the_mapper(tmp_path, caplog):
+    """Issue 22.8: a FIFO at an image path is named (error) or skipped and counted (skip), at
+    once, whatever loader made the dataset dict."""
+    fifo = str(tmp_path / "frame.jpg")
+    os.mkfifo(fifo)
+    with pytest.raises(UnreadableImageError, match=rf"{fifo}: it is a FIFO \(named pipe\)"):
+        _mapper_with_timeout(CheckedMapper(_read, "error"), {"file_name": fifo}, fifo)
+    skipping = CheckedMapper(_read, "skip")
+    with caplog.at_level(logging.WARNING, logger="featsr_d2.data.checked_mapper"):
+        assert _mapper_with_timeout(skipping, {"file_name": fifo}, fifo) is None
+    assert skipping.skipped == 1 and f"Skipped {fifo}: it is a FIFO" in caplog.text
+
+
+def test_an_exif_rotation_the_dataset_ignores_is_named_or_skipped(tmp_path, caplog):
+    """Issue 22.7, for a dataset of another loader that gives the stored (unrotated) size:
+    Detectron2's SizeMismatchError becomes an error naming the file and the EXIF cause."""
+    path = str(tmp_path / "portrait.jpg")
+    exif = Image.Exif()
+    exif[274] = 6  # rotate 90 degrees when displayed
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(path, exif=exif.tobytes())
+    cfg = get_featsr_cfg(None, ["INPUT.MIN_SIZE_TRAIN", (64,), "INPUT.MAX_SIZE_TRAIN", 64])
+    d = {"file_name": path, "width": 64, "height": 48, "image_id": 1, "annotations": []}
+    with pytest.raises(UnreadableImageError, match=rf"{path}: its EXIF orientation \(6\) turns "
+                       "the stored 64x48 image into 48x64"):  # fmt: skip
+        CheckedMapper(DatasetMapper(cfg, is_train=True), "error")(dict(d))
+    with caplog.at_level(logging.WARNING, logger="featsr_d2.data.checked_mapper"):
+        assert CheckedMapper(DatasetMapper(cfg, is_train=True), "skip")(dict(d)) is None
+    assert "EXIF orientation" in caplog.text

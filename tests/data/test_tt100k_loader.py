@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -343,3 +344,75 @@ def test_protocol_reader_checks_types_as_the_loader_does(tmp_path):
         json.dump({"types": "pl40", "imgs": {}}, f)
     with pytest.raises(TT100KFormatError, match="'types' must be a list of category names"):
         load_annotations(json_file)
+
+
+def _with_timeout(fn, fifo, seconds=20):
+    """``fn()`` in a thread; if it is still blocked after ``seconds`` (on the FIFO), unblock it by
+    opening the FIFO for writing, and fail."""
+    result = {}
+
+    def run():
+        try:
+            result["value"] = fn()
+        except BaseException as e:  # handed to the test
+            result["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the reader gets EOF
+        thread.join(seconds)
+        pytest.fail(f"blocked on the FIFO {fifo} for {seconds} s")
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+def test_an_image_path_that_is_a_fifo_is_a_named_bad_record(tmp_path, caplog):
+    """Issue 22.8: only regular files are opened; a FIFO is a bad image record, named, at once."""
+    imgs = {"10": _rec(10, []), "11": _rec(11, [])}
+    json_file, ids_file = write_tt100k(str(tmp_path), {"10": imgs["10"]}, train_ids=[10, 11])
+    fifo = str(tmp_path / "train" / "11.jpg")
+    os.mkfifo(fifo)
+    json_file, ids_file = write_tt100k(str(tmp_path), imgs, train_ids=[10, 11])
+    with pytest.raises(TT100KFormatError, match=rf"image id 11: {fifo} is a FIFO \(named pipe\)"):
+        _with_timeout(lambda: load_tt100k_json(json_file, ids_file, str(tmp_path)), fifo)
+    with caplog.at_level(logging.WARNING, logger="featsr_d2.data.tt100k"):
+        dicts = _with_timeout(
+            lambda: load_tt100k_json(json_file, ids_file, str(tmp_path), on_bad_record="skip"),
+            fifo,
+        )
+    assert [d["image_id"] for d in dicts] == [10]
+    assert "1 not a regular file" in caplog.text
+
+
+def _exif_rotated_jpeg(path, stored_wh=(64, 48), orientation=6):
+    """A JPEG stored ``stored_wh`` whose EXIF orientation rotates it by 90 degrees."""
+    image = Image.fromarray(np.zeros((stored_wh[1], stored_wh[0], 3), np.uint8))
+    exif = Image.Exif()
+    exif[274] = orientation
+    image.save(path, exif=exif.tobytes())
+
+
+def test_an_exif_rotated_image_has_its_displayed_size_and_maps(tmp_path):
+    """Issue 22.7: the size is the decoded one (EXIF applied, as Detectron2 reads the image), so
+    the mapper gets what the dataset says; boxes are in the displayed (portrait) image."""
+    from detectron2.data import DatasetMapper
+
+    from featsr_d2.config import get_featsr_cfg
+    from featsr_d2.data.checked_mapper import CheckedMapper
+
+    os.makedirs(tmp_path / "train")
+    _exif_rotated_jpeg(tmp_path / "train" / "10.jpg")  # stored 64x48, displayed 48x64
+    portrait_box = {"category": "pl40", "bbox": _box(4, 40, 40, 62)}  # y beyond 48: portrait
+    json_file, ids_file = write_tt100k(str(tmp_path), {"10": _rec(10, [portrait_box])},
+                                       train_ids=[10])  # fmt: skip
+    (d,) = load_tt100k_json(json_file, ids_file, str(tmp_path))
+    assert (d["width"], d["height"]) == (48, 64) and len(d["annotations"]) == 1
+    cfg = get_featsr_cfg(None, ["INPUT.MIN_SIZE_TRAIN", (64,), "INPUT.MAX_SIZE_TRAIN", 64,
+                                "INPUT.RANDOM_FLIP", "none"])  # fmt: skip
+    for policy in ("error", "skip"):
+        out = CheckedMapper(DatasetMapper(cfg, is_train=True), policy)(dict(d))
+        assert tuple(out["image"].shape) == (3, 64, 48)
+        assert out["instances"].gt_boxes.tensor.tolist() == [[4.0, 40.0, 40.0, 62.0]]

@@ -165,3 +165,44 @@ def test_trainer_pairs_arms_on_images_and_sampling_and_trains_only_what_the_phas
         if not torch.equal(before[k], after[k])
     }
     assert changed == {"generator", "discriminator", "small_head", "small_predictor"}
+
+
+class _Planted:
+    """Pickles as a call: unpickling it runs ``open(path, "w")`` (code execution)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_planted_chunk_runs_no_code_and_is_refused_by_name(tiny_tt100k, tmp_path):
+    """Issue 22.2: chunks are read with weights_only=True; one the cache did not write is refused,
+    naming it, when the cache resumes or is loaded, and its code never runs."""
+    _, model, inputs = _model_and_inputs(tiny_tt100k)
+    folder = tmp_path / "cache"
+    cache_features(model, inputs, str(folder), with_pairs=False, chunk_size=1)
+    marker = tmp_path / "code_ran"
+    planted = folder / "chunk_000001.pt"
+    meta = {"version": feature_cache.CACHE_VERSION, "with_pairs": False, "dtype": "torch.float16"}
+    torch.save({"meta": meta, "images": [_Planted(str(marker))]}, planted)
+    for read in (
+        lambda: cache_features(model, inputs, str(folder), with_pairs=False, chunk_size=1),
+        lambda: load_feature_cache(str(folder)),
+    ):
+        with pytest.raises(ValueError, match=rf"{planted}: not a feature-cache chunk"):
+            read()
+        assert not marker.exists()
+
+
+def test_a_chunk_of_plain_values_but_other_content_is_refused(tiny_tt100k, tmp_path):
+    _, model, inputs = _model_and_inputs(tiny_tt100k)
+    cache_features(model, inputs, str(tmp_path), with_pairs=False, chunk_size=1)
+    chunk = tmp_path / "chunk_000000.pt"
+    saved = torch.load(chunk, weights_only=True)
+    saved["images"][0]["features"] = "not maps"
+    torch.save(saved, chunk)
+    with pytest.raises(ValueError, match=r"chunk_000000\.pt: .*image 0 has fields of the wrong "
+                       r"type: \['features'\]"):  # fmt: skip
+        load_feature_cache(str(tmp_path))

@@ -191,12 +191,14 @@ def test_evaluator_removes_temporaries_of_a_killed_run(tmp_path, register, caplo
     _tree(tmp_path, {"2": {"path": "test/2.jpg", "objects": [GOOD]}}, train_ids=[], test_ids=[2])
     out = tmp_path / "inference"
     out.mkdir()
-    stale = out / ".tt100k_results.json.abcdefgh.tmp"  # older form: removed once a day old
-    stale.write_text("{")
+    stale = out / ".featsr_d2-tmp.tt100k_results.json.otherhost-1.abcdefgh.tmp"
+    users = out / ".tt100k_results.json.abcdefgh.tmp"  # no project prefix: never removed
     old = 3 * 24 * 3600
-    os.utime(stale, (stale.stat().st_mtime - old, stale.stat().st_mtime - old))
+    for path in (stale, users):
+        path.write_text("{")
+        os.utime(path, (path.stat().st_mtime - old, path.stat().st_mtime - old))
     TT100KEvaluator(register("test", "error"), str(out))
-    assert not stale.exists()
+    assert not stale.exists() and users.exists()
 
 
 def test_non_finite_detections_are_dropped_and_counted(tmp_path, register, caplog):
@@ -225,3 +227,19 @@ def test_command_line_validates_only_the_evaluated_split(tmp_path, capsys):
     assert "gt.json: imgs['2'].objects[0]: bbox['xmax'] must be a finite number" in (
         capsys.readouterr().err
     )
+
+
+def test_detections_outside_every_image_are_warned_with_counts(tmp_path, capsys):
+    """Issue 22.6: detections with negative coordinates (recall 0, exit status 0) are named."""
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"types": ["pl40", "i2"], "imgs": {"1": {"objects": [GOOD, I2]}}}))
+    shifted = [{**o, "bbox": _box(*(v - 100 for v in o["bbox"].values())), "score": 0.9}
+               for o in (GOOD, I2)]  # fmt: skip
+    res = tmp_path / "res.json"
+    res.write_text(json.dumps({"imgs": {"1": {"objects": shifted}}}))
+    assert cli_main(["--gt", str(gt), "--results", str(res)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 2 of the 2 detections lie outside every image" in err
+    partly = [{**GOOD, "bbox": _box(-5, -5, 10, 10), "score": 0.9}]  # overlaps its image: no
+    problems = check_results(json.loads(gt.read_text()), {"imgs": {"1": {"objects": partly}}})
+    assert not any("outside every image" in p for p in problems)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from detectron2 import model_zoo
 from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
 from test_enable_featsr import SMALL, ZOO, sample, train_step
 
 from featsr_d2.config import get_featsr_cfg
@@ -66,3 +67,17 @@ def test_half_resolution_pads_to_the_size_divisibility():
     assert padded.shape[-2:] == (64, 96)
     assert torch.equal(padded[..., :48, :80], half_resolution(x))
     assert padded[..., 48:, :].abs().sum() == 0 and padded[..., :, 80:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("layout", ["C4", "FPN"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "inference"])
+def test_an_empty_image_is_refused_at_the_boundary_naming_it(models, layout, training):
+    """Issue 22.9: a 0x0 (or 0-row) image is named, not a convolution's "Kernel size can't be
+    greater than actual input size"."""
+    model = models[layout].train(training)
+    good = sample(64, 64, with_gt=training)
+    for shape in ((3, 0, 0), (3, 0, 64)):
+        empty = dict(sample(64, 64, with_gt=training), image=torch.zeros(shape), file_name="e.jpg")
+        with pytest.raises(ValueError, match=r"image e\.jpg is empty \(0x\d+ pixels"):
+            with EventStorage(), torch.no_grad():
+                model([good, empty])

@@ -313,3 +313,18 @@ def test_retinanet_detector(tiny_tt100k, tmp_path):
     with torch.no_grad():
         (out,) = model(batch)
     assert out["instances"].image_size == (batch[0]["height"], batch[0]["width"])
+
+
+def test_an_empty_image_is_refused_at_the_boundary_naming_it(tiny_tt100k, tmp_path):
+    """Issue 22.9: TaskDrivenSR and its SR stage name an empty image instead of failing inside a
+    convolution ("Kernel size can't be greater than actual input size")."""
+    model = build_model(tiny_cfg(tiny_tt100k, tmp_path)).eval()
+    empty = torch.zeros(3, 0, 0, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"LR image 1 is empty \(0x0 pixels"):
+        model.super_resolve([torch.zeros(3, 8, 8, dtype=torch.uint8), empty])
+    x = {"image": torch.zeros(3, 32, 32), "lr_image": empty, "file_name": "e.jpg"}
+    with pytest.raises(ValueError, match=r"the LR image of image e\.jpg is empty"), torch.no_grad():
+        model([x])
+    x = {"image": torch.zeros(3, 0, 32), "lr_image": torch.zeros(3, 8, 8), "image_id": 7}
+    with pytest.raises(ValueError, match=r"the HR image of image id 7 is empty \(0x32"):
+        model.train()([x])

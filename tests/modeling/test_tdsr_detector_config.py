@@ -5,9 +5,13 @@ the working directory; the file is parsed once."""
 import os
 
 import pytest
-from common import REPO, TDSR_SYNTH
-from detectron2.config import CfgNode
+import torch
+from common import REPO, TDSR_SYNTH, TINY_DBPN
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
 
+from featsr_d2 import config as featsr_config
 from featsr_d2.config import get_featsr_cfg
 from featsr_d2.modeling.meta_arch.task_driven_sr import get_detector_cfg
 
@@ -46,18 +50,52 @@ def test_relative_to_the_file_that_sets_it(tmp_path):
 def test_parsed_once(tmp_path, monkeypatch):
     detector = write(tmp_path / "detector.yaml", f'_BASE_: "{DETECTOR}"\n')
     calls = []
-    merge = CfgNode.merge_from_file
+    merge = featsr_config.merge_config_file  # the one reader of config files
 
-    def counting(self, path, *args, **kwargs):
+    def counting(cfg, path, *args, **kwargs):
         if path == detector:
             calls.append(path)
-        return merge(self, path, *args, **kwargs)
+        return merge(cfg, path, *args, **kwargs)
 
     cfg = get_featsr_cfg(TDSR_SYNTH, ["MODEL.TDSR.DETECTOR_CONFIG", detector])
-    monkeypatch.setattr(CfgNode, "merge_from_file", counting)
+    monkeypatch.setattr(featsr_config, "merge_config_file", counting)
     first, second = get_detector_cfg(cfg), get_detector_cfg(cfg)
     assert len(calls) == 1
     first.MODEL.ROI_HEADS.NUM_CLASSES = 3  # a copy each time
     assert second.MODEL.ROI_HEADS.NUM_CLASSES != 3 and not second.is_frozen()
     cfg.MODEL.TDSR.DETECTOR_OPTS = ["MODEL.ROI_HEADS.NUM_CLASSES", "7"]  # other overrides: parsed
     assert get_detector_cfg(cfg).MODEL.ROI_HEADS.NUM_CLASSES == 7 and len(calls) == 2
+
+
+def test_the_model_zoo_retinanet_is_a_tdsr_detector(one_thread):
+    """Issue 22.12: Detectron2's RetinaNet config (its anchors are a !!python/object/apply:eval
+    expression) loads as MODEL.TDSR.DETECTOR_CONFIG without any opt-in; TDSR trains a step through
+    the one-stage detector on CPU and infers."""
+    from detectron2 import model_zoo
+
+    retinanet = model_zoo.get_config_file("COCO-Detection/retinanet_R_50_FPN_1x.yaml")
+    small = ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+             "MODEL.RETINANET.NUM_CLASSES", "3", "MODEL.WEIGHTS", ""]  # fmt: skip
+    cfg = get_featsr_cfg(TDSR_SYNTH, [
+        "MODEL.DEVICE", "cpu", "MODEL.SR.WEIGHTS", "", *TINY_DBPN,
+        "MODEL.TDSR.DETECTOR_CONFIG", retinanet, "MODEL.TDSR.DETECTOR_OPTS", small,
+    ])  # fmt: skip
+    model = build_model(cfg)
+    assert type(model.detector).__name__ == "RetinaNet"
+    gen = torch.Generator().manual_seed(0)
+    hr = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=gen)
+    instances = Instances((64, 64))
+    instances.gt_boxes = Boxes(torch.tensor([[8.0, 8.0, 40.0, 36.0]]))
+    instances.gt_classes = torch.tensor([1])
+    x = {"image": hr, "lr_image": hr[:, ::4, ::4].contiguous(), "height": 64, "width": 64}
+    model.train()
+    with EventStorage():
+        losses = model([dict(x, instances=instances)])
+    assert set(losses) == {"loss_rec", "loss_cls", "loss_box_reg"}
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in model.detector.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.sr.parameters())
+    model.eval()
+    with torch.no_grad():
+        (out,) = model([x])
+    assert out["instances"].image_size == (64, 64) and out["instances"].has("scores")

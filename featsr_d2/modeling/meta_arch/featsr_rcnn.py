@@ -24,6 +24,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import ImageList, Instances
 from torch import nn
 
+from featsr_d2.utils.image import input_name, require_nonempty_images
+
 __all__ = ["FeatSRRCNN", "FrozenOutputs", "half_resolution"]
 
 
@@ -101,6 +103,13 @@ class FeatSRRCNN(GeneralizedRCNN):
         for module in self.frozen_modules():
             module.eval()
         return self
+
+    def preprocess_image(self, batched_inputs):
+        """As :class:`GeneralizedRCNN`'s, after refusing an empty image, naming it."""
+        require_nonempty_images(
+            [(input_name(x, k), x["image"]) for k, x in enumerate(batched_inputs)]
+        )
+        return super().preprocess_image(batched_inputs)
 
     @torch.no_grad()
     def frozen_outputs(

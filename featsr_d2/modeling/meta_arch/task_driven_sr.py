@@ -69,6 +69,8 @@ from featsr_d2.modeling.sr.registry import SRNetwork, build_sr_network
 from featsr_d2.utils.image import (
     DETECTOR_FORMATS,
     detector_to_rgb_tensor,
+    input_name,
+    require_nonempty_images,
     rgb_tensor_to_detector,
 )
 
@@ -219,7 +221,9 @@ class TaskDrivenSR(nn.Module):
     ) -> list[torch.Tensor]:
         """S on LR images (RGB, uint8 0..255 or float [0, 1], (3, h, w) each): one SR image
         (RGB float, (3, s*h, s*w), unclamped) per input, cropped to ``sizes`` (HR (H, W)) when
-        given. Images of one size run as one batch."""
+        given. Images of one size run as one batch. An empty image is refused
+        (:class:`~featsr_d2.utils.image.EmptyImageError`)."""
+        require_nonempty_images([(f"LR image {k}", im) for k, im in enumerate(lr_images)])
         xs = []
         for im in lr_images:
             x = im.to(self.device, non_blocking=True)
@@ -244,6 +248,14 @@ class TaskDrivenSR(nn.Module):
         """Training: the loss dict of eq. 3 (``loss_rec`` = alpha * L_rec, and beta times each of
         the detector's losses under its own name). Inference: the detector's results on the SR
         images (plus ``"sr_image"`` when asked)."""
+        require_nonempty_images(
+            [
+                (f"{what} of {input_name(x, k)}", x[key])
+                for k, x in enumerate(batched_inputs)
+                for key, what in (("image", "the HR image"), ("lr_image", "the LR image"))
+                if key in x
+            ]
+        )
         sizes = [tuple(x["image"].shape[-2:]) for x in batched_inputs]
         sr = self.super_resolve([self.lr_image(x) for x in batched_inputs], sizes)
         if not self.training:
