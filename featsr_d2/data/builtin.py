@@ -8,6 +8,10 @@
 - ``tt100k_synth10_{train,test}``: the demo's synthetic TT100K (``make demo`` writes it to
   ``tt100k_synth10/``): TT100K's ten most frequent classes (:data:`DEMO_CATEGORIES`), 1500
   training and 600 test images; its classes are the types in its annotations ("all").
+- ``tt100k_synth10_seed1_test``: the same recipe drawn with generator seed 1 (600 test images in
+  ``tt100k_synth10_seed1/``, written by ``python -m featsr_d2.data.synthetic --out
+  $DETECTRON2_DATASETS/tt100k_synth10_seed1 --num-train 0 --num-test 600 --seed 1 --categories``
+  and the demo's classes): a test set no model or choice has seen, for confirmations.
 
 VOC and COCO use Detectron2's own builtin names (``voc_2007_test``, ``coco_2017_val``, ...).
 """
@@ -28,6 +32,7 @@ _SPLITS = {
     "tt100k_synth_test": ("tt100k_synth", "test", "type45"),
     "tt100k_synth10_train": ("tt100k_synth10", "train", "all"),
     "tt100k_synth10_test": ("tt100k_synth10", "test", "all"),
+    "tt100k_synth10_seed1_test": ("tt100k_synth10_seed1", "test", "all"),
 }
 
 # The demo's classes: TT100K's ten most frequent types in its training split. Three are speed

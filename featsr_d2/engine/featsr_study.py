@@ -116,6 +116,13 @@ ARMS: dict[str, Arm] = {
 DEFAULT_ARMS = (
     "control", "extractor", "extractor_unaligned", "extractor_rescaled", "naive", "none"
 )  # fmt: skip
+# Direct paired comparisons between arms at each schedule: (row, reference, what it measures).
+CONTRASTS = (
+    ("extractor", "extractor_unaligned", "the alignment of the extractor's targets"),
+    ("extractor_rescaled", "extractor", "the targets' magnitude (beyond the paper)"),
+    ("naive", "extractor", "Table 4: naive targets against the paper's"),
+    ("extractor", "none", "Table 4: the paper's targets against no content loss"),
+)
 SMALL_LONG_SIDE = SIZE_BINS["small"][1]  # the TT100K protocol's small bin, by the long side
 
 
@@ -626,7 +633,39 @@ def _reports(study: _Study, minutes: float) -> dict[int, dict]:
     atomic_write_text(
         os.path.join(settings.out_dir, "summary.md"), _summary(reports, settings, study.notes)
     )
+    _contrasts(study, gt, img_ids, protocol)
     return reports
+
+
+def _contrasts(study: _Study, gt: dict, img_ids: list[str], protocol: dict) -> None:
+    """``OUT/contrasts.md`` and ``.json``: the primary endpoint of the direct paired comparisons
+    between arms of one schedule (:data:`CONTRASTS`), and of each arm at a longer schedule against
+    itself at the first (whether more iterations move it)."""
+    settings = study.settings
+    first, pairs = settings.schedules[0], []
+    for row, reference, meaning in CONTRASTS:
+        if row in settings.arms and reference in settings.arms:
+            pairs += [(row_name(row, k), row_name(reference, k), meaning)
+                      for k in settings.schedules]  # fmt: skip
+    for arm in settings.arms:
+        pairs += [(row_name(arm, k), row_name(arm, first), f"{arm}: x{k} against x{first}")
+                  for k in settings.schedules[1:]]  # fmt: skip
+    lines = ["# FeatSR study: direct paired comparisons", "",
+             f"Δ{PRIMARY_METRIC} (points), 95% paired bootstrap interval over the test images, "
+             "signs over seed pairs, verdict.", "",
+             "| row − reference | what it measures | Δ | signs | verdict |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    out = {}
+    for row, reference, meaning in pairs:
+        runs = {reference: study.runs[reference], row: study.runs[row]}
+        report = build_study_report(gt, img_ids, runs, control=reference, **protocol)
+        d = report["differences"][row]
+        p = d[PRIMARY_METRIC]
+        out[f"{row} - {reference}"] = {"meaning": meaning, **p, "verdict": d["verdict"]}
+        lines.append(f"| {row} − {reference} | {meaning} | {p['estimate']:+.1f} [{p['low']:+.1f}, "
+                     f"{p['high']:+.1f}] | {p['signs']} | {d['verdict']} |")  # fmt: skip
+    atomic_write_json(os.path.join(settings.out_dir, "contrasts.json"), out)
+    atomic_write_text(os.path.join(settings.out_dir, "contrasts.md"), "\n".join(lines) + "\n")
 
 
 def _summary(reports: dict[int, dict], settings: StudySettings, notes: dict) -> str:

@@ -1,6 +1,7 @@
 """Side-by-side comparison of TT100K detectors on small objects: which ones one detector finds and
-the other misses, and pictures of them (``make demo``: the control against FeatSR). Matches come
-from saved detections with the official protocol of :mod:`featsr_d2.evaluation.tt100k_protocol`.
+the other misses, and zoomed pictures of them (``make demo``: the control against FeatSR). Matches
+come from saved detections with the official protocol of
+:mod:`featsr_d2.evaluation.tt100k_protocol`.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,8 +23,10 @@ from featsr_d2.evaluation.visualize import (
 from featsr_d2.utils.image import swap_rgb_bgr
 
 __all__ = [
+    "match_all",
+    "save_sign_comparison_png",
     "small_object_differences",
-    "save_comparison_png",
+    "small_sign_differences",
 ]
 
 
@@ -62,21 +65,106 @@ def small_object_differences(
     return out
 
 
-def _caption(width: int, text: str) -> np.ndarray:
-    bar = np.full((24, width, 3), 255, np.uint8)
-    cv2.putText(bar, text, (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+def small_sign_differences(
+    matches_a: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
+    matches_b: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
+) -> list[tuple[str, int, bool]]:
+    """The small ground-truth signs that one model finds and the other misses: ``(img_id, index
+    of the sign in the image's ground truth, found by b)``, those b finds first, then by image."""
+    out = []
+    for img_id, ma in matches_a.items():
+        for k, (ga, gb) in enumerate(zip(ma["gt"], matches_b[img_id]["gt"])):
+            if _is_small(ga["bbox"]) and ga["matched"] != gb["matched"]:
+                out.append((img_id, k, bool(gb["matched"])))
+    out.sort(key=lambda t: (not t[2], t[0], t[1]))
+    return out
+
+
+def _caption(width: int, text: str, color=(0, 0, 0)) -> np.ndarray:
+    bar = np.full((22, width, 3), 255, np.uint8)
+    cv2.putText(bar, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1)
     return bar
 
 
-def _crop_around(matches: Mapping[str, Sequence[Mapping[str, Any]]], shape, margin: int = 48):
-    """The box (x0, y0, x1, y1) around the small ground-truth objects, with a margin."""
-    boxes = [g["bbox"] for g in matches["gt"] if _is_small(g["bbox"])]
-    if not boxes:
-        return 0, 0, shape[1], shape[0]
-    b = np.asarray(boxes)
-    x0, y0 = max(0, int(b[:, 0].min()) - margin), max(0, int(b[:, 1].min()) - margin)
-    x1, y1 = min(shape[1], int(b[:, 2].max()) + margin), min(shape[0], int(b[:, 3].max()) + margin)
-    return x0, y0, x1, y1
+def _sign_window(bbox: Sequence[float], context: float, min_side: int) -> tuple[int, int, int]:
+    """A square window (x0, y0, side) centred on a sign, ``context`` times its long side."""
+    x0, y0, x1, y1 = bbox
+    side = int(round(max(context * max(x1 - x0, y1 - y0), min_side)))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return int(round(cx - side / 2)), int(round(cy - side / 2)), side
+
+
+def _crop(rgb: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
+    """``rgb[y0:y0+side, x0:x0+side]``, grey where the window leaves the image."""
+    out = np.full((side, side, 3), 128, np.uint8)
+    h, w = rgb.shape[:2]
+    ax, ay, bx, by = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+    if ax < bx and ay < by:
+        out[ay - y0 : by - y0, ax - x0 : bx - x0] = rgb[ay:by, ax:bx]
+    return out
+
+
+def _verdict(matches: Mapping[str, Sequence[Mapping[str, Any]]], index: int) -> str:
+    """ "found" (with the best overlapping true positive's score) or "missed"."""
+    sign = matches["gt"][index]
+    if not sign["matched"]:
+        return "missed"
+    x0, y0, x1, y1 = sign["bbox"]
+    scores = [d["score"] for d in matches["det"] if d["matched"] and d["category"] ==
+              sign["category"] and d["bbox"][0] < x1 and d["bbox"][2] > x0 and
+              d["bbox"][1] < y1 and d["bbox"][3] > y0]  # fmt: skip
+    return f"found {max(scores):.2f}" if scores else "found"
+
+
+def save_sign_comparison_png(
+    path: str,
+    matches: Mapping[str, Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]]],
+    image_files: Mapping[str, str],
+    signs: Sequence[tuple[str, int, bool]],
+    *,
+    title: str = "",
+    cell: int = 176,
+    context: float = 3.0,
+    pairs_per_row: int = 3,
+) -> None:
+    """Zoomed crops of the small signs two models disagree on (``signs`` from
+    :func:`small_sign_differences`): per sign, a square window of ``context`` times its long side
+    around it, enlarged to ``cell`` pixels, once per model (``matches`` maps two model names to
+    their :func:`match_detections` outputs) with its detections drawn and its verdict on that
+    sign; ``pairs_per_row`` signs per row. Written atomically to ``path``."""
+    if not signs:
+        raise ValueError("save_sign_comparison_png needs at least one sign")
+    names = list(matches)
+    cells = []
+    for img_id, index, _ in signs:
+        bgr = cv2.imread(image_files[img_id], cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"cannot read image {image_files[img_id]} (image id {img_id})")
+        sign = matches[names[0]][img_id]["gt"][index]
+        x0, y0, side = _sign_window(sign["bbox"], context, min_side=24)
+        crop = _crop(swap_rgb_bgr(bgr), x0, y0, side)
+        for name in names:
+            m = matches[name][img_id]
+            drawn = draw_matches(crop, _shift(m, x0, y0), min_side=cell)
+            drawn = cv2.resize(drawn, (cell, cell), interpolation=cv2.INTER_AREA)
+            verdict = _verdict(m, index)
+            color = TP_COLOR if verdict != "missed" else FN_COLOR
+            head = _caption(cell, f"{name}: {verdict}", color=color)
+            foot = _caption(cell, f"{img_id} {sign['category']} {_long_side(sign['bbox'])} px")
+            cells.append(np.concatenate([head, drawn, foot]))
+    mosaic = tile(cells, columns=len(names) * pairs_per_row, pad=6)
+    legend = _caption(mosaic.shape[1], title)
+    x = max(8 + cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)[0][0] + 20, 0)
+    outcomes = ((TP_COLOR, "found"), (FN_COLOR, "missed"), (FP_COLOR, "false positive"))
+    for color, text in outcomes:
+        cv2.rectangle(legend, (x, 5), (x + 14, 17), color, -1)
+        cv2.putText(legend, text, (x + 20, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+        x += 40 + cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)[0][0]
+    write_png(path, np.concatenate([legend, mosaic], axis=0))
+
+
+def _long_side(bbox: Sequence[float]) -> int:
+    return int(round(max(bbox[2] - bbox[0], bbox[3] - bbox[1])))
 
 
 def _shift(matches, x0: int, y0: int):
@@ -85,42 +173,6 @@ def _shift(matches, x0: int, y0: int):
         return {**obj, "bbox": [x_a - x0, y_a - y0, x_b - x0, y_b - y0]}
 
     return {"gt": [moved(o) for o in matches["gt"]], "det": [moved(o) for o in matches["det"]]}
-
-
-def save_comparison_png(
-    path: str,
-    matches: Mapping[str, Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]]],
-    image_files: Mapping[str, str],
-    img_ids: Sequence[str],
-    *,
-    title: str = "",
-) -> None:
-    """One row per image, one column per model (``matches`` maps a model name to its
-    :func:`match_detections` output), cropped around the image's small objects and enlarged;
-    written atomically to ``path``."""
-    if not img_ids:
-        raise ValueError("save_comparison_png needs at least one image id")
-    names = list(matches)
-    cells = []
-    for img_id in img_ids:
-        bgr = cv2.imread(image_files[img_id], cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise FileNotFoundError(f"cannot read image {image_files[img_id]} (image id {img_id})")
-        rgb = swap_rgb_bgr(bgr)
-        x0, y0, x1, y1 = _crop_around(matches[names[0]][img_id], rgb.shape)
-        crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
-        for name in names:
-            drawn = draw_matches(crop, _shift(matches[name][img_id], x0, y0), min_side=320)
-            cells.append(np.concatenate([_caption(drawn.shape[1], f"{name}: {img_id}"), drawn]))
-    mosaic = tile(cells, columns=len(names))
-    legend = _caption(mosaic.shape[1], title)
-    x = max(8 + cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)[0][0] + 20, 0)
-    outcomes = ((TP_COLOR, "found"), (FN_COLOR, "missed"), (FP_COLOR, "false positive"))
-    for color, text in outcomes:
-        cv2.rectangle(legend, (x, 6), (x + 14, 18), color, -1)
-        cv2.putText(legend, text, (x + 20, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-        x += 40 + cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)[0][0]
-    write_png(path, np.concatenate([legend, mosaic], axis=0))
 
 
 def match_all(

@@ -95,6 +95,15 @@ def test_study_runs_every_arm_writes_its_table_and_resumes(tiny_tt100k, tmp_path
     for arm in ("extractor_unaligned", "extractor_rescaled (beyond the paper)", "naive", "sliced"):
         assert f"| {arm} |" in summary, arm
     assert set(report["notes"]["targets"]) == {"naive", "aligned", "unaligned", "rescaled"}
+    with open(os.path.join(out, "contrasts.json")) as f:
+        contrasts = json.load(f)
+    expected = {"extractor - extractor_unaligned", "extractor_rescaled - extractor",
+                "naive - extractor"}  # fmt: skip
+    expected = {f"{r}{x} - {e}{x}" for r, e in (c.split(" - ") for c in expected)
+                for x in ("", "_x2")}  # fmt: skip
+    expected |= {f"{a}_x2 - {a}" for a in arms}
+    assert set(contrasts) == expected
+    assert all(c["verdict"] in ("helps", "hurts", "no effect shown") for c in contrasts.values())
     # The cost switches against the capped arm itself.
     with open(os.path.join(out, "cost_switches", "table.json")) as f:
         switches = json.load(f)

@@ -6,8 +6,9 @@ import pytest
 
 from featsr_d2.evaluation.compare import (
     match_all,
-    save_comparison_png,
+    save_sign_comparison_png,
     small_object_differences,
+    small_sign_differences,
 )
 
 
@@ -64,19 +65,39 @@ def test_small_object_differences_count_both_ways():
     assert small_object_differences(matches["base"], matches["base"]) == []
 
 
-def test_comparison_picture_has_a_cell_per_model_and_image(tmp_path):
+def test_small_sign_differences_list_each_sign_one_model_misses():
+    matches = match_all(GT, RESULTS, min_score=0.5)
+    # Image 1's small sign (index 0) and image 2's: found by featsr only; the medium one is equal.
+    gained = small_sign_differences(matches["base"], matches["featsr"])
+    assert gained == [("1", 0, True), ("2", 0, True)]
+    lost = small_sign_differences(matches["featsr"], matches["base"])
+    assert lost == [("1", 0, False), ("2", 0, False)]
+    assert small_sign_differences(matches["base"], matches["base"]) == []
+
+
+def test_sign_picture_has_a_zoomed_cell_per_model_and_sign(tmp_path):
     files = {}
     for img_id in GT["imgs"]:
         files[img_id] = str(tmp_path / f"{img_id}.png")
-        cv2.imwrite(files[img_id], np.full((120, 130, 3), 90, np.uint8))
+        image = np.full((120, 130, 3), 90, np.uint8)
+        cv2.rectangle(image, (10, 10), (30, 30), (0, 0, 255), -1)  # the small sign of image 1
+        cv2.imwrite(files[img_id], image)
     matches = match_all(GT, RESULTS, min_score=0.5)
+    signs = small_sign_differences(matches["base"], matches["featsr"])
     path = tmp_path / "out" / "cmp.png"
-    save_comparison_png(str(path), matches, files, ["1", "2"], title="t")
+    save_sign_comparison_png(str(path), matches, files, signs, title="t", cell=100,
+                             pairs_per_row=2)  # fmt: skip
     picture = cv2.imread(str(path))
-    assert picture is not None
-    # Two columns (models) by two rows (images), each cell at least 320 px on its short side.
-    assert picture.shape[1] >= 2 * 320 and picture.shape[0] >= 2 * 320
-    with pytest.raises(ValueError, match="at least one image"):
-        save_comparison_png(str(path), matches, files, [])
+    # One row of two signs x two models, each cell 100 px plus its two captions (22 px each).
+    assert picture.shape[0] == 22 + 6 + (22 + 100 + 22) + 6
+    assert picture.shape[1] == 4 * (100 + 6) + 6
+    # The first cell is the base's view of image 1's sign: the window (3 x 20 px around it) is
+    # enlarged 100 / 60 times, so the red sign fills the middle third of the cell.
+    cell = picture[22 + 6 + 22 : 22 + 6 + 22 + 100, 6 : 6 + 100]
+    assert (cell[50, 50] == (0, 0, 255)).all()
+    assert (cell[5, 5] != (0, 0, 255)).any()
+    with pytest.raises(ValueError, match="at least one sign"):
+        save_sign_comparison_png(str(path), matches, files, [])
     with pytest.raises(FileNotFoundError, match="image id 2"):
-        save_comparison_png(str(path), matches, {**files, "2": str(tmp_path / "no.png")}, ["2"])
+        save_sign_comparison_png(str(path), matches, {**files, "2": str(tmp_path / "no.png")},
+                                 [("2", 0, True)])  # fmt: skip
