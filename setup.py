@@ -84,6 +84,9 @@ setup(
         "tqdm>=4.60",
         "fvcore>=0.1.5",
     ],
+    # The MMDetection 3.x integration (`pip install -e .[mmdet]`; mmcv needs its compiled ops, see
+    # docs/GETTING_STARTED.md). requirements.txt pins the tested versions ("#route:" lines).
+    extras_require={"mmdet": ["mmdet>=3.0,<4", "mmcv>=2.0.0rc4,<2.2", "mmengine>=0.7.1,<1.0"]},
     ext_modules=get_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     zip_safe=False,

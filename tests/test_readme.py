@@ -1,6 +1,6 @@
 """The README stays short and true: at most 8 KB, every Python snippet runs as written, every
 command names a tool, config and make target that exist, and the install ranges of setup.py admit
-the versions requirements.txt pins."""
+the versions requirements.txt pins (the MMDetection extra: its "#route:" pins)."""
 
 import ast
 import os
@@ -54,7 +54,7 @@ def _commands() -> list[list[str]]:
 
 def test_readme_commands_name_existing_tools_configs_and_targets():
     with open(os.path.join(ROOT, "Makefile")) as f:
-        targets = set(re.findall(r"^([a-z]+):", f.read(), flags=re.M))
+        targets = set(re.findall(r"^([a-z][a-z-]*):", f.read(), flags=re.M))
     commands = _commands()
     assert commands
     for argv in commands:
@@ -65,13 +65,17 @@ def test_readme_commands_name_existing_tools_configs_and_targets():
                 assert os.path.isfile(os.path.join(ROOT, token)), f"{token} in {argv}"
 
 
-def _install_requires() -> list[str]:
+def _setup_keyword(name: str):
     with open(os.path.join(ROOT, "setup.py")) as f:
         tree = ast.parse(f.read())
     for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == "install_requires":
+        if isinstance(node, ast.keyword) and node.arg == name:
             return ast.literal_eval(node.value)
-    raise AssertionError("setup.py has no install_requires")
+    raise AssertionError(f"setup.py has no {name}")
+
+
+def _install_requires() -> list[str]:
+    return _setup_keyword("install_requires")
 
 
 def test_install_requires_admit_the_pinned_versions():
@@ -89,3 +93,19 @@ def test_install_requires_admit_the_pinned_versions():
         assert req.specifier, f"{spec}: state the supported versions"
         assert req.name.lower() in pins, f"{spec} is not pinned in requirements.txt"
         assert req.specifier.contains(pins[req.name.lower()]), (spec, pins[req.name.lower()])
+
+
+def test_mmdet_extra_admits_the_pinned_versions():
+    pins = {}
+    with open(os.path.join(ROOT, "requirements.txt")) as f:
+        for line in f:
+            match = re.match(r"#route:(?:mmdet|mmcv-sdist):\s*(\S+)==(\S+)", line)
+            if match:
+                pins[match.group(1).lower()] = match.group(2)
+    requires = _setup_keyword("extras_require")["mmdet"]
+    assert {Requirement(spec).name for spec in requires} == {"mmcv", "mmdet", "mmengine"}
+    for spec in requires:
+        req = Requirement(spec)
+        assert req.specifier, f"{spec}: state the supported versions"
+        assert req.name in pins, f"{spec} is not pinned by a #route: line of requirements.txt"
+        assert req.specifier.contains(pins[req.name]), (spec, pins[req.name])
