@@ -53,6 +53,7 @@ from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
 from featsr_d2.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.config import get_featsr_cfg
+from featsr_d2.data.rng_state import isolated_rng
 from featsr_d2.data.tt100k import load_annotations, load_results
 from featsr_d2.data.tt100k_categories import SIZE_BINS
 from featsr_d2.engine.feature_cache import (
@@ -485,7 +486,10 @@ def _arm_model(study: _Study, arm: str, seed: int, schedule: int) -> tuple:
         return cfg3, model, {}
     start = time.perf_counter()
     cfg2 = _cfg(settings, 2, arm, schedule, settings.weights)
-    model2 = _load(cfg2, settings.weights)
+    # What the stage-1 weights do not hold (D, G's residual branches) is initialized from the
+    # seed alone: every arm of a seed starts alike, whatever ran before it in this process.
+    with isolated_rng(seed):
+        model2 = _load(cfg2, settings.weights)
     scale = study.scales if ARMS[arm].rescaled else None
     label = f"[study] {row_name(arm, schedule)} seed {seed} stage 2"
     train = study.caches["train"]
