@@ -24,6 +24,7 @@ from featsr_d2.config_validation import validate_config
 
 __all__ = [
     "FEATSR_STAGES",
+    "ROI_ALIGN_TYPES",
     "add_featsr_config",
     "add_sr_config",
     "add_tdsr_config",
@@ -337,7 +338,8 @@ _FEATSR_HEADS = {
     "StandardROIHeads": "FeatSRStandardROIHeads",
     "FeatSRStandardROIHeads": "FeatSRStandardROIHeads",
 }
-_ROI_ALIGN_POOLERS = ("ROIAlign", "ROIAlignV2", "FeatSRROIAlign", "FeatSRROIAlignV2")
+# The Detectron2 pooler types FeatSR's heads pool with, and RoIAlign's ``aligned`` for each.
+ROI_ALIGN_TYPES = {"ROIAlign": False, "ROIAlignV2": True}
 FEATSR_STAGES = (2, 3)
 
 
@@ -430,10 +432,10 @@ def enable_featsr(cfg, stage: int = 2):
             "FeatSR heads train the mask and keypoint heads on the sampled proposals: set "
             "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES False"
         )
-    if model.ROI_BOX_HEAD.POOLER_TYPE not in _ROI_ALIGN_POOLERS:
+    if model.ROI_BOX_HEAD.POOLER_TYPE not in ROI_ALIGN_TYPES:
         raise ValueError(
             f"FeatSR pools with RoIAlign: MODEL.ROI_BOX_HEAD.POOLER_TYPE must be one of "
-            f"{_ROI_ALIGN_POOLERS}, not {model.ROI_BOX_HEAD.POOLER_TYPE!r}"
+            f"{tuple(ROI_ALIGN_TYPES)}, not {model.ROI_BOX_HEAD.POOLER_TYPE!r}"
         )
     if model.BACKBONE.NAME not in _FEATSR_BACKBONES:
         raise ValueError(

@@ -16,12 +16,9 @@ from featsr_d2.layers.roi_align import (
     multimap_roi_align,
     roi_align,
 )
-from featsr_d2.layers.roi_pooler import FEATSR_POOLER_TYPES, FeatSRROIPooler
 
 __all__ = [
-    "FEATSR_POOLER_TYPES",
     "DilatedConvMaxPool2d",
-    "FeatSRROIPooler",
     "ROIAlign",
     "build_info",
     "dilated_conv_maxpool2d",

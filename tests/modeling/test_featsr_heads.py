@@ -398,26 +398,60 @@ def test_heads_pool_base_and_sub_in_one_call_equal_to_detectron2_poolers(layout,
     torch.testing.assert_close(sub, ref_sub, rtol=0, atol=1e-6)
 
 
+def _random_boxes(n, size, seed):
+    """n boxes from 7 to 600 px (every FPN level), some crossing the image border."""
+    g = torch.Generator().manual_seed(seed)
+    side = torch.exp(torch.empty(n).uniform_(2.0, 6.4, generator=g))
+    aspect = torch.exp(torch.empty(n).uniform_(-0.7, 0.7, generator=g))
+    w, h = side * aspect.sqrt(), side / aspect.sqrt()
+    cx, cy = torch.rand(n, generator=g) * size, torch.rand(n, generator=g) * size
+    return Boxes(torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1))
+
+
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_heads_accept_featsr_pooler_types_and_reject_non_roialign(layout):
+@pytest.mark.parametrize("pooler_type", ["ROIAlign", "ROIAlignV2"])
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_heads_pool_as_detectron2s_box_pooler_bit_for_bit(layout, pooler_type, sampling_ratio):
+    """The heads' own pooling parameters (from the config) and featsr_d2's one multi-level
+    RoIAlign call give Detectron2's box pooler's RoI features exactly, forward and backward, on
+    boxes of every FPN level and an image without boxes."""
+    from detectron2.modeling.poolers import assign_boxes_to_levels
+
     cfg = tiny_featsr_cfg(layout)
-    torch.manual_seed(0)
-    reference = build_model(cfg).eval()
-    cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "FeatSRROIAlignV2"
-    torch.manual_seed(0)
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE = pooler_type
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = sampling_ratio
     model = build_model(cfg).eval()
-    pooler = model.roi_heads._box_pooler
-    assert type(pooler).__name__ == "FeatSRROIPooler"
-    features = reference.backbone(torch.randn(1, 3, 128, 128))
-    proposals = _proposals()
+    heads = model.roi_heads
+    pooler = heads.pooler if layout == "C4" else heads.box_pooler
+    assert heads.aligned == (pooler_type == "ROIAlignV2")
     with torch.no_grad():
-        ours = _head_inference(model.roi_heads, features, proposals)
-        theirs = _head_inference(reference.roi_heads, features, proposals)
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(ours, theirs))
-    cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIPool"
-    heads = build_model(cfg).eval().roi_heads
-    with pytest.raises(ValueError, match="POOLER_TYPE"), torch.no_grad():
-        heads(None, features, proposals)
+        features = model.backbone(torch.randn(3, 3, 320, 320))
+    boxes = [_random_boxes(n, 320, seed) for n, seed in ((60, 1), (45, 2), (0, 3))]
+    maps, scales = heads._base_maps(features)
+    ours_in = [m.clone().requires_grad_() for m in maps]
+    ref_in = [m.clone().requires_grad_() for m in maps]
+    (ours,) = heads._pool([(ours_in, scales)], boxes, heads._levels(boxes))
+    ref = pooler(ref_in, boxes)
+    if layout == "FPN":
+        levels = assign_boxes_to_levels(boxes, 2, 5, 224, 4)
+        assert set(levels.tolist()) == {0, 1, 2, 3}
+    assert ours.shape == ref.shape == (105, maps[0].shape[1], *heads.pooler_resolution)
+    assert torch.equal(ours, ref)
+    grad = torch.randn_like(ref)
+    ours.backward(grad)
+    ref.backward(grad)
+    for a, b in zip(ours_in, ref_in):
+        assert torch.equal(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("pooler_type", ["ROIPool", "FeatSRROIAlignV2"])
+def test_heads_refuse_a_pooler_that_is_not_roialign(layout, pooler_type):
+    """Only Detectron2's RoIAlign types; the FeatSR pooler type, which no config used, is gone."""
+    cfg = tiny_featsr_cfg(layout)
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE = pooler_type
+    with pytest.raises(ValueError, match="POOLER_TYPE to one of .'ROIAlign', 'ROIAlignV2'."):
+        build_model(cfg)
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))

@@ -50,9 +50,11 @@ Pooling runs on featsr_d2's RoIAlign (:func:`~featsr_d2.layers.multimap_roi_alig
 sub RoI features of a set of proposals come from one call, and so do the pairs' F^0.5 (base and
 sub) and T^1.0, with every RoI pooled from its own pyramid level and no per-level masking (when
 the sub layers differ in width, each sub layer is pooled by its own call and projected by G). The
-box pooler's type sets the alignment and sampling ("ROIAlign", "ROIAlignV2", or featsr_d2's
-"FeatSRROIAlign(V2)", which the heads also accept for every pooler: box, mask, keypoint); the result
-equals Detectron2's poolers.
+heads own their pooling parameters, read from the config as Detectron2's box pooler reads them
+(``ROI_BOX_HEAD.POOLER_TYPE`` "ROIAlign" or "ROIAlignV2" sets the alignment,
+``POOLER_SAMPLING_RATIO``, ``POOLER_RESOLUTION``, and one scale per ``ROI_HEADS.IN_FEATURES`` level
+from the backbone's strides), and assign RoIs to FPN levels with Detectron2's
+``assign_boxes_to_levels``; the result equals Detectron2's ``ROIPooler``.
 
 The heads replace only the box branch (``_forward_box``); Detectron2's mask and keypoint branches
 (``MODEL.MASK_ON``, ``MODEL.KEYPOINT_ON``) run as in the base heads, on the sampled proposals in
@@ -69,19 +71,21 @@ The small predictor's events (accuracy, foreground fraction) are logged under ``
 
 import abc
 import logging
+import math
 
 import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling import ROI_HEADS_REGISTRY
-from detectron2.modeling.poolers import ROIPooler, assign_boxes_to_levels
+from detectron2.modeling.poolers import assign_boxes_to_levels
 from detectron2.modeling.roi_heads import Res5ROIHeads, StandardROIHeads
 from detectron2.modeling.roi_heads.roi_heads import select_foreground_proposals
 from detectron2.structures import Boxes, Instances
 from torch import nn
+from torch.nn.modules.utils import _pair
 
-from featsr_d2.config import FEATSR_STAGES, featsr_sub_features
-from featsr_d2.layers import FEATSR_POOLER_TYPES, FeatSRROIPooler, multimap_roi_align
+from featsr_d2.config import FEATSR_STAGES, ROI_ALIGN_TYPES, featsr_sub_features
+from featsr_d2.layers import multimap_roi_align
 from featsr_d2.modeling.roi_heads.featsr_box_branch import FeatSRBoxBranch
 from featsr_d2.supervision import supervision as supervision_mode
 
@@ -89,38 +93,31 @@ __all__ = ["FeatSRRes5ROIHeads", "FeatSRStandardROIHeads"]
 
 logger = logging.getLogger(__name__)
 
-# ROI-head arguments holding a pooler, and the config node of their pooler type.
-_POOLER_NODES = {
-    "box_pooler": "ROI_BOX_HEAD",
-    "pooler": "ROI_BOX_HEAD",  # Res5ROIHeads
-    "mask_pooler": "ROI_MASK_HEAD",
-    "keypoint_pooler": "ROI_KEYPOINT_HEAD",
-}
+# Detectron2's ROIPooler defaults for the FPN level of a box, which its ROI heads keep.
+_CANONICAL_BOX_SIZE = 224
+_CANONICAL_LEVEL = 4
 
 
 def _sqrt_area(boxes: Boxes) -> torch.Tensor:
     return boxes.area().clamp(min=0).sqrt()
 
 
-def _base_heads_from_config(heads_cls, cfg, input_shape: dict[str, ShapeSpec]) -> dict:
-    """The arguments of the Detectron2 heads ``heads_cls`` from ``cfg``, where a pooler type may
-    also be one of :data:`~featsr_d2.layers.FEATSR_POOLER_TYPES`: Detectron2 builds the heads
-    with the matching type, then each such pooler becomes a :class:`FeatSRROIPooler`."""
-    featsr_types = {
-        node: cfg.MODEL[node].POOLER_TYPE
-        for node in set(_POOLER_NODES.values())
-        if cfg.MODEL[node].POOLER_TYPE in FEATSR_POOLER_TYPES
+def _pooling_from_config(cfg, input_shape: dict[str, ShapeSpec]) -> dict:
+    """The heads' own RoIAlign parameters, read as Detectron2's box pooler reads them: the
+    resolution, sampling ratio and alignment of ``MODEL.ROI_BOX_HEAD`` and one scale per
+    ``MODEL.ROI_HEADS.IN_FEATURES`` level."""
+    box = cfg.MODEL.ROI_BOX_HEAD
+    if box.POOLER_TYPE not in ROI_ALIGN_TYPES:
+        raise ValueError(
+            f"FeatSR heads pool with RoIAlign: set MODEL.ROI_BOX_HEAD.POOLER_TYPE to one of "
+            f"{tuple(ROI_ALIGN_TYPES)}, not {box.POOLER_TYPE!r}"
+        )
+    return {
+        "pooler_resolution": box.POOLER_RESOLUTION,
+        "pooler_scales": [1.0 / input_shape[f].stride for f in cfg.MODEL.ROI_HEADS.IN_FEATURES],
+        "sampling_ratio": box.POOLER_SAMPLING_RATIO,
+        "aligned": ROI_ALIGN_TYPES[box.POOLER_TYPE],
     }
-    if featsr_types:
-        cfg = cfg.clone()
-        cfg.defrost()
-        for node, pooler_type in featsr_types.items():
-            cfg.MODEL[node].POOLER_TYPE = FEATSR_POOLER_TYPES[pooler_type][1]
-    ret = heads_cls.from_config(cfg, input_shape)
-    for key, node in _POOLER_NODES.items():
-        if node in featsr_types and isinstance(ret.get(key), ROIPooler):
-            ret[key] = FeatSRROIPooler.from_pooler(ret[key], featsr_types[node])
-    return ret
 
 
 def _featsr_from_config(
@@ -129,10 +126,11 @@ def _featsr_from_config(
     base_channels: int,
     large_head: nn.Module,
     large_predictor: nn.Module,
+    pooling: dict,
 ) -> dict:
     """The FeatSR arguments shared by both layouts: the :class:`FeatSRBoxBranch` (G, D, and the
     small predictor, copies of the large one: ``large_head`` and ``large_predictor``), the sub
-    layers and the settings."""
+    layers, the settings and the ``pooling`` parameters (:func:`_pooling_from_config`)."""
     f = cfg.MODEL.FEATSR
     subs = featsr_sub_features(cfg)
     missing = [s for s in dict.fromkeys(subs) if s not in input_shape]
@@ -160,6 +158,7 @@ def _featsr_from_config(
         "max_pairs_per_image": f.MAX_PAIRS_PER_IMAGE,
         "target_min_size": f.TARGET_MIN_SIZE,
         "supervision": f.SUPERVISION,
+        **pooling,
     }
 
 
@@ -168,8 +167,8 @@ class _FeatSRHeads(abc.ABC):
     ``_forward_box`` (routing, pooling, losses and inference) around the child ``featsr`` (a
     :class:`FeatSRBoxBranch`: G, D and the small predictor) and keeps the checkpoint conversion.
     It comes first among the bases of a Detectron2 ROI head class, which provides the large
-    predictor and the poolers and implements the layout's hooks below (``_base_maps``,
-    ``_box_pooler``, ``_large_head``, ``_small_head``, ``_levels``), ``_REPLICAS`` and
+    predictor (and the mask and keypoint poolers) and implements the layout's hooks below
+    (``_base_maps``, ``_large_head``, ``_small_head``, ``_levels``), ``_REPLICAS`` and
     ``_V2_LAYOUT``."""
 
     # The large predictor's parts and their replicas in the small predictor (state-dict prefixes).
@@ -197,6 +196,10 @@ class _FeatSRHeads(abc.ABC):
         target_min_size: float,
         max_pairs_per_image: int = -1,
         supervision: str,
+        pooler_resolution: int | tuple[int, int],
+        pooler_scales: list[float],
+        sampling_ratio: int,
+        aligned: bool,
     ):
         self.mode = supervision_mode(supervision)  # raises for an unknown mode
         if stage not in FEATSR_STAGES:
@@ -211,16 +214,16 @@ class _FeatSRHeads(abc.ABC):
         self.max_pairs_per_image = max_pairs_per_image
         self.target_min_size = target_min_size
         self.supervision = supervision
+        # RoIAlign of the base, sub and target RoI features (see _pooling_from_config).
+        self.pooler_resolution = _pair(pooler_resolution)
+        self.pooler_scales = [float(s) for s in pooler_scales]
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
         for module in self.frozen_modules():
             module.requires_grad_(False)
 
     # Layout hooks: each layout's heads implement them (a heads class without them cannot be
     # instantiated).
-    @property
-    @abc.abstractmethod
-    def _box_pooler(self) -> ROIPooler:
-        """The base detector's box pooler, whose alignment and sampling the heads use."""
-
     @abc.abstractmethod
     def _base_maps(self, features) -> tuple[list[torch.Tensor], list[float]]:
         """The maps (one per pyramid level) that the base RoI feature of a RoI on level k comes
@@ -270,19 +273,13 @@ class _FeatSRHeads(abc.ABC):
     def _pool(self, maps, boxes: list[Boxes], levels) -> list[torch.Tensor]:
         """Pools ``boxes`` from each ``(maps, scales)`` entry of ``maps`` in one RoIAlign call;
         a RoI on level k reads level k of every entry (``levels``: None for one level)."""
-        first = self._box_pooler.level_poolers[0]
-        if not (hasattr(first, "aligned") and hasattr(first, "sampling_ratio")):
-            raise ValueError(
-                "FeatSR heads pool with RoIAlign: set MODEL.ROI_BOX_HEAD.POOLER_TYPE to ROIAlign, "
-                f"ROIAlignV2, FeatSRROIAlign or FeatSRROIAlignV2 (the box pooler is {first})"
-            )
         return multimap_roi_align(
             [m for m, _ in maps],
             [b.tensor for b in boxes],
-            first.output_size,
+            self.pooler_resolution,
             [s for _, s in maps],
-            first.sampling_ratio,
-            first.aligned,
+            self.sampling_ratio,
+            self.aligned,
             levels=levels,
         )
 
@@ -505,8 +502,8 @@ class FeatSRRes5ROIHeads(_FeatSRHeads, Res5ROIHeads):
         """
         Args:
             featsr: box_branch (a :class:`FeatSRBoxBranch`), sub_features, sub_scales, stage,
-                small_size, max_small_per_image, max_pairs_per_image, target_min_size and
-                supervision (see :func:`_featsr_from_config`).
+                small_size, max_small_per_image, max_pairs_per_image, target_min_size,
+                supervision and the pooling parameters (see :func:`_featsr_from_config`).
             kwargs: the arguments of :class:`Res5ROIHeads`.
         """
         super().__init__(**kwargs)
@@ -523,10 +520,11 @@ class FeatSRRes5ROIHeads(_FeatSRHeads, Res5ROIHeads):
                 f"MODEL.FEATSR.RES5_HEADS must name a stage-1 Res5ROIHeads (e.g. Res5ROIHeads, "
                 f"FeatSRMobileNetV2Res5ROIHeads), not {cfg.MODEL.FEATSR.RES5_HEADS!r}"
             )
-        ret = _base_heads_from_config(base_heads, cfg, input_shape)
+        pooling = _pooling_from_config(cfg, input_shape)  # first: it names what it refuses
+        ret = base_heads.from_config(cfg, input_shape)
         base = input_shape[ret["in_features"][0]].channels
         ret["featsr"] = _featsr_from_config(
-            cfg, input_shape, base, ret["res5"], ret["box_predictor"]
+            cfg, input_shape, base, ret["res5"], ret["box_predictor"], pooling
         )
         return ret
 
@@ -557,12 +555,8 @@ class FeatSRRes5ROIHeads(_FeatSRHeads, Res5ROIHeads):
             losses.update(self.mask_head(x, proposals))
         return [], losses
 
-    @property
-    def _box_pooler(self):
-        return self.pooler
-
     def _base_maps(self, features):
-        return [features[self.in_features[0]]], [self.pooler.level_poolers[0].spatial_scale]
+        return [features[self.in_features[0]]], self.pooler_scales
 
     def _large_head(self, x):
         return self.res5(x).mean(dim=(2, 3))
@@ -596,10 +590,11 @@ class FeatSRStandardROIHeads(_FeatSRHeads, StandardROIHeads):
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
-        ret = _base_heads_from_config(StandardROIHeads, cfg, input_shape)
+        pooling = _pooling_from_config(cfg, input_shape)  # first: it names what it refuses
+        ret = StandardROIHeads.from_config(cfg, input_shape)
         channels = input_shape[cfg.MODEL.ROI_HEADS.IN_FEATURES[0]].channels
         ret["featsr"] = _featsr_from_config(
-            cfg, input_shape, channels, ret["box_head"], ret["box_predictor"]
+            cfg, input_shape, channels, ret["box_head"], ret["box_predictor"], pooling
         )
         return ret
 
@@ -624,20 +619,16 @@ class FeatSRStandardROIHeads(_FeatSRHeads, StandardROIHeads):
         return [], losses
 
     def _levels(self, boxes):
-        p = self.box_pooler
-        if len(p.level_poolers) == 1:
+        scales = self.pooler_scales
+        if len(scales) == 1:
             return None
+        min_level, max_level = (round(-math.log2(s)) for s in (scales[0], scales[-1]))
         return assign_boxes_to_levels(
-            boxes, p.min_level, p.max_level, p.canonical_box_size, p.canonical_level
+            boxes, min_level, max_level, _CANONICAL_BOX_SIZE, _CANONICAL_LEVEL
         )
 
-    @property
-    def _box_pooler(self):
-        return self.box_pooler
-
     def _base_maps(self, features):
-        scales = [p.spatial_scale for p in self.box_pooler.level_poolers]
-        return [features[f] for f in self.box_in_features], scales
+        return [features[f] for f in self.box_in_features], self.pooler_scales
 
     def _large_head(self, x):
         return self.box_head(x)
