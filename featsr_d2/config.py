@@ -6,7 +6,9 @@ one-line comment, and the one way to build a config.
   training's (:func:`add_sr_config`) and TDSR's (:func:`add_tdsr_config`);
 - :func:`get_featsr_cfg` builds a config: Detectron2's defaults, those keys, a file read with safe
   YAML (:func:`featsr_d2.config_files.merge_config_file`), overrides, every key featsr_d2 adds
-  checked against its allowed range (:func:`featsr_d2.config_validation.validate_config`);
+  checked against its allowed range (:func:`featsr_d2.config_validation.validate_config`), and a
+  TDSR detector's config file read into the run's config (:func:`resolve_tdsr_detector`;
+  :func:`get_detector_cfg` gives it back without reading a file);
 - :func:`enable_featsr` turns any Detectron2 Faster R-CNN (or Mask R-CNN) config into FeatSR's.
 
 The config layer is this module, :mod:`featsr_d2.config_files`, :mod:`featsr_d2.config_validation`
@@ -14,6 +16,7 @@ and :mod:`featsr_d2.supervision` (the table of FeatSR's supervision modes); it i
 of featsr_d2, and every other part of the package may import it (``tests/test_import_layers.py``).
 """
 
+import os
 import re
 
 from detectron2.config import CfgNode as CN
@@ -30,8 +33,10 @@ __all__ = [
     "add_tdsr_config",
     "enable_featsr",
     "featsr_sub_features",
+    "get_detector_cfg",
     "get_featsr_cfg",
     "get_sr_cfg",
+    "resolve_tdsr_detector",
 ]
 
 
@@ -279,6 +284,10 @@ def add_tdsr_config(cfg):
     _C.MODEL.TDSR = CN()
     # The frozen detector's featsr_d2/Detectron2 config file (its own yaml, e.g. a Faster R-CNN).
     _C.MODEL.TDSR.DETECTOR_CONFIG = ""
+    # That file as read when the run's config was made (YAML; get_featsr_cfg sets it, not by hand).
+    _C.MODEL.TDSR.RESOLVED_DETECTOR = ""
+    # The absolute path RESOLVED_DETECTOR was read from (set with it).
+    _C.MODEL.TDSR.RESOLVED_DETECTOR_FROM = ""
     # The detector's trained weights; "" leaves it as built (only sensible in tests).
     _C.MODEL.TDSR.DETECTOR_WEIGHTS = ""
     # KEY VALUE overrides applied to the detector's config (its INPUT drives the data pipeline).
@@ -292,6 +301,16 @@ def add_tdsr_config(cfg):
     return cfg
 
 
+def _read_cfg(config_file: str | None, opts) -> CN:
+    """Detectron2's defaults with featsr_d2's keys, ``config_file`` (safe YAML) and ``opts``."""
+    cfg = get_cfg()
+    add_featsr_config(cfg)
+    if config_file:
+        merge_config_file(cfg, config_file)
+    cfg.merge_from_list(list(opts or []))
+    return cfg
+
+
 def get_featsr_cfg(
     config_file: str | None = None,
     opts: list[str] | None = None,
@@ -300,16 +319,102 @@ def get_featsr_cfg(
 ):
     """A config with featsr_d2's keys, merged from ``config_file`` (safe YAML) and ``opts``, turned
     into FeatSR's model of ``featsr_stage`` (:func:`enable_featsr`) when given, its featsr_d2 keys
-    validated; not frozen."""
-    cfg = get_cfg()
-    add_featsr_config(cfg)
-    if config_file:
-        merge_config_file(cfg, config_file)
-    cfg.merge_from_list(list(opts or []))
+    validated, a TDSR detector's config read into it (:func:`resolve_tdsr_detector`); not
+    frozen."""
+    cfg = _read_cfg(config_file, opts)
     if featsr_stage is not None:
         enable_featsr(cfg, stage=featsr_stage)
     validate_config(cfg)
+    return resolve_tdsr_detector(cfg)
+
+
+def resolve_tdsr_detector(cfg):
+    """Read the TDSR detector's config file (``MODEL.TDSR.DETECTOR_CONFIG``) into ``cfg`` in place:
+    ``MODEL.TDSR.RESOLVED_DETECTOR`` holds it as YAML (featsr_d2's keys, the file and its
+    ``_BASE_`` chain merged and validated, without ``DETECTOR_OPTS``, which
+    :func:`get_detector_cfg` applies), ``RESOLVED_DETECTOR_FROM`` and ``DETECTOR_CONFIG`` the
+    file's absolute path. :func:`get_featsr_cfg` calls it, so a run's ``config.yaml`` holds its
+    detector and building the model reads no file. A config that already holds the detector read
+    from that path (a run's ``config.yaml``) keeps it; nothing to do without ``DETECTOR_CONFIG``.
+    Returns ``cfg``.
+
+    A relative path set in a config file was made absolute against that file's folder when the
+    file was read (:func:`featsr_d2.config_files.merge_config_file`); one set by ``opts`` (or by
+    hand) is relative to the working directory of this call.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: it is a TDSR config, not a detector's.
+    """
+    tdsr = cfg.MODEL.TDSR
+    if not tdsr.DETECTOR_CONFIG:
+        return cfg
+    path = os.path.abspath(tdsr.DETECTOR_CONFIG)
+    if tdsr.RESOLVED_DETECTOR and tdsr.RESOLVED_DETECTOR_FROM == path:
+        tdsr.DETECTOR_CONFIG = path
+        return cfg
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"MODEL.TDSR.DETECTOR_CONFIG: the detector config {tdsr.DETECTOR_CONFIG} does not "
+            f"exist (working directory {os.getcwd()}). In a config file a relative path is "
+            "relative to the folder of the file that sets it; given as an override (opts), to the "
+            "working directory."
+        )
+    detector = _read_cfg(path, ())
+    if detector.MODEL.META_ARCHITECTURE == "TaskDrivenSR":
+        raise ValueError(f"{path} is a TDSR config, not a detector's")
+    validate_config(detector)
+    tdsr.DETECTOR_CONFIG = path
+    tdsr.RESOLVED_DETECTOR = detector.dump()
+    tdsr.RESOLVED_DETECTOR_FROM = path
     return cfg
+
+
+def get_detector_cfg(cfg):
+    """The frozen detector's config of a TDSR config: ``MODEL.TDSR.RESOLVED_DETECTOR`` (the file
+    :func:`resolve_tdsr_detector` read) merged with ``MODEL.TDSR.DETECTOR_OPTS``, validated, on the
+    TDSR config's ``MODEL.DEVICE``; a new config each call, not frozen. Reads no file.
+
+    Raises:
+        ValueError: no detector config is named, or the named one was not read into ``cfg``.
+    """
+    tdsr = cfg.MODEL.TDSR
+    if not tdsr.DETECTOR_CONFIG:
+        raise ValueError("MODEL.TDSR.DETECTOR_CONFIG must name the detector's config file")
+    if not tdsr.RESOLVED_DETECTOR or tdsr.RESOLVED_DETECTOR_FROM != os.path.abspath(
+        tdsr.DETECTOR_CONFIG
+    ):
+        raise ValueError(
+            f"MODEL.TDSR.DETECTOR_CONFIG {tdsr.DETECTOR_CONFIG} was not read into this config: "
+            "make the config with featsr_d2.config.get_featsr_cfg, or call "
+            "featsr_d2.config.resolve_tdsr_detector(cfg) after setting it"
+        )
+    detector = get_cfg()
+    add_featsr_config(detector)
+    defaults = detector.clone()
+    detector.merge_from_other_cfg(CN.load_cfg(tdsr.RESOLVED_DETECTOR))
+    _restore_tuples(detector, defaults)
+    detector.merge_from_list(list(tdsr.DETECTOR_OPTS))
+    validate_config(detector)
+    detector.MODEL.DEVICE = cfg.MODEL.DEVICE
+    return detector
+
+
+def _restore_tuples(cfg, defaults) -> None:
+    """YAML has no tuples: merging a dumped config gives back a tuple where the default is one
+    (yacs converts), but not the tuples inside it (e.g. ``ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS``);
+    those are made tuples again, as in the default."""
+
+    def like(value, default):
+        if isinstance(default, tuple) and isinstance(value, (list, tuple)):
+            return tuple(like(v, default[0] if default else None) for v in value)
+        return value
+
+    for key, default in defaults.items():
+        if isinstance(default, CN):
+            _restore_tuples(cfg[key], default)
+        else:
+            cfg[key] = like(cfg[key], default)
 
 
 def get_sr_cfg(config_file: str | None = None, opts: list[str] | None = None):

@@ -239,6 +239,8 @@ RULES: tuple[Rule, ...] = (
     integer("TEST.SR.SAMPLE_CROP", 0),
     # MODEL.TDSR
     string("MODEL.TDSR.DETECTOR_CONFIG"),
+    string("MODEL.TDSR.RESOLVED_DETECTOR"),
+    string("MODEL.TDSR.RESOLVED_DETECTOR_FROM"),
     string("MODEL.TDSR.DETECTOR_WEIGHTS"),
     Rule("MODEL.TDSR.DETECTOR_OPTS", "a list of KEY VALUE pairs (even length)", _even_list),
     number("MODEL.TDSR.ALPHA", 0),
