@@ -160,7 +160,7 @@ def bench_roi_align(device, reps, channels=256):
         convert_boxes_to_pooler_format,
     )
 
-    from featsr_d2.layers import multilevel_roi_align, roi_align
+    from featsr_d2.core.layers import multilevel_roi_align, roi_align
 
     g = torch.Generator().manual_seed(1)
     shapes = [(IMAGE_HW[0] // s, IMAGE_HW[1] // s) for s in STRIDES]
@@ -261,7 +261,7 @@ def unfused(x, weight, scale, shift, pad):
 
 
 def fused(x, weight, scale, shift, pad):
-    from featsr_d2.layers import dilated_conv_maxpool2d
+    from featsr_d2.core.layers import dilated_conv_maxpool2d
 
     return dilated_conv_maxpool2d(
         x, weight, None, pad, 2, POOL, scale=scale, shift=shift, relu=True, pool_offset=POOL_OFFSET
@@ -406,7 +406,7 @@ def report(args, device, roi, conv, started_load, command):
             "Unfused: `F.conv2d(stride 1, dilation 2)` -> in-place `mul_(scale).add_(shift)` -> "
             "`F.relu_` -> `F.max_pool2d(2, 2, padding=1)` with the surplus last row / column cut "
             "(the leanest unfused chain: one pre-pool map, no padded copy); fused: "
-            "`featsr_d2.layers.dilated_conv_maxpool2d(..., pool_offset=1)`, no gradient "
+            "`featsr_d2.core.layers.dilated_conv_maxpool2d(..., pool_offset=1)`, no gradient "
             f"(the extractor runs under no_grad). Image scale {args.scale} of 800x1333; batch 1. "
             + (
                 "Peak memory: rise of the process's peak resident set size (VmHWM, reset through "
@@ -524,7 +524,7 @@ def main():
             )
         )
         return
-    from featsr_d2.layers import build_info
+    from featsr_d2.core.layers import build_info
 
     info = build_info()
     device = torch.device(args.device)

@@ -13,6 +13,6 @@ from featsr_d2 import (
     modeling,  # noqa: F401  (registers backbones)
 )
 from featsr_d2.config import add_featsr_config, enable_featsr
-from featsr_d2.layers import build_info, has_compiled_ops
+from featsr_d2.core.layers import build_info, has_compiled_ops
 
 __all__ = ["add_featsr_config", "build_info", "enable_featsr", "has_compiled_ops", "__version__"]

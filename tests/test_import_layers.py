@@ -6,12 +6,12 @@ collected: at module level and inside functions, absolute and relative, ``import
 ``importlib.import_module("featsr_d2...")`` with a literal name. Each module belongs to a layer,
 lowest first:
 
-    config -> utils -> layers -> data, modeling -> checkpoint -> evaluation -> engine (-> tools)
+    config -> utils -> core -> data, modeling -> checkpoint -> evaluation -> engine (-> tools)
 
 A module may import its own layer and the layers below it; the two layers of one rank (``data`` and
-``modeling``) never import each other. The issue names ``layers`` and ``utils`` side by side; here
-``utils`` (helpers that may import the config layer only) sits below ``layers``, whose ops may use
-them (the MATLAB resize rounds with :func:`featsr_d2.utils.image.round_to_uint8`).
+``modeling``) never import each other. ``utils`` (helpers that may import the config layer only)
+sits below ``core``, whose ops may use them (the MATLAB resize rounds with
+:func:`featsr_d2.utils.image.round_to_uint8`).
 ``featsr_d2/__init__.py`` sits above them all (it imports the subpackages so that importing the
 package registers everything), and nothing inside the package imports it. Besides, the module
 graph has no cycle: a function-local import that dodges one is still one.
@@ -33,7 +33,7 @@ PACKAGE = "featsr_d2"
 ORDER: tuple[tuple[str, ...], ...] = (
     ("config",),
     ("utils",),
-    ("layers",),
+    ("core",),
     ("data", "modeling"),
     ("checkpoint",),
     ("evaluation",),
@@ -47,7 +47,7 @@ LAYER_OF = {
     "config_validation": "config",
     "supervision": "config",
 }
-EXTENSIONS = {f"{PACKAGE}._C": "layers"}  # compiled modules: no source to parse
+EXTENSIONS = {f"{PACKAGE}._C": "core"}  # compiled modules: no source to parse
 ROOT = "the package's __init__"  # featsr_d2 itself: above every layer
 RANK = {name: rank for rank, names in enumerate(ORDER) for name in names}
 RANK[ROOT] = len(ORDER)
@@ -279,9 +279,9 @@ def test_the_walk_sees_the_package(edges):
     """The collected edges include ones known to exist, of every kind the walk must see."""
     pairs = {(e.importer, e.imported) for e in edges}
     assert ("featsr_d2", "featsr_d2.modeling") in pairs  # from featsr_d2 import modeling
-    assert ("featsr_d2.layers.compiled", "featsr_d2._C") in pairs  # in a function
-    assert ("featsr_d2.data.degradations", "featsr_d2.layers.imresize") in pairs
-    assert ("featsr_d2.layers.imresize", "featsr_d2.utils.image") in pairs  # utils below layers
+    assert ("featsr_d2.core.layers.compiled", "featsr_d2._C") in pairs  # in a function
+    assert ("featsr_d2.data.degradations", "featsr_d2.core.layers.imresize") in pairs
+    assert ("featsr_d2.core.layers.imresize", "featsr_d2.utils.image") in pairs  # utils below
     assert ("featsr_d2.engine.setup", "featsr_d2.config") in pairs
     assert not PENDING or all(isinstance(why, str) and why for why in PENDING.values())
 
@@ -297,12 +297,12 @@ SYNTHETIC = {
     "pkg.data.mapper": (
         "pkg/data/mapper.py",
         "from pkg.config import x\n"
-        "from ..layers import resize\n"  # relative, two levels: pkg.layers.resize
+        "from ..core import resize\n"  # relative, two levels: pkg.core.resize
         "def f():\n"
         "    from pkg.modeling.net import Net\n",  # function-local, sideways
     ),
-    "pkg.layers": ("pkg/layers/__init__.py", "from . import resize\n"),
-    "pkg.layers.resize": ("pkg/layers/resize.py", "import pkg.engine.hooks\n"),  # upward
+    "pkg.core": ("pkg/core/__init__.py", "from . import resize\n"),
+    "pkg.core.resize": ("pkg/core/resize.py", "import pkg.engine.hooks\n"),  # upward
     "pkg.modeling": ("pkg/modeling/__init__.py", ""),
     "pkg.modeling.net": (
         "pkg/modeling/net.py",
@@ -317,9 +317,9 @@ SYNTHETIC = {
 def test_checker_finds_upward_sideways_and_root_edges_and_cycles():
     edges = collect_edges(SYNTHETIC, package="pkg")
     pairs = {(e.importer, e.imported, e.line) for e in edges}
-    assert ("pkg.data.mapper", "pkg.layers.resize", 2) in pairs  # relative
+    assert ("pkg.data.mapper", "pkg.core.resize", 2) in pairs  # relative
     assert ("pkg.data.mapper", "pkg.modeling.net", 4) in pairs  # function-local
-    assert ("pkg.layers", "pkg.layers.resize", 1) in pairs  # from . import <submodule>
+    assert ("pkg.core", "pkg.core.resize", 1) in pairs  # from . import <submodule>
     assert ("pkg.modeling.net", "pkg.config", 3) in pairs  # importlib.import_module
     assert ("pkg.modeling.head", "pkg.modeling.net", 2) in pairs  # relative, in a function
     assert ("pkg.engine.hooks", "pkg.config", 1) in pairs and (
@@ -328,11 +328,11 @@ def test_checker_finds_upward_sideways_and_root_edges_and_cycles():
         2,
     ) in pairs
 
-    assert layer_of("pkg.layers.resize", "pkg") == "layers" and layer_of("pkg", "pkg") == ROOT
+    assert layer_of("pkg.core.resize", "pkg") == "core" and layer_of("pkg", "pkg") == ROOT
     problems = layer_violations(edges, "pkg", pending={})
     assert len(problems) == 3, problems
     assert any(
-        p.startswith("pkg/layers/resize.py:1: layers -> engine") and "layers sits below engine" in p
+        p.startswith("pkg/core/resize.py:1: core -> engine") and "core sits below engine" in p
         for p in problems
     )
     assert any(
@@ -350,7 +350,7 @@ def test_checker_finds_upward_sideways_and_root_edges_and_cycles():
     assert "pkg/modeling/head.py:2" in format_cycle(cycle)
 
     # A pending edge is left out of both checks, and only it.
-    pending = {("pkg.layers.resize", "pkg.engine.hooks"): "waits for a move"}
+    pending = {("pkg.core.resize", "pkg.engine.hooks"): "waits for a move"}
     assert len(layer_violations(edges, "pkg", pending=pending)) == 2
     assert not find_cycles(edges, pending={("pkg.modeling.head", "pkg.modeling.net"): "why"})
 

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from featsr_d2.layers.imresize import imresize_np
+from featsr_d2.core.layers.imresize import imresize_np
 from featsr_d2.utils.image import round_to_uint8, swap_rgb_bgr
 
 __all__ = [

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from featsr_d2.core.layers import imresize_np
 from featsr_d2.data.degradations import make_benchmark_lr
 from featsr_d2.data.sr_dataset import read_rgb
 from featsr_d2.evaluation.sr_metrics import evaluate_sr, tune_deblock_strengths
-from featsr_d2.layers import imresize_np
 from featsr_d2.modeling.sr import Bicubic
 from featsr_d2.modeling.sr.deblock import DeblockBicubic, nlm_deblock
 

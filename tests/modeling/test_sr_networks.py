@@ -11,7 +11,7 @@ from torch import nn
 
 import featsr_d2.modeling.sr  # noqa: F401  (registers the SR networks)
 from featsr_d2.config import add_sr_config, get_featsr_cfg
-from featsr_d2.layers import imresize, imresize_np
+from featsr_d2.core.layers import imresize, imresize_np
 from featsr_d2.modeling.sr import (
     CAJNN,
     DBPN,

@@ -47,7 +47,7 @@ from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, Bottlenec
 from torch import nn
 
 from featsr_d2.config import featsr_sub_features
-from featsr_d2.layers.dilated_conv_maxpool import dilated_conv_maxpool2d, norm_to_affine
+from featsr_d2.core.layers.dilated_conv_maxpool import dilated_conv_maxpool2d, norm_to_affine
 
 __all__ = [
     "FeatSRFPN",
@@ -69,9 +69,10 @@ def atrous_conv(
     larger than 1, stride 1 followed by max pooling when the layer is strided
     (:func:`strided_max_pool`; ``aligned`` places its windows).
 
-    With ``fused``, a strided layer runs as one :func:`~featsr_d2.layers.dilated_conv_maxpool2d`
-    call (convolution, the norm as a per-channel affine, and the pooling, without the
-    full-resolution intermediate) when its norm folds into an affine; the result is the same.
+    With ``fused``, a strided layer runs as one
+    :func:`~featsr_d2.core.layers.dilated_conv_maxpool2d` call (convolution, the norm as a
+    per-channel affine, and the pooling, without the full-resolution intermediate) when its norm
+    folds into an affine; the result is the same.
     Without a compiled ``featsr_d2._C`` that op runs its unfused reference.
     """
     kernel = conv.kernel_size

@@ -46,10 +46,11 @@ is frozen. ``identity`` is the control without SR: G stays the identity it is in
 (frozen, with D) and only the small predictor trains, which isolates the split into a small and a
 large predictor (the paper credits part of its gain to it) from the feature SR itself.
 
-Pooling runs on featsr_d2's RoIAlign (:func:`~featsr_d2.layers.multimap_roi_align`): the base and
-sub RoI features of a set of proposals come from one call, and so do the pairs' F^0.5 (base and
-sub) and T^1.0, with every RoI pooled from its own pyramid level and no per-level masking (when
-the sub layers differ in width, each sub layer is pooled by its own call and projected by G). The
+Pooling runs on featsr_d2's RoIAlign (:func:`~featsr_d2.core.layers.multimap_roi_align`): the
+base and sub RoI features of a set of proposals come from one call, and so do the pairs' F^0.5
+(base and sub) and T^1.0, with every RoI pooled from its own pyramid level and no per-level masking
+(when the sub layers differ in width, each sub layer is pooled by its own call and projected by G).
+The
 heads own their pooling parameters, read from the config as Detectron2's box pooler reads them
 (``ROI_BOX_HEAD.POOLER_TYPE`` "ROIAlign" or "ROIAlignV2" sets the alignment,
 ``POOLER_SAMPLING_RATIO``, ``POOLER_RESOLUTION``, and one scale per ``ROI_HEADS.IN_FEATURES`` level
@@ -85,7 +86,7 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from featsr_d2.config import FEATSR_STAGES, ROI_ALIGN_TYPES, featsr_sub_features
-from featsr_d2.layers import multimap_roi_align
+from featsr_d2.core.layers import multimap_roi_align
 from featsr_d2.modeling.roi_heads.featsr_box_branch import FeatSRBoxBranch
 from featsr_d2.supervision import supervision as supervision_mode
 

@@ -1,5 +1,5 @@
 """The ``Bicubic`` baseline network: MATLAB-compatible bicubic upscaling
-(:func:`featsr_d2.layers.imresize.imresize`) as an SR network without parameters.
+(:func:`featsr_d2.core.layers.imresize.imresize`) as an SR network without parameters.
 """
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from detectron2.config import configurable
 
-from featsr_d2.layers.imresize import imresize
+from featsr_d2.core.layers.imresize import imresize
 from featsr_d2.modeling.sr.registry import SR_NETWORK_REGISTRY, SRNetwork
 
 __all__ = ["Bicubic"]

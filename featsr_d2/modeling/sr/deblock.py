@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from featsr_d2.layers.imresize import imresize
+from featsr_d2.core.layers.imresize import imresize
 from featsr_d2.utils.image import round_to_uint8
 
 __all__ = ["DeblockBicubic", "nlm_deblock"]

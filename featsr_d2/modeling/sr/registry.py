@@ -27,7 +27,7 @@ import torch
 from detectron2.utils.registry import Registry
 from torch import nn
 
-from featsr_d2.layers.imresize import imresize
+from featsr_d2.core.layers.imresize import imresize
 from featsr_d2.modeling.sr.self_ensemble import self_ensemble_x8
 
 __all__ = [
