@@ -215,7 +215,7 @@ def add_sr_config(cfg):
     # Evaluation images: folders, image files, or "bundled:test" (disjoint from bundled:train).
     _C.DATASETS.SR.TEST = ["bundled:test"]
 
-    # Training patches and degradations (featsr_d2.data.sr_dataset, featsr_d2.data.degradations).
+    # Training patches and degradations (featsr_d2.data.sr_dataset, featsr_d2.core.degradations).
     _C.INPUT.SR = CN()
     # HR training patch side, a multiple of MODEL.SR.SCALE (TDSR: crop after resizing; 0 = none).
     _C.INPUT.SR.PATCH_SIZE = 128

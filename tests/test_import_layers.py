@@ -59,7 +59,7 @@ PENDING: dict[tuple[str, str], str] = {}
 
 @dataclass(frozen=True)
 class Edge:
-    importer: str  # module name, e.g. "featsr_d2.data.degradations"
+    importer: str  # module name, e.g. "featsr_d2.core.degradations"
     imported: str
     path: str  # the importer's file, relative to the repository
     line: int
@@ -280,7 +280,7 @@ def test_the_walk_sees_the_package(edges):
     pairs = {(e.importer, e.imported) for e in edges}
     assert ("featsr_d2", "featsr_d2.modeling") in pairs  # from featsr_d2 import modeling
     assert ("featsr_d2.core.layers.compiled", "featsr_d2._C") in pairs  # in a function
-    assert ("featsr_d2.data.degradations", "featsr_d2.core.layers.imresize") in pairs
+    assert ("featsr_d2.core.degradations", "featsr_d2.core.layers.imresize") in pairs
     assert ("featsr_d2.core.layers.imresize", "featsr_d2.utils.image") in pairs  # utils below
     assert ("featsr_d2.engine.setup", "featsr_d2.config") in pairs
     assert not PENDING or all(isinstance(why, str) and why for why in PENDING.values())

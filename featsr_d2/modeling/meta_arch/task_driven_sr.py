@@ -65,8 +65,9 @@ from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
 
 from featsr_d2.config import get_detector_cfg
+from featsr_d2.core.sr.network import SRNetwork
 from featsr_d2.modeling.sr.losses import build_sr_loss
-from featsr_d2.modeling.sr.registry import SRNetwork, build_sr_network
+from featsr_d2.modeling.sr.registry import build_sr_network
 from featsr_d2.utils.image import (
     DETECTOR_FORMATS,
     detector_to_rgb_tensor,

@@ -7,7 +7,7 @@ Unlike the blind networks, it is told the JPEG quality of its input: the evaluat
 (:meth:`DeblockBicubic.set_jpeg_quality`) and the filter strength ``h`` for each quality is
 chosen beforehand on the training photographs
 (:func:`featsr_d2.evaluation.sr_metrics.tune_deblock_strengths`), an advantage CAJNN does not
-have. Not registered: it has no parameters to train and no place in a TDSR chain.
+have. No config builds it: it has no parameters to train and no place in a TDSR chain.
 """
 
 from __future__ import annotations
