@@ -11,9 +11,10 @@ one-line comment, and the one way to build a config.
   :func:`get_detector_cfg` gives it back without reading a file);
 - :func:`enable_featsr` turns any Detectron2 Faster R-CNN (or Mask R-CNN) config into FeatSR's.
 
-The config layer is this module, :mod:`featsr_d2.config_files`, :mod:`featsr_d2.config_validation`
-and :mod:`featsr_d2.supervision` (the table of FeatSR's supervision modes); it imports nothing else
-of featsr_d2, and every other part of the package may import it (``tests/test_import_layers.py``).
+The config layer is this module, :mod:`featsr_d2.config_files` and
+:mod:`featsr_d2.config_validation` (which reads the table of FeatSR's supervision modes,
+:mod:`featsr_d2.core.featsr.supervision`); it imports nothing else of featsr_d2 but the core, and
+every part of the package above the core may import it (``tests/test_import_layers.py``).
 """
 
 import os
@@ -67,9 +68,9 @@ def add_featsr_config(cfg):
     # The paper's phase (section 4.3; stage 1 is the base detector): 2 trains G, D and the small
     # predictor; 3 fine-tunes both predictors. Backbone and RPN are frozen in both.
     _C.MODEL.FEATSR.STAGE = 2
-    # Stage 2's supervision (featsr_d2.supervision): "extractor" (ours), "naive" (plain backbone
-    # on 1.0x), "none" (Table 4: no content loss, D still trained), "detection_only" (no SR pairs:
-    # G learns from detection only), "identity" (the no-SR control: G frozen at its identity).
+    # Stage 2's supervision (featsr_d2.core.featsr.supervision): "extractor" (ours), "naive" (plain
+    # backbone on 1.0x), "none" (Table 4: no content loss, D still trained), "detection_only" (no SR
+    # pairs: G learns from detection only), "identity" (the no-SR control: G frozen at identity).
     _C.MODEL.FEATSR.SUPERVISION = "extractor"
     # Sub (former) layer of each ROI_HEADS.IN_FEATURES level, a bottom-up feature; [] = the stage
     # before the base's (res4 -> res3; p_k -> res_(k-1) / stage_(k-1), at least res2 / stage2).

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from featsr_d2.supervision import SUPERVISIONS
+from featsr_d2.core.featsr.supervision import SUPERVISIONS
 
 __all__ = ["ConfigValueError", "RULES", "Rule", "SOLVER_RULES", "validate_config"]
 

@@ -6,12 +6,14 @@ collected: at module level and inside functions, absolute and relative, ``import
 ``importlib.import_module("featsr_d2...")`` with a literal name. Each module belongs to a layer,
 lowest first:
 
-    config -> utils -> core -> data, modeling -> checkpoint -> evaluation -> engine (-> tools)
+    utils -> core -> config -> data, modeling -> checkpoint -> evaluation -> engine (-> tools)
 
 A module may import its own layer and the layers below it; the two layers of one rank (``data`` and
-``modeling``) never import each other. ``utils`` (helpers that may import the config layer only)
-sits below ``core``, whose ops may use them (the MATLAB resize rounds with
-:func:`featsr_d2.utils.image.round_to_uint8`).
+``modeling``) never import each other. ``utils`` (helpers that import nothing of featsr_d2) sits at
+the bottom, below ``core``, whose ops use them (the MATLAB resize rounds with
+:func:`featsr_d2.utils.image.round_to_uint8`); the core sits below everything that knows a
+framework, starting with the Detectron2 config (whose validation reads the core's table of
+supervision modes).
 ``featsr_d2/__init__.py`` sits above them all (it imports the subpackages so that importing the
 package registers everything), and nothing inside the package imports it. Besides, the module
 graph has no cycle: a function-local import that dodges one is still one.
@@ -31,21 +33,20 @@ PACKAGE = "featsr_d2"
 
 # The layers, lowest first; the layers of one tuple share a rank and never import each other.
 ORDER: tuple[tuple[str, ...], ...] = (
-    ("config",),
     ("utils",),
     ("core",),
+    ("config",),
     ("data", "modeling"),
     ("checkpoint",),
     ("evaluation",),
     ("engine",),
 )
 # featsr_d2.<name> -> its layer, for the top-level modules that are not a layer's package: the
-# config layer's four modules (they import nothing else of featsr_d2), the compiled ops.
+# config layer's three modules (they import nothing of featsr_d2 but the core).
 LAYER_OF = {
     "config": "config",
     "config_files": "config",
     "config_validation": "config",
-    "supervision": "config",
 }
 EXTENSIONS = {f"{PACKAGE}._C": "core"}  # compiled modules: no source to parse
 ROOT = "the package's __init__"  # featsr_d2 itself: above every layer

@@ -12,7 +12,8 @@ from detectron2.structures import Boxes, Instances, Keypoints, PolygonMasks
 from detectron2.utils.events import EventStorage
 
 from featsr_d2.checkpoint import AtomicDetectionCheckpointer
-from featsr_d2.modeling.roi_heads import FeatSRBoxBranch, featsr_roi_heads
+from featsr_d2.core.featsr import FeatSRBoxBranch
+from featsr_d2.modeling.roi_heads import featsr_roi_heads
 
 SMALL_LOSSES = {"loss_cls_small", "loss_box_reg_small"}
 SR_LOSSES = {"loss_sr_content", "loss_sr_adversarial", "loss_discriminator"}

@@ -1,4 +1,5 @@
-"""FeatSR's generator, discriminator, losses, ROI heads and meta-architecture (sections 4.2-4.4)."""
+"""FeatSR's ROI heads and meta-architecture in Detectron2 (sections 4.2-4.4); G, D and their losses
+alone: tests/core/featsr."""
 
 import copy
 import glob
@@ -16,56 +17,6 @@ from detectron2.utils.events import EventStorage
 
 from featsr_d2.config import get_featsr_cfg
 from featsr_d2.engine import FeatSRTrainer
-from featsr_d2.modeling.roi_heads import (
-    SRFeatureDiscriminator,
-    SRFeatureGenerator,
-    content_loss,
-    discriminator_loss,
-    generator_adversarial_loss,
-)
-
-
-# ---------------------------------------------------------------------------------------------
-def test_generator_shapes_identity_at_init_and_slicing():
-    g = SRFeatureGenerator(base_channels=6, sub_channels=4, num_blocks=3, hidden_channels=5)
-    base, sub = torch.randn(7, 6, 5, 5), torch.randn(7, 4, 5, 5)
-    assert torch.equal(g(base, sub), base)  # zero-initialized residuals: starts as the identity
-    for block in g.blocks:
-        torch.nn.init.normal_(block.conv2.weight)
-    out = g(base, sub)
-    assert out.shape == base.shape and not torch.allclose(out, base)
-    sub2 = sub + 1.0  # the sub-layer feature reaches the output
-    assert not torch.allclose(g(base, sub2), out)
-    assert g(base[:0], sub[:0]).shape == (0, 6, 5, 5)
-    with pytest.raises(ValueError, match="sub"):
-        g(base, sub[:, :3])
-    with pytest.raises(ValueError, match="differ"):
-        g(base, sub[:3])
-
-
-def test_discriminator_is_a_three_layer_mlp():
-    d = SRFeatureDiscriminator(input_shape=(8, 6, 6), hidden_dim=16, pool_size=3)
-    linears = [m for m in d.modules() if isinstance(m, torch.nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in linears] == [(72, 16), (16, 16), (16, 1)]
-    assert d(torch.randn(5, 8, 6, 6)).shape == (5,)
-    with pytest.raises(ValueError, match="shape"):
-        d(torch.randn(5, 8, 7, 7))
-
-
-def test_losses_match_the_papers_equations():
-    s = torch.tensor([[[[1.0, 2.0]]], [[[0.0, 0.0]]]])
-    t = torch.tensor([[[[0.0, 0.0]]], [[[3.0, 4.0]]]])
-    # mean_i ||T_i - S_i||^2 / (C H W), C H W = 2
-    assert content_loss(s, t).item() == pytest.approx((5.0 + 25.0) / 2 / 2)
-    logits = torch.tensor([0.3, -1.2])
-    d_s = torch.sigmoid(logits)
-    assert generator_adversarial_loss(logits).item() == pytest.approx(-torch.log(d_s).mean().item())
-    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-0.4, 1.0])
-    expected = -(torch.log(torch.sigmoid(real)) + torch.log(1 - torch.sigmoid(fake))).mean()
-    assert discriminator_loss(real, fake).item() == pytest.approx(expected.item(), rel=1e-6)
-    empty = torch.zeros(0, 1, 1, 2, requires_grad=True)
-    assert content_loss(empty, empty.detach()).item() == 0.0
-    assert generator_adversarial_loss(torch.zeros(0)).item() == 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -516,48 +467,6 @@ def test_shipped_fpn_configs_feed_g_a_real_sub_layer(config_file):
 
 # ---------------------------------------------------------------------------------------------
 # Cost switches: what they change and what they must not.
-def _reference_generator(g, base, sub):
-    """Fig. 5 computed naively: every block on every channel, the base channels sliced at the
-    end."""
-    x = torch.cat([base, sub], dim=1)
-    for block in g.blocks:
-        convs = [getattr(block, f"conv{i}") for i in range(1, block._num_convs + 1)]
-        h = x
-        for conv in convs[:-1]:
-            h = torch.relu(conv(h))
-        x = x + convs[-1](h)
-    return x[:, : g.base_channels]
-
-
-@pytest.mark.parametrize("block", ["basic", "bottleneck"])
-def test_generator_computes_only_the_kept_channels_and_chunks_alike(block):
-    torch.manual_seed(0)
-    g = SRFeatureGenerator(
-        base_channels=6, sub_channels=4, num_blocks=3, hidden_channels=5, block=block
-    )
-    base, sub = torch.randn(11, 6, 5, 5), torch.randn(11, 4, 5, 5)
-    assert torch.equal(g(base, sub), base)  # the identity at initialization, both blocks
-    last = "conv2" if block == "basic" else "conv3"
-    for b in g.blocks:
-        torch.nn.init.normal_(getattr(b, last).weight, std=0.1)
-        torch.nn.init.normal_(getattr(b, last).bias, std=0.1)
-    reference = _reference_generator(g, base, sub)
-    torch.testing.assert_close(g(base, sub), reference, rtol=1e-5, atol=1e-6)
-    g.chunk_size = 4  # 11 RoIs in chunks of 4, 4 and 3
-    torch.testing.assert_close(g(base, sub), reference, rtol=1e-5, atol=1e-6)
-    assert g(base[:0], sub[:0]).shape == (0, 6, 5, 5)
-    with pytest.raises(ValueError, match="block"):
-        SRFeatureGenerator(base_channels=6, sub_channels=4, block="dense")
-
-
-def test_bottleneck_generator_is_lighter():
-    kwargs = {"base_channels": 256, "sub_channels": 256, "num_blocks": 2, "hidden_channels": 64}
-    basic = SRFeatureGenerator(**kwargs)
-    bottleneck = SRFeatureGenerator(**kwargs, block="bottleneck")
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(bottleneck) < count(basic) / 3
-
-
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_small_proposal_cap_zero_is_the_base_detector_bit_for_bit(layout):
     cfg = tiny_featsr_cfg(layout, **{"MODEL.FEATSR.MAX_SMALL_PER_IMAGE": 0})

@@ -2,7 +2,7 @@
 
 Beside the base detector's head (the *large predictor*: ``res5`` / ``box_head``, and
 ``box_predictor``) sits the child ``featsr``, a
-:class:`~featsr_d2.modeling.roi_heads.featsr_box_branch.FeatSRBoxBranch` built in ``from_config``:
+:class:`~featsr_d2.core.featsr.featsr_box_branch.FeatSRBoxBranch` built in ``from_config``:
 
 - the SR feature generator G, reading the base-layer RoI feature and the sub (former) layer's RoI
   feature pooled at the same box to the same size. The sub layer of each base level is a
@@ -13,12 +13,12 @@ Beside the base detector's head (the *large predictor*: ``res5`` / ``box_head``,
   initialized from the large one;
 - the three-layer MLP discriminator D.
 
-Routing: a proposal whose sqrt(area) on the input image is below ``MODEL.FEATSR.SMALL_SIZE`` is
-small. Small proposals go through G and the small predictor, large ones through the large
-predictor; their predictions are merged before the per-class NMS. At inference
-``MAX_SMALL_PER_IMAGE`` (K) caps the small proposals per image that take the small path: the K
-with the highest objectness (the RPN sorts them); the others take the large path, as in the base
-detector (K = 0 is the base detector, bit for bit).
+Routing (:mod:`featsr_d2.core.featsr.small_proposals`): a proposal whose sqrt(area) on the input
+image is below ``MODEL.FEATSR.SMALL_SIZE`` is small. Small proposals go through G and the small
+predictor, large ones through the large predictor; their predictions are merged before the
+per-class NMS. At inference ``MAX_SMALL_PER_IMAGE`` (K) caps the small proposals per image that
+take the small path: the K with the highest objectness (the RPN sorts them); the others take the
+large path, as in the base detector (K = 0 is the base detector, bit for bit).
 
 The paper's phases (section 4.3, ``MODEL.FEATSR.STAGE``; stage 1 is the base detector, backbone
 and RPN are frozen in both of these):
@@ -71,6 +71,7 @@ The small predictor's events (accuracy, foreground fraction) are logged under ``
 """
 
 import abc
+import copy
 import logging
 import math
 
@@ -82,13 +83,21 @@ from detectron2.modeling.poolers import assign_boxes_to_levels
 from detectron2.modeling.roi_heads import Res5ROIHeads, StandardROIHeads
 from detectron2.modeling.roi_heads.roi_heads import select_foreground_proposals
 from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import get_event_storage
 from torch import nn
 from torch.nn.modules.utils import _pair
 
 from featsr_d2.config import FEATSR_STAGES, ROI_ALIGN_TYPES, featsr_sub_features
+from featsr_d2.core.featsr import (
+    FeatSRBoxBranch,
+    SRFeatureDiscriminator,
+    SRFeatureGenerator,
+    cap_small,
+    small_mask,
+    sr_pair_boxes,
+)
+from featsr_d2.core.featsr.supervision import supervision as supervision_mode
 from featsr_d2.core.layers import multimap_roi_align
-from featsr_d2.modeling.roi_heads.featsr_box_branch import FeatSRBoxBranch
-from featsr_d2.supervision import supervision as supervision_mode
 
 __all__ = ["FeatSRRes5ROIHeads", "FeatSRStandardROIHeads"]
 
@@ -97,10 +106,6 @@ logger = logging.getLogger(__name__)
 # Detectron2's ROIPooler defaults for the FPN level of a box, which its ROI heads keep.
 _CANONICAL_BOX_SIZE = 224
 _CANONICAL_LEVEL = 4
-
-
-def _sqrt_area(boxes: Boxes) -> torch.Tensor:
-    return boxes.area().clamp(min=0).sqrt()
 
 
 def _pooling_from_config(cfg, input_shape: dict[str, ShapeSpec]) -> dict:
@@ -119,6 +124,43 @@ def _pooling_from_config(cfg, input_shape: dict[str, ShapeSpec]) -> dict:
         "sampling_ratio": box.POOLER_SAMPLING_RATIO,
         "aligned": ROI_ALIGN_TYPES[box.POOLER_TYPE],
     }
+
+
+def _box_branch_from_config(
+    cfg,
+    *,
+    base_channels: int,
+    sub_channels: list[int],
+    large_head: nn.Module,
+    large_predictor: nn.Module,
+) -> FeatSRBoxBranch:
+    """G and D (``MODEL.FEATSR.GENERATOR`` / ``DISCRIMINATOR``) for base RoI features of
+    ``base_channels`` and sub layers of ``sub_channels`` at ``ROI_BOX_HEAD.POOLER_RESOLUTION``; the
+    small predictor, copies of ``large_head`` and ``large_predictor``; the loss weights."""
+    f = cfg.MODEL.FEATSR
+    g, d = f.GENERATOR, f.DISCRIMINATOR
+    resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
+    return FeatSRBoxBranch(
+        generator=SRFeatureGenerator(
+            base_channels=base_channels,
+            sub_channels=sub_channels,
+            num_blocks=g.NUM_BLOCKS,
+            hidden_channels=g.HIDDEN_CHANNELS,
+            kernel_size=g.KERNEL_SIZE,
+            block=g.BLOCK,
+            chunk_size=g.CHUNK_SIZE,
+        ),
+        discriminator=SRFeatureDiscriminator(
+            input_shape=(base_channels, resolution, resolution),
+            hidden_dim=d.HIDDEN_DIM,
+            pool_size=d.POOL_SIZE,
+        ),
+        small_head=copy.deepcopy(large_head),
+        small_predictor=copy.deepcopy(large_predictor),
+        content_weight=f.CONTENT_WEIGHT,
+        adversarial_weight=f.ADVERSARIAL_WEIGHT,
+        detection_weight=f.DETECTION_WEIGHT,
+    )
 
 
 def _featsr_from_config(
@@ -144,7 +186,7 @@ def _featsr_from_config(
         )
     sources = list(dict.fromkeys(subs))
     return {
-        "box_branch": FeatSRBoxBranch(
+        "box_branch": _box_branch_from_config(
             cfg,
             base_channels=base_channels,
             sub_channels=[input_shape[s].channels for s in sources],
@@ -368,7 +410,14 @@ class _FeatSRHeads(abc.ABC):
 
     # ------------------------------------------------------------------------------------------
     def _small_masks(self, boxes: list[Boxes]) -> list[torch.Tensor]:
-        return [_sqrt_area(b) < self.small_size for b in boxes]
+        return [small_mask(b.tensor, self.small_size) for b in boxes]
+
+    def _small_losses(self, predictions, proposals: list[Instances]) -> dict[str, torch.Tensor]:
+        """The small predictor's losses (``loss_*_small``, times ``DETECTION_WEIGHT``) of its
+        ``predictions`` for ``proposals``; its events are logged under ``small/``."""
+        with get_event_storage().name_scope("small"):
+            losses = self.featsr.small_predictor.losses(predictions, proposals)
+        return {f"{k}_small": v * self.featsr.detection_weight for k, v in losses.items()}
 
     def _predict_large(self, features, boxes: list[Boxes]):
         (x,) = self._pool([self._base_maps(features)], boxes, self._levels(boxes))
@@ -416,7 +465,7 @@ class _FeatSRHeads(abc.ABC):
             predictions = self._predict_large(features, [p.proposal_boxes for p in large])
             losses.update(self.box_predictor.losses(predictions, large))
         predictions = self._predict_small(features, [p.proposal_boxes for p in small])
-        losses.update(self.featsr.small_losses(predictions, small))
+        losses.update(self._small_losses(predictions, small))
         if self.needs_lr_features:
             if lr_features is None or (self.needs_sr_targets and sr_targets is None):
                 raise ValueError(
@@ -435,13 +484,14 @@ class _FeatSRHeads(abc.ABC):
         whose 1.0x box is at least ``TARGET_MIN_SIZE``, at most ``MAX_PAIRS_PER_IMAGE`` per image,
         the first): G's inputs on the 0.5x features (base and sub RoI features) and the targets'
         RoI features on ``target_maps`` (T^1.0, or F^1.0 for naive supervision)."""
-        lr_boxes = []
-        for b in boxes:
-            side = _sqrt_area(b)
-            keep = ((side / 2 < self.small_size) & (side >= self.target_min_size)).nonzero()
-            if self.max_pairs_per_image >= 0:
-                keep = keep[: self.max_pairs_per_image]
-            lr_boxes.append(Boxes(b.tensor[keep.flatten()] * 0.5))
+        lr_boxes = [
+            Boxes(
+                sr_pair_boxes(
+                    b.tensor, self.small_size, self.target_min_size, self.max_pairs_per_image
+                )
+            )
+            for b in boxes
+        ]
         # F^0.5 and T^1.0 from the 0.5x box's level. T^1.0 pools the 1.0x maps at the 1.0x box:
         # the 0.5x box at twice the scale, which is the same RoIAlign (exact: powers of two).
         maps, scales = self._base_maps(target_maps)
@@ -462,14 +512,7 @@ class _FeatSRHeads(abc.ABC):
     def _capped(self, masks: list[torch.Tensor]) -> list[torch.Tensor]:
         """At most ``max_small_per_image`` small proposals per image, the first ones (the RPN's
         proposals come sorted by objectness); -1 keeps them all."""
-        if self.max_small_per_image < 0:
-            return masks
-        capped = []
-        for mask in masks:
-            mask = mask.clone()
-            mask[mask.nonzero().flatten()[self.max_small_per_image :]] = False
-            capped.append(mask)
-        return capped
+        return [cap_small(mask, self.max_small_per_image) for mask in masks]
 
     def _inference(self, features, proposals: list[Instances]) -> list[Instances]:
         boxes = [p.proposal_boxes for p in proposals]
