@@ -600,7 +600,7 @@ class FeatSRRes5ROIHeads(_FeatSRHeads, Res5ROIHeads):
         return [], losses
 
     def _base_maps(self, features):
-        return [features[self.in_features[0]]], self.pooler_scales
+        return [features[self.in_features[0]]], list(self.pooler_scales)
 
     def _large_head(self, x):
         return self.res5(x).mean(dim=(2, 3))
@@ -672,7 +672,7 @@ class FeatSRStandardROIHeads(_FeatSRHeads, StandardROIHeads):
         )
 
     def _base_maps(self, features):
-        return [features[f] for f in self.box_in_features], self.pooler_scales
+        return [features[f] for f in self.box_in_features], list(self.pooler_scales)
 
     def _large_head(self, x):
         return self.box_head(x)
