@@ -12,7 +12,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from featsr_d2.layers import dilated_conv_maxpool2d
+from featsr_d2.core.layers import dilated_conv_maxpool2d
 
 # (channels, input side) of MobileNetV2's stride-2 depthwise 3x3 convolutions, run by the extractor
 # at stride 1 with dilation 2 on a 320 px image.

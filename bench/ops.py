@@ -10,7 +10,8 @@ the load of other processes affects both alike.
 1. RoIAlign against torchvision's ``roi_align`` at Detectron2's training shapes: 2 images x 512
    RoIs, 256 channels, 7x7 bins, ``sampling_ratio=0``, ``aligned=True``, over the FPN (P2-P5) of an
    800x1344 (padded 800x1333) input. Per level (the calls Detectron2's ROIPooler makes) and end to
-   end (Detectron2's ``ROIPooler`` "ROIAlignV2" against ``FeatSRROIPooler``), forward and backward.
+   end (Detectron2's ``ROIPooler`` "ROIAlignV2" against one ``multilevel_roi_align`` call after
+   Detectron2's level assignment, as the FeatSR heads pool), forward and backward.
 2. The fused dilated conv + FrozenBN affine + ReLU + 2x2 max pool against the unfused
    ``F.conv2d`` -> affine -> ``F.relu`` -> ``F.max_pool2d``, with the target extractor's pooling
    (2x2 windows {2o-1, 2o}: ``pool_offset=1``, floor mode), on the ResNet-50 target extractor's
@@ -153,9 +154,13 @@ def _sample_rows(start, end, size, sampling_ratio, bins=7):
 
 
 def bench_roi_align(device, reps, channels=256):
-    from detectron2.modeling.poolers import ROIPooler, assign_boxes_to_levels
+    from detectron2.modeling.poolers import (
+        ROIPooler,
+        assign_boxes_to_levels,
+        convert_boxes_to_pooler_format,
+    )
 
-    from featsr_d2.layers import FeatSRROIPooler, roi_align
+    from featsr_d2.core.layers import multilevel_roi_align, roi_align
 
     g = torch.Generator().manual_seed(1)
     shapes = [(IMAGE_HW[0] // s, IMAGE_HW[1] // s) for s in STRIDES]
@@ -185,7 +190,11 @@ def bench_roi_align(device, reps, channels=256):
         return fwd, bwd
 
     d2 = ROIPooler(7, scales, 0, "ROIAlignV2").to(device)
-    ours = FeatSRROIPooler(7, scales, 0, "FeatSRROIAlignV2").to(device)
+
+    def ours(xs, box_lists):  # the FeatSR heads' pooling: levels as Detectron2's, one call
+        levels = assign_boxes_to_levels(box_lists, 2, 5, 224, 4)
+        rois = convert_boxes_to_pooler_format(box_lists)
+        return multilevel_roi_align(xs, rois, levels, 7, scales, 0, True)
 
     def pooler_calls(pooler):
         xs = [f.detach().requires_grad_() for f in feats]
@@ -252,7 +261,7 @@ def unfused(x, weight, scale, shift, pad):
 
 
 def fused(x, weight, scale, shift, pad):
-    from featsr_d2.layers import dilated_conv_maxpool2d
+    from featsr_d2.core.layers import dilated_conv_maxpool2d
 
     return dilated_conv_maxpool2d(
         x, weight, None, pad, 2, POOL, scale=scale, shift=shift, relu=True, pool_offset=POOL_OFFSET
@@ -355,7 +364,8 @@ def report(args, device, roi, conv, started_load, command):
             f"800x1333), 256 channels, 7x7, sampling_ratio 0, aligned; FPN P2-P5 of 800x1344. "
             f"RoIs per level P2-P5: {hist}. `per level`: one `roi_align` call per level (what "
             "Detectron2's ROIPooler calls); `pooler`: Detectron2's `ROIPooler(\"ROIAlignV2\")` "
-            "against `FeatSRROIPooler` (one multi-level call), level assignment included.",
+            "against one `multilevel_roi_align` call after Detectron2's level assignment (the "
+            "FeatSR heads' pooling), level assignment included.",
             "",
             "| case | torchvision fwd | featsr_d2 fwd | speed-up | torchvision fwd+bwd "
             "| featsr_d2 fwd+bwd | speed-up | max abs diff |",
@@ -396,7 +406,7 @@ def report(args, device, roi, conv, started_load, command):
             "Unfused: `F.conv2d(stride 1, dilation 2)` -> in-place `mul_(scale).add_(shift)` -> "
             "`F.relu_` -> `F.max_pool2d(2, 2, padding=1)` with the surplus last row / column cut "
             "(the leanest unfused chain: one pre-pool map, no padded copy); fused: "
-            "`featsr_d2.layers.dilated_conv_maxpool2d(..., pool_offset=1)`, no gradient "
+            "`featsr_d2.core.layers.dilated_conv_maxpool2d(..., pool_offset=1)`, no gradient "
             f"(the extractor runs under no_grad). Image scale {args.scale} of 800x1333; batch 1. "
             + (
                 "Peak memory: rise of the process's peak resident set size (VmHWM, reset through "
@@ -432,7 +442,7 @@ NOTES = [
     "",
     "- Exactness: on CPU, featsr_d2's RoIAlign does torchvision's arithmetic in torchvision's "
     "order, so forward and backward are equal bit for bit in float32 / float64 (max abs diff 0 "
-    "above); `FeatSRROIPooler` equals Detectron2's `ROIPooler` bit for bit too. The fused conv "
+    "above); the multi-level call equals Detectron2's `ROIPooler` bit for bit too. The fused conv "
     "differs from the unfused chain by float rounding only (GEMM vs oneDNN summation order).",
     "- Why RoIAlign is faster: the work is split over channels (one fork/join per call, no "
     "atomics: each thread owns its channels' gradient planes); a RoI's bilinear taps are computed "
@@ -514,7 +524,7 @@ def main():
             )
         )
         return
-    from featsr_d2.layers import build_info
+    from featsr_d2.core.layers import build_info
 
     info = build_info()
     device = torch.device(args.device)

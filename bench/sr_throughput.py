@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from featsr_d2.modeling.sr import CAJNN, DBPN, Bicubic, RRDBNet
+from featsr_d2.core.sr import CAJNN, DBPN, Bicubic, RRDBNet
 from featsr_d2.utils.file_io import atomic_write_json
 
 NETWORKS = {

@@ -1,7 +1,7 @@
 // Operator schemas of featsr_d2 and their CPU / CUDA kernels.
 //
 // Autograd formulas and fake (meta) kernels are registered from Python, in
-// featsr_d2/layers/roi_align.py and featsr_d2/layers/dilated_conv_maxpool.py
+// featsr_d2/core/layers/roi_align.py and featsr_d2/core/layers/dilated_conv_maxpool.py
 // (torch.library.register_autograd / register_fake), so that torch.compile can trace the ops.
 #include <torch/library.h>
 

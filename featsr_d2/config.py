@@ -6,14 +6,18 @@ one-line comment, and the one way to build a config.
   training's (:func:`add_sr_config`) and TDSR's (:func:`add_tdsr_config`);
 - :func:`get_featsr_cfg` builds a config: Detectron2's defaults, those keys, a file read with safe
   YAML (:func:`featsr_d2.config_files.merge_config_file`), overrides, every key featsr_d2 adds
-  checked against its allowed range (:func:`featsr_d2.config_validation.validate_config`);
+  checked against its allowed range (:func:`featsr_d2.config_validation.validate_config`), and a
+  TDSR detector's config file read into the run's config (:func:`resolve_tdsr_detector`;
+  :func:`get_detector_cfg` gives it back without reading a file);
 - :func:`enable_featsr` turns any Detectron2 Faster R-CNN (or Mask R-CNN) config into FeatSR's.
 
-The config layer is this module, :mod:`featsr_d2.config_files`, :mod:`featsr_d2.config_validation`
-and :mod:`featsr_d2.supervision` (the table of FeatSR's supervision modes); it imports nothing else
-of featsr_d2, and every other part of the package may import it (``tests/test_import_layers.py``).
+The config layer is this module, :mod:`featsr_d2.config_files` and
+:mod:`featsr_d2.config_validation` (which reads the table of FeatSR's supervision modes,
+:mod:`featsr_d2.core.featsr.supervision`); it imports nothing else of featsr_d2 but the core, and
+every part of the package above the core may import it (``tests/test_import_layers.py``).
 """
 
+import os
 import re
 
 from detectron2.config import CfgNode as CN
@@ -24,13 +28,16 @@ from featsr_d2.config_validation import validate_config
 
 __all__ = [
     "FEATSR_STAGES",
+    "ROI_ALIGN_TYPES",
     "add_featsr_config",
     "add_sr_config",
     "add_tdsr_config",
     "enable_featsr",
     "featsr_sub_features",
+    "get_detector_cfg",
     "get_featsr_cfg",
     "get_sr_cfg",
+    "resolve_tdsr_detector",
 ]
 
 
@@ -61,9 +68,9 @@ def add_featsr_config(cfg):
     # The paper's phase (section 4.3; stage 1 is the base detector): 2 trains G, D and the small
     # predictor; 3 fine-tunes both predictors. Backbone and RPN are frozen in both.
     _C.MODEL.FEATSR.STAGE = 2
-    # Stage 2's supervision (featsr_d2.supervision): "extractor" (ours), "naive" (plain backbone
-    # on 1.0x), "none" (Table 4: no content loss, D still trained), "detection_only" (no SR pairs:
-    # G learns from detection only), "identity" (the no-SR control: G frozen at its identity).
+    # Stage 2's supervision (featsr_d2.core.featsr.supervision): "extractor" (ours), "naive" (plain
+    # backbone on 1.0x), "none" (Table 4: no content loss, D still trained), "detection_only" (no SR
+    # pairs: G learns from detection only), "identity" (the no-SR control: G frozen at identity).
     _C.MODEL.FEATSR.SUPERVISION = "extractor"
     # Sub (former) layer of each ROI_HEADS.IN_FEATURES level, a bottom-up feature; [] = the stage
     # before the base's (res4 -> res3; p_k -> res_(k-1) / stage_(k-1), at least res2 / stage2).
@@ -209,7 +216,7 @@ def add_sr_config(cfg):
     # Evaluation images: folders, image files, or "bundled:test" (disjoint from bundled:train).
     _C.DATASETS.SR.TEST = ["bundled:test"]
 
-    # Training patches and degradations (featsr_d2.data.sr_dataset, featsr_d2.data.degradations).
+    # Training patches and degradations (featsr_d2.data.sr_dataset, featsr_d2.core.degradations).
     _C.INPUT.SR = CN()
     # HR training patch side, a multiple of MODEL.SR.SCALE (TDSR: crop after resizing; 0 = none).
     _C.INPUT.SR.PATCH_SIZE = 128
@@ -278,6 +285,10 @@ def add_tdsr_config(cfg):
     _C.MODEL.TDSR = CN()
     # The frozen detector's featsr_d2/Detectron2 config file (its own yaml, e.g. a Faster R-CNN).
     _C.MODEL.TDSR.DETECTOR_CONFIG = ""
+    # That file as read when the run's config was made (YAML; get_featsr_cfg sets it, not by hand).
+    _C.MODEL.TDSR.RESOLVED_DETECTOR = ""
+    # The absolute path RESOLVED_DETECTOR was read from (set with it).
+    _C.MODEL.TDSR.RESOLVED_DETECTOR_FROM = ""
     # The detector's trained weights; "" leaves it as built (only sensible in tests).
     _C.MODEL.TDSR.DETECTOR_WEIGHTS = ""
     # KEY VALUE overrides applied to the detector's config (its INPUT drives the data pipeline).
@@ -291,6 +302,16 @@ def add_tdsr_config(cfg):
     return cfg
 
 
+def _read_cfg(config_file: str | None, opts) -> CN:
+    """Detectron2's defaults with featsr_d2's keys, ``config_file`` (safe YAML) and ``opts``."""
+    cfg = get_cfg()
+    add_featsr_config(cfg)
+    if config_file:
+        merge_config_file(cfg, config_file)
+    cfg.merge_from_list(list(opts or []))
+    return cfg
+
+
 def get_featsr_cfg(
     config_file: str | None = None,
     opts: list[str] | None = None,
@@ -299,16 +320,102 @@ def get_featsr_cfg(
 ):
     """A config with featsr_d2's keys, merged from ``config_file`` (safe YAML) and ``opts``, turned
     into FeatSR's model of ``featsr_stage`` (:func:`enable_featsr`) when given, its featsr_d2 keys
-    validated; not frozen."""
-    cfg = get_cfg()
-    add_featsr_config(cfg)
-    if config_file:
-        merge_config_file(cfg, config_file)
-    cfg.merge_from_list(list(opts or []))
+    validated, a TDSR detector's config read into it (:func:`resolve_tdsr_detector`); not
+    frozen."""
+    cfg = _read_cfg(config_file, opts)
     if featsr_stage is not None:
         enable_featsr(cfg, stage=featsr_stage)
     validate_config(cfg)
+    return resolve_tdsr_detector(cfg)
+
+
+def resolve_tdsr_detector(cfg):
+    """Read the TDSR detector's config file (``MODEL.TDSR.DETECTOR_CONFIG``) into ``cfg`` in place:
+    ``MODEL.TDSR.RESOLVED_DETECTOR`` holds it as YAML (featsr_d2's keys, the file and its
+    ``_BASE_`` chain merged and validated, without ``DETECTOR_OPTS``, which
+    :func:`get_detector_cfg` applies), ``RESOLVED_DETECTOR_FROM`` and ``DETECTOR_CONFIG`` the
+    file's absolute path. :func:`get_featsr_cfg` calls it, so a run's ``config.yaml`` holds its
+    detector and building the model reads no file. A config that already holds the detector read
+    from that path (a run's ``config.yaml``) keeps it; nothing to do without ``DETECTOR_CONFIG``.
+    Returns ``cfg``.
+
+    A relative path set in a config file was made absolute against that file's folder when the
+    file was read (:func:`featsr_d2.config_files.merge_config_file`); one set by ``opts`` (or by
+    hand) is relative to the working directory of this call.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: it is a TDSR config, not a detector's.
+    """
+    tdsr = cfg.MODEL.TDSR
+    if not tdsr.DETECTOR_CONFIG:
+        return cfg
+    path = os.path.abspath(tdsr.DETECTOR_CONFIG)
+    if tdsr.RESOLVED_DETECTOR and tdsr.RESOLVED_DETECTOR_FROM == path:
+        tdsr.DETECTOR_CONFIG = path
+        return cfg
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"MODEL.TDSR.DETECTOR_CONFIG: the detector config {tdsr.DETECTOR_CONFIG} does not "
+            f"exist (working directory {os.getcwd()}). In a config file a relative path is "
+            "relative to the folder of the file that sets it; given as an override (opts), to the "
+            "working directory."
+        )
+    detector = _read_cfg(path, ())
+    if detector.MODEL.META_ARCHITECTURE == "TaskDrivenSR":
+        raise ValueError(f"{path} is a TDSR config, not a detector's")
+    validate_config(detector)
+    tdsr.DETECTOR_CONFIG = path
+    tdsr.RESOLVED_DETECTOR = detector.dump()
+    tdsr.RESOLVED_DETECTOR_FROM = path
     return cfg
+
+
+def get_detector_cfg(cfg):
+    """The frozen detector's config of a TDSR config: ``MODEL.TDSR.RESOLVED_DETECTOR`` (the file
+    :func:`resolve_tdsr_detector` read) merged with ``MODEL.TDSR.DETECTOR_OPTS``, validated, on the
+    TDSR config's ``MODEL.DEVICE``; a new config each call, not frozen. Reads no file.
+
+    Raises:
+        ValueError: no detector config is named, or the named one was not read into ``cfg``.
+    """
+    tdsr = cfg.MODEL.TDSR
+    if not tdsr.DETECTOR_CONFIG:
+        raise ValueError("MODEL.TDSR.DETECTOR_CONFIG must name the detector's config file")
+    if not tdsr.RESOLVED_DETECTOR or tdsr.RESOLVED_DETECTOR_FROM != os.path.abspath(
+        tdsr.DETECTOR_CONFIG
+    ):
+        raise ValueError(
+            f"MODEL.TDSR.DETECTOR_CONFIG {tdsr.DETECTOR_CONFIG} was not read into this config: "
+            "make the config with featsr_d2.config.get_featsr_cfg, or call "
+            "featsr_d2.config.resolve_tdsr_detector(cfg) after setting it"
+        )
+    detector = get_cfg()
+    add_featsr_config(detector)
+    defaults = detector.clone()
+    detector.merge_from_other_cfg(CN.load_cfg(tdsr.RESOLVED_DETECTOR))
+    _restore_tuples(detector, defaults)
+    detector.merge_from_list(list(tdsr.DETECTOR_OPTS))
+    validate_config(detector)
+    detector.MODEL.DEVICE = cfg.MODEL.DEVICE
+    return detector
+
+
+def _restore_tuples(cfg, defaults) -> None:
+    """YAML has no tuples: merging a dumped config gives back a tuple where the default is one
+    (yacs converts), but not the tuples inside it (e.g. ``ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS``);
+    those are made tuples again, as in the default."""
+
+    def like(value, default):
+        if isinstance(default, tuple) and isinstance(value, (list, tuple)):
+            return tuple(like(v, default[0] if default else None) for v in value)
+        return value
+
+    for key, default in defaults.items():
+        if isinstance(default, CN):
+            _restore_tuples(cfg[key], default)
+        else:
+            cfg[key] = like(cfg[key], default)
 
 
 def get_sr_cfg(config_file: str | None = None, opts: list[str] | None = None):
@@ -337,7 +444,8 @@ _FEATSR_HEADS = {
     "StandardROIHeads": "FeatSRStandardROIHeads",
     "FeatSRStandardROIHeads": "FeatSRStandardROIHeads",
 }
-_ROI_ALIGN_POOLERS = ("ROIAlign", "ROIAlignV2", "FeatSRROIAlign", "FeatSRROIAlignV2")
+# The Detectron2 pooler types FeatSR's heads pool with, and RoIAlign's ``aligned`` for each.
+ROI_ALIGN_TYPES = {"ROIAlign": False, "ROIAlignV2": True}
 FEATSR_STAGES = (2, 3)
 
 
@@ -430,10 +538,10 @@ def enable_featsr(cfg, stage: int = 2):
             "FeatSR heads train the mask and keypoint heads on the sampled proposals: set "
             "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES False"
         )
-    if model.ROI_BOX_HEAD.POOLER_TYPE not in _ROI_ALIGN_POOLERS:
+    if model.ROI_BOX_HEAD.POOLER_TYPE not in ROI_ALIGN_TYPES:
         raise ValueError(
             f"FeatSR pools with RoIAlign: MODEL.ROI_BOX_HEAD.POOLER_TYPE must be one of "
-            f"{_ROI_ALIGN_POOLERS}, not {model.ROI_BOX_HEAD.POOLER_TYPE!r}"
+            f"{tuple(ROI_ALIGN_TYPES)}, not {model.ROI_BOX_HEAD.POOLER_TYPE!r}"
         )
     if model.BACKBONE.NAME not in _FEATSR_BACKBONES:
         raise ValueError(

@@ -23,7 +23,7 @@ problem is a :class:`ConfigFileError` naming the file (and the line, where there
 A config key that names another file (:data:`PATH_KEYS`) is relative to the folder of the config
 file that sets it (the file of the ``_BASE_`` chain whose value wins), as ``_BASE_`` itself is;
 :func:`merge_config_file` makes it absolute. A value given by ``opts`` is left as it is (relative
-to the working directory).
+to the working directory, where :func:`featsr_d2.config.resolve_tdsr_detector` reads it).
 """
 
 from __future__ import annotations

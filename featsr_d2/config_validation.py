@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from featsr_d2.supervision import SUPERVISIONS
+from featsr_d2.core.featsr.supervision import SUPERVISIONS
 
 __all__ = ["ConfigValueError", "RULES", "Rule", "SOLVER_RULES", "validate_config"]
 
@@ -239,6 +239,8 @@ RULES: tuple[Rule, ...] = (
     integer("TEST.SR.SAMPLE_CROP", 0),
     # MODEL.TDSR
     string("MODEL.TDSR.DETECTOR_CONFIG"),
+    string("MODEL.TDSR.RESOLVED_DETECTOR"),
+    string("MODEL.TDSR.RESOLVED_DETECTOR_FROM"),
     string("MODEL.TDSR.DETECTOR_WEIGHTS"),
     Rule("MODEL.TDSR.DETECTOR_OPTS", "a list of KEY VALUE pairs (even length)", _even_list),
     number("MODEL.TDSR.ALPHA", 0),

@@ -6,15 +6,23 @@ collected: at module level and inside functions, absolute and relative, ``import
 ``importlib.import_module("featsr_d2...")`` with a literal name. Each module belongs to a layer,
 lowest first:
 
-    config -> utils -> layers -> data, modeling -> checkpoint -> evaluation -> engine (-> tools)
+    utils -> core -> config -> data, modeling -> checkpoint -> evaluation -> engine (-> tools)
 
 A module may import its own layer and the layers below it; the two layers of one rank (``data`` and
-``modeling``) never import each other. The issue names ``layers`` and ``utils`` side by side; here
-``utils`` (helpers that may import the config layer only) sits below ``layers``, whose ops may use
-them (the MATLAB resize rounds with :func:`featsr_d2.utils.image.round_to_uint8`).
+``modeling``) never import each other. ``utils`` (helpers that import nothing of featsr_d2) sits at
+the bottom, below ``core``, whose ops use them (the MATLAB resize rounds with
+:func:`featsr_d2.utils.image.round_to_uint8`); the core sits below everything that knows a
+framework, starting with the Detectron2 config (whose validation reads the core's table of
+supervision modes).
 ``featsr_d2/__init__.py`` sits above them all (it imports the subpackages so that importing the
 package registers everything), and nothing inside the package imports it. Besides, the module
 graph has no cycle: a function-local import that dodges one is still one.
+
+The core (``featsr_d2.core``) belongs to no framework: no module of it, nor any module of featsr_d2
+it imports (directly or through others, with the packages Python runs to import them), imports
+``detectron2``, ``mmdet``, ``mmcv`` or ``mmengine``, at module level or in a function. The package's
+``__init__`` imports the Detectron2 integration only where Detectron2 is installed;
+``tests/core/test_framework_free.py`` imports the core with Detectron2 and MMDetection blocked.
 """
 
 from __future__ import annotations
@@ -31,23 +39,22 @@ PACKAGE = "featsr_d2"
 
 # The layers, lowest first; the layers of one tuple share a rank and never import each other.
 ORDER: tuple[tuple[str, ...], ...] = (
-    ("config",),
     ("utils",),
-    ("layers",),
+    ("core",),
+    ("config",),
     ("data", "modeling"),
     ("checkpoint",),
     ("evaluation",),
     ("engine",),
 )
 # featsr_d2.<name> -> its layer, for the top-level modules that are not a layer's package: the
-# config layer's four modules (they import nothing else of featsr_d2), the compiled ops.
+# config layer's three modules (they import nothing of featsr_d2 but the core).
 LAYER_OF = {
     "config": "config",
     "config_files": "config",
     "config_validation": "config",
-    "supervision": "config",
 }
-EXTENSIONS = {f"{PACKAGE}._C": "layers"}  # compiled modules: no source to parse
+EXTENSIONS = {f"{PACKAGE}._C": "core"}  # compiled modules: no source to parse
 ROOT = "the package's __init__"  # featsr_d2 itself: above every layer
 RANK = {name: rank for rank, names in enumerate(ORDER) for name in names}
 RANK[ROOT] = len(ORDER)
@@ -59,7 +66,7 @@ PENDING: dict[tuple[str, str], str] = {}
 
 @dataclass(frozen=True)
 class Edge:
-    importer: str  # module name, e.g. "featsr_d2.data.degradations"
+    importer: str  # module name, e.g. "featsr_d2.core.degradations"
     imported: str
     path: str  # the importer's file, relative to the repository
     line: int
@@ -251,6 +258,92 @@ def format_cycle(cycle: list[Edge]) -> str:
     )
 
 
+# The framework-free core, and the frameworks it must not import (top-level package names).
+CORE = f"{PACKAGE}.core"
+FRAMEWORKS = ("detectron2", "mmdet", "mmcv", "mmengine")
+
+
+@dataclass(frozen=True)
+class ExternalImport:
+    importer: str
+    name: str  # the imported module, e.g. "detectron2.layers"
+    path: str
+    line: int
+
+
+def collect_external_imports(
+    sources: Mapping[str, tuple[str, str]], package: str = PACKAGE
+) -> list[ExternalImport]:
+    """Every absolute import of a module outside ``package`` in ``sources``, module level and in
+    functions: ``import a.b``, ``from a.b import c`` and ``importlib.import_module("a.b")``."""
+    found = []
+    for importer, (path, source) in sources.items():
+        for node in ast.walk(ast.parse(source, filename=path)):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if name in ("import_module", "__import__") and node.args:
+                    arg = node.args[0]
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                        names = [arg.value]
+            for name in names:
+                if name.split(".")[0] != package:
+                    found.append(ExternalImport(importer, name, path, node.lineno))
+    return found
+
+
+def core_closure(
+    edges: Iterable[Edge], modules: Iterable[str], core: str = CORE, package: str = PACKAGE
+) -> dict[str, list[str]]:
+    """Every module the core runs when it is imported: the core's modules, the modules of the
+    package they import (directly or through others) and the packages above each (Python runs
+    their ``__init__`` first), but the package's own ``__init__``. Module -> a chain from a core
+    module to it."""
+    graph: dict[str, set[str]] = {}
+    for e in edges:
+        graph.setdefault(e.importer, set()).add(e.imported)
+    chains = {m: [m] for m in sorted(modules) if m == core or m.startswith(core + ".")}
+    frontier = list(chains)
+    while frontier:
+        module = frontier.pop(0)
+        parts = module.split(".")
+        parents = {".".join(parts[:k]) for k in range(2, len(parts))}
+        for target in sorted(graph.get(module, set()) | parents):
+            if target != package and target not in chains:
+                chains[target] = chains[module] + [target]
+                frontier.append(target)
+    return chains
+
+
+def framework_violations(
+    sources: Mapping[str, tuple[str, str]],
+    edges: Iterable[Edge],
+    core: str = CORE,
+    package: str = PACKAGE,
+    frameworks: Iterable[str] = FRAMEWORKS,
+) -> list[str]:
+    """One message per import of a framework by a module the core runs (:func:`core_closure`)."""
+    chains = core_closure(edges, sources, core, package)
+    frameworks = set(frameworks)
+    problems = []
+    for imp in collect_external_imports(sources, package):
+        if imp.importer in chains and imp.name.split(".")[0] in frameworks:
+            chain = chains[imp.importer]
+            why = (
+                "part of the core" if len(chain) == 1 else "run by the core: " + " -> ".join(chain)
+            )
+            problems.append(
+                f"{imp.path}:{imp.line}: {imp.importer} imports {imp.name} ({why}); the core "
+                f"imports no framework ({', '.join(sorted(frameworks))})"
+            )
+    return problems
+
+
 # ------------------------------------------------------------------------------------------------
 # The package
 
@@ -279,11 +372,39 @@ def test_the_walk_sees_the_package(edges):
     """The collected edges include ones known to exist, of every kind the walk must see."""
     pairs = {(e.importer, e.imported) for e in edges}
     assert ("featsr_d2", "featsr_d2.modeling") in pairs  # from featsr_d2 import modeling
-    assert ("featsr_d2.layers.compiled", "featsr_d2._C") in pairs  # in a function
-    assert ("featsr_d2.data.degradations", "featsr_d2.layers.imresize") in pairs
-    assert ("featsr_d2.layers.imresize", "featsr_d2.utils.image") in pairs  # utils below layers
+    assert ("featsr_d2.core.layers.compiled", "featsr_d2._C") in pairs  # in a function
+    assert ("featsr_d2.core.degradations", "featsr_d2.core.layers.imresize") in pairs
+    assert ("featsr_d2.core.layers.imresize", "featsr_d2.utils.image") in pairs  # utils below
     assert ("featsr_d2.engine.setup", "featsr_d2.config") in pairs
     assert not PENDING or all(isinstance(why, str) and why for why in PENDING.values())
+
+
+def test_the_core_imports_no_framework(edges):
+    problems = framework_violations(package_sources(), edges)
+    assert not problems, "framework imports in the core:\n" + "\n".join(problems)
+
+
+def test_the_core_holds_each_framework_free_concept(edges):
+    """The concepts both integrations share live in the core, and the core runs what it needs of
+    the package (the image helpers, the compiled ops) but nothing of the Detectron2 side."""
+    modules = package_sources()
+    concepts = [f"{CORE}.{m}" for m in (
+        "featsr.sr_feature_generator", "featsr.sr_feature_discriminator",
+        "featsr.featsr_box_branch", "featsr.small_proposals", "featsr.extractor_layers",
+        "featsr.supervision", "sr.network", "sr.dbpn", "sr.cajnn", "sr.rrdbnet", "sr.bicubic",
+        "sr.deblock", "sr.self_ensemble", "sr.losses", "degradations", "layers.roi_align",
+        "layers.dilated_conv_maxpool", "layers.imresize", "layers.compiled",
+    )]  # fmt: skip
+    assert [c for c in concepts if c not in modules] == []
+    closure = core_closure(edges, modules)
+    assert {f"{PACKAGE}.utils.image", f"{PACKAGE}.utils", f"{PACKAGE}._C"} <= set(closure)
+    outside = sorted(m for m in closure if not m.startswith(CORE) and m != f"{PACKAGE}._C")
+    assert all(m.startswith(f"{PACKAGE}.utils") for m in outside), outside
+    # The Detectron2 side imports detectron2 (what the walk must see).
+    externals = collect_external_imports(modules)
+    assert any(
+        i.importer == f"{PACKAGE}.config" and i.name == "detectron2.config" for i in externals
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -297,12 +418,12 @@ SYNTHETIC = {
     "pkg.data.mapper": (
         "pkg/data/mapper.py",
         "from pkg.config import x\n"
-        "from ..layers import resize\n"  # relative, two levels: pkg.layers.resize
+        "from ..core import resize\n"  # relative, two levels: pkg.core.resize
         "def f():\n"
         "    from pkg.modeling.net import Net\n",  # function-local, sideways
     ),
-    "pkg.layers": ("pkg/layers/__init__.py", "from . import resize\n"),
-    "pkg.layers.resize": ("pkg/layers/resize.py", "import pkg.engine.hooks\n"),  # upward
+    "pkg.core": ("pkg/core/__init__.py", "from . import resize\n"),
+    "pkg.core.resize": ("pkg/core/resize.py", "import pkg.engine.hooks\n"),  # upward
     "pkg.modeling": ("pkg/modeling/__init__.py", ""),
     "pkg.modeling.net": (
         "pkg/modeling/net.py",
@@ -317,9 +438,9 @@ SYNTHETIC = {
 def test_checker_finds_upward_sideways_and_root_edges_and_cycles():
     edges = collect_edges(SYNTHETIC, package="pkg")
     pairs = {(e.importer, e.imported, e.line) for e in edges}
-    assert ("pkg.data.mapper", "pkg.layers.resize", 2) in pairs  # relative
+    assert ("pkg.data.mapper", "pkg.core.resize", 2) in pairs  # relative
     assert ("pkg.data.mapper", "pkg.modeling.net", 4) in pairs  # function-local
-    assert ("pkg.layers", "pkg.layers.resize", 1) in pairs  # from . import <submodule>
+    assert ("pkg.core", "pkg.core.resize", 1) in pairs  # from . import <submodule>
     assert ("pkg.modeling.net", "pkg.config", 3) in pairs  # importlib.import_module
     assert ("pkg.modeling.head", "pkg.modeling.net", 2) in pairs  # relative, in a function
     assert ("pkg.engine.hooks", "pkg.config", 1) in pairs and (
@@ -328,11 +449,11 @@ def test_checker_finds_upward_sideways_and_root_edges_and_cycles():
         2,
     ) in pairs
 
-    assert layer_of("pkg.layers.resize", "pkg") == "layers" and layer_of("pkg", "pkg") == ROOT
+    assert layer_of("pkg.core.resize", "pkg") == "core" and layer_of("pkg", "pkg") == ROOT
     problems = layer_violations(edges, "pkg", pending={})
     assert len(problems) == 3, problems
     assert any(
-        p.startswith("pkg/layers/resize.py:1: layers -> engine") and "layers sits below engine" in p
+        p.startswith("pkg/core/resize.py:1: core -> engine") and "core sits below engine" in p
         for p in problems
     )
     assert any(
@@ -350,7 +471,7 @@ def test_checker_finds_upward_sideways_and_root_edges_and_cycles():
     assert "pkg/modeling/head.py:2" in format_cycle(cycle)
 
     # A pending edge is left out of both checks, and only it.
-    pending = {("pkg.layers.resize", "pkg.engine.hooks"): "waits for a move"}
+    pending = {("pkg.core.resize", "pkg.engine.hooks"): "waits for a move"}
     assert len(layer_violations(edges, "pkg", pending=pending)) == 2
     assert not find_cycles(edges, pending={("pkg.modeling.head", "pkg.modeling.net"): "why"})
 
@@ -358,3 +479,55 @@ def test_checker_finds_upward_sideways_and_root_edges_and_cycles():
 def test_checker_rejects_a_module_outside_every_layer():
     with pytest.raises(KeyError, match="belongs to no layer"):
         layer_of(f"{PACKAGE}.miscellany.helpers")
+
+
+SYNTHETIC_CORE = {
+    "pkg": ("pkg/__init__.py", "import importlib.util\nfrom pkg import modeling\n"),
+    "pkg.core": ("pkg/core/__init__.py", ""),
+    "pkg.core.ok": (
+        "pkg/core/ok.py",
+        "import torch\nimport detectron2_backport\nfrom ..utils import helpers\n"  # not a framework
+        "from pkg.data.clean import y\n",  # its package's __init__ runs too
+    ),
+    "pkg.core.bad": ("pkg/core/bad.py", "import os\nfrom detectron2.layers import ShapeSpec\n"),
+    "pkg.core.lazy": (
+        "pkg/core/lazy.py",
+        "import importlib\ndef f():\n    return importlib.import_module('mmengine.registry')\n",
+    ),
+    "pkg.core.sub": ("pkg/core/sub/__init__.py", "import mmdet\n"),
+    "pkg.core.sub.x": ("pkg/core/sub/x.py", ""),
+    "pkg.utils": ("pkg/utils/__init__.py", ""),
+    "pkg.utils.helpers": ("pkg/utils/helpers.py", "def g():\n    from mmcv import ops\n"),
+    "pkg.data": ("pkg/data/__init__.py", "from pkg.data import builtin\n"),
+    "pkg.data.builtin": ("pkg/data/builtin.py", "import detectron2.data\n"),
+    "pkg.data.clean": ("pkg/data/clean.py", "y = 1\n"),
+    "pkg.modeling": ("pkg/modeling/__init__.py", "import detectron2\nimport mmdet.models\n"),
+}
+
+
+def test_checker_finds_framework_imports_the_core_runs():
+    """Module level, in a function and by importlib; in the core, in a module it imports (through
+    a relative import) and in the package __init__ Python runs to import one; not a mere prefix
+    (detectron2_backport), not outside the core (pkg.modeling), not the package's __init__."""
+    edges = collect_edges(SYNTHETIC_CORE, package="pkg")
+    externals = collect_external_imports(SYNTHETIC_CORE, package="pkg")
+    assert ExternalImport("pkg.core.lazy", "mmengine.registry", "pkg/core/lazy.py", 3) in externals
+    assert ExternalImport("pkg.utils.helpers", "mmcv", "pkg/utils/helpers.py", 2) in externals
+    closure = core_closure(edges, SYNTHETIC_CORE, core="pkg.core", package="pkg")
+    # pkg.data runs as the package of pkg.data.clean, and imports pkg.data.builtin
+    chain = ["pkg.core.ok", "pkg.data.clean", "pkg.data", "pkg.data.builtin"]
+    assert closure["pkg.data.builtin"] == chain
+    assert "pkg.modeling" not in closure and "pkg" not in closure
+    problems = framework_violations(SYNTHETIC_CORE, edges, core="pkg.core", package="pkg")
+    assert len(problems) == 5, problems
+    expected = [
+        ("pkg/core/bad.py:2: pkg.core.bad imports detectron2.layers (part of the core)"),
+        ("pkg/core/lazy.py:3: pkg.core.lazy imports mmengine.registry (part of the core)"),
+        ("pkg/core/sub/__init__.py:1: pkg.core.sub imports mmdet (part of the core)"),
+        ("pkg/utils/helpers.py:2: pkg.utils.helpers imports mmcv (run by the core: pkg.core.ok "
+         "-> pkg.utils.helpers)"),
+        ("pkg/data/builtin.py:1: pkg.data.builtin imports detectron2.data (run by the core: "
+         "pkg.core.ok -> pkg.data.clean -> pkg.data -> pkg.data.builtin)"),
+    ]  # fmt: skip
+    for message in expected:
+        assert any(p.startswith(message) for p in problems), (message, problems)

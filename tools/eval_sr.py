@@ -26,6 +26,8 @@ from detectron2.utils.logger import setup_logger
 
 from featsr_d2.checkpoint import load_initial_sr_weights
 from featsr_d2.config import get_sr_cfg
+from featsr_d2.core.sr import Bicubic
+from featsr_d2.core.sr.deblock import DeblockBicubic
 from featsr_d2.data.sr_dataset import resolve_sr_images
 from featsr_d2.engine import cpu_without_cuda
 from featsr_d2.evaluation.paired_bootstrap import format_interval, parse_compare
@@ -35,8 +37,7 @@ from featsr_d2.evaluation.sr_metrics import (
     format_sr_table,
     tune_deblock_strengths,
 )
-from featsr_d2.modeling.sr import Bicubic, build_sr_network
-from featsr_d2.modeling.sr.deblock import DeblockBicubic
+from featsr_d2.modeling.sr import build_sr_network
 from featsr_d2.utils.file_io import atomic_write_json, atomic_write_text
 from featsr_d2.utils.output_lock import hold_output_dir
 

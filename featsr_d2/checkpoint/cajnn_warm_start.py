@@ -30,7 +30,7 @@ from collections.abc import Mapping
 
 import torch
 
-from featsr_d2.modeling.sr.cajnn import CAJNN
+from featsr_d2.core.sr.cajnn import CAJNN
 
 __all__ = ["rrdbnet_warm_start_map", "warm_start_cajnn"]
 

@@ -28,7 +28,7 @@ from featsr_d2.checkpoint.ncnn_format import (
     parse_ncnn_param,
     read_convolution_weights,
 )
-from featsr_d2.modeling.sr.rrdbnet import RRDBNet
+from featsr_d2.core.sr.rrdbnet import RRDBNet
 from featsr_d2.utils.file_io import atomic_write
 from featsr_d2.utils.packages import distribution_files
 

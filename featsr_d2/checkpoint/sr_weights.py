@@ -18,7 +18,7 @@ from torch import nn
 
 from featsr_d2.checkpoint.cajnn_warm_start import warm_start_cajnn
 from featsr_d2.checkpoint.pickle_weights import WeightsFileError
-from featsr_d2.modeling.sr.cajnn import CAJNN
+from featsr_d2.core.sr.cajnn import CAJNN
 
 __all__ = ["load_initial_sr_weights", "load_sr_weights", "read_sr_state_dict"]
 

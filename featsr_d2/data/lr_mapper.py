@@ -4,7 +4,7 @@ that the degradation pipeline makes from it (TDSR section 4.1, CAJNN section IV-
 :class:`LRDetectionDatasetMapper` is a ``DatasetMapper`` (so the detector's own resizing, flips and
 crops apply, and its boxes follow them) whose output also carries ``"lr_image"``: an RGB uint8
 tensor of shape (3, ceil(H / s), ceil(W / s)) made by
-:func:`featsr_d2.data.degradations.make_lr_image` from the augmented
+:func:`featsr_d2.core.degradations.make_lr_image` from the augmented
 ``"image"`` (H, W), s = ``MODEL.SR.SCALE``. ``"image"`` stays the HR image in the detector's
 ``INPUT.FORMAT``: the reconstruction target of TDSR and the input of the table's HR row. With
 ``INPUT.SR.PATCH_SIZE`` > 0, training images are cropped at random to that side after the
@@ -15,7 +15,7 @@ Choices the papers leave open:
 
 - sizes: when H or W is not a multiple of s, the HR image is padded at the bottom and right by
   replicating its last row / column before degrading, so no object is cut off; models crop the
-  s-times upscaled output back to (H, W) (:func:`featsr_d2.data.degradations.lr_size`);
+  s-times upscaled output back to (H, W) (:func:`featsr_d2.core.degradations.lr_size`);
 - randomness: at test time each image's degradation (noise, JPEG quality in a range) is drawn from a
   generator seeded by ``INPUT.SR.SEED`` and the image's id (:func:`lr_seed`), so every method of a
   table sees the same LR images and runs repeat; in training it is drawn from NumPy's global
@@ -34,7 +34,8 @@ from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import transforms as T
 
-from featsr_d2.data.degradations import Degradation, build_sr_degradation, make_lr_image
+from featsr_d2.core.degradations import Degradation, make_lr_image
+from featsr_d2.data.sr_degradation import build_sr_degradation
 from featsr_d2.utils.image import detector_to_rgb
 
 __all__ = [
@@ -108,7 +109,7 @@ class LRDetectionDatasetMapper(DatasetMapper):
 
     def lr_image(self, dataset_dict: dict, rng: np.random.Generator | None = None) -> torch.Tensor:
         """The LR input (RGB uint8 (3, ceil(H / s), ceil(W / s))) of a mapped dict's ``"image"``
-        (H, W): :func:`~featsr_d2.data.degradations.make_lr_image` with the generator ``rng``, by
+        (H, W): :func:`~featsr_d2.core.degradations.make_lr_image` with the generator ``rng``, by
         default the test-time one seeded by ``INPUT.SR.SEED`` and the image's id
         (:func:`lr_seed`)."""
         if rng is None:

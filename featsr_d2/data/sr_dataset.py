@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from detectron2.config import configurable
 
-from featsr_d2.data.degradations import Degradation, build_sr_degradation
+from featsr_d2.core.degradations import Degradation
+from featsr_d2.data.sr_degradation import build_sr_degradation
 from featsr_d2.utils.image import rgb_to_tensor, swap_rgb_bgr
 from featsr_d2.utils.packages import package_dir
 

@@ -53,6 +53,7 @@ from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
 from featsr_d2.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.config import get_featsr_cfg
+from featsr_d2.core.featsr.supervision import supervision as supervision_mode
 from featsr_d2.data.rng_state import isolated_rng
 from featsr_d2.data.tt100k import load_annotations, load_results
 from featsr_d2.data.tt100k_categories import SIZE_BINS
@@ -72,7 +73,6 @@ from featsr_d2.evaluation.featsr_study_report import (
 )
 from featsr_d2.evaluation.sliced_inference import SlicedDetector
 from featsr_d2.evaluation.tt100k_evaluator import build_tt100k_evaluator
-from featsr_d2.supervision import supervision as supervision_mode
 from featsr_d2.utils.file_io import atomic_write_json, atomic_write_text
 from featsr_d2.utils.output_lock import hold_output_dir
 

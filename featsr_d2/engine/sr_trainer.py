@@ -41,14 +41,16 @@ from torch import nn
 
 from featsr_d2.checkpoint import AtomicDetectionCheckpointer, load_initial_sr_weights
 from featsr_d2.config import get_sr_cfg
-from featsr_d2.data.degradations import build_sr_degradation, degrade, mod_crop
+from featsr_d2.core.degradations import degrade, mod_crop
+from featsr_d2.core.layers.imresize import imresize
+from featsr_d2.core.sr.losses import charbonnier_loss
 from featsr_d2.data.sr_dataset import SRPatchSampler, read_rgb, resolve_sr_images
+from featsr_d2.data.sr_degradation import build_sr_degradation
 from featsr_d2.engine.setup import cpu_without_cuda, hold_output_folder
 from featsr_d2.evaluation.sr_inference import super_resolve
 from featsr_d2.evaluation.sr_metrics import psnr
 from featsr_d2.evaluation.sr_visualize import side_by_side, write_png
-from featsr_d2.layers.imresize import imresize
-from featsr_d2.modeling.sr.losses import build_sr_loss, charbonnier_loss
+from featsr_d2.modeling.sr.losses import build_sr_loss
 from featsr_d2.modeling.sr.registry import build_sr_network
 from featsr_d2.utils.image import rgb_to_tensor, tensor_to_rgb
 

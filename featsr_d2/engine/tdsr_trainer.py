@@ -23,11 +23,11 @@ from __future__ import annotations
 from detectron2.data import build_detection_test_loader
 from torch.nn.parallel import DistributedDataParallel
 
+from featsr_d2.config import get_detector_cfg
 from featsr_d2.data.lr_mapper import LRDetectionDatasetMapper
 from featsr_d2.data.resumable_loader import build_resumable_train_loader
 from featsr_d2.engine.sr_trainer import build_sr_optimizer
 from featsr_d2.engine.trainer import FeatSRTrainer
-from featsr_d2.modeling.meta_arch.task_driven_sr import get_detector_cfg
 
 __all__ = ["TDSRTrainer", "build_lr_detection_mapper"]
 

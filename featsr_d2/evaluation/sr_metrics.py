@@ -34,13 +34,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from featsr_d2.data.degradations import make_benchmark_lr
+from featsr_d2.core.degradations import make_benchmark_lr
+from featsr_d2.core.layers.imresize import imresize_np
+from featsr_d2.core.sr.deblock import nlm_deblock
 from featsr_d2.data.sr_dataset import read_rgb
 from featsr_d2.evaluation.paired_bootstrap import paired_bootstrap
 from featsr_d2.evaluation.sr_inference import super_resolve
 from featsr_d2.evaluation.sr_visualize import safe_file_stem
-from featsr_d2.layers.imresize import imresize_np
-from featsr_d2.modeling.sr.deblock import nlm_deblock
 
 __all__ = [
     "compare_sr",

@@ -7,7 +7,7 @@ import torch
 from featsr_d2.checkpoint.cajnn_warm_start import rrdbnet_warm_start_map, warm_start_cajnn
 from featsr_d2.checkpoint.ncnn_format import parse_ncnn_param
 from featsr_d2.checkpoint.realesrgan_ncnn import find_realesrgan_model
-from featsr_d2.modeling.sr import CAJNN, RRDBNet
+from featsr_d2.core.sr import CAJNN, RRDBNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

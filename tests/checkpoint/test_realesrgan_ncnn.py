@@ -15,10 +15,11 @@ from featsr_d2.checkpoint import load_initial_sr_weights
 from featsr_d2.checkpoint.ncnn_format import TAG_FLOAT16, TAG_FLOAT32, parse_ncnn_param
 from featsr_d2.checkpoint.realesrgan_ncnn import convert_realesrgan_ncnn, find_realesrgan_model
 from featsr_d2.config import get_featsr_cfg
+from featsr_d2.core.layers import imresize_np
+from featsr_d2.core.sr import RRDBNet
 from featsr_d2.data.sr_dataset import read_rgb
 from featsr_d2.evaluation.sr_metrics import psnr
-from featsr_d2.layers import imresize_np
-from featsr_d2.modeling.sr import RRDBNet, build_sr_network
+from featsr_d2.modeling.sr import build_sr_network
 from featsr_d2.utils.image import rgb_to_tensor, tensor_to_rgb
 
 SKIMAGE_DATA = os.path.join(os.path.dirname(__import__("skimage").__file__), "data")

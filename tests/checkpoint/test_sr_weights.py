@@ -6,7 +6,8 @@ import torch
 
 from featsr_d2.checkpoint import WeightsFileError, load_initial_sr_weights, read_sr_state_dict
 from featsr_d2.config import get_featsr_cfg
-from featsr_d2.modeling.sr import RRDBNet, build_sr_network
+from featsr_d2.core.sr import RRDBNet
+from featsr_d2.modeling.sr import build_sr_network
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,7 +8,8 @@ from common import tiny_tdsr_cfg as tiny_cfg
 from detectron2.modeling import build_model
 
 from featsr_d2.checkpoint import TDSRCheckpointer, WeightsFileError, load_detector_weights
-from featsr_d2.modeling.meta_arch.task_driven_sr import TaskDrivenSR, get_detector_cfg
+from featsr_d2.config import get_detector_cfg
+from featsr_d2.modeling.meta_arch.task_driven_sr import TaskDrivenSR
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

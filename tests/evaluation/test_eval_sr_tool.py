@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from featsr_d2.data.degradations import make_benchmark_lr
+from featsr_d2.core.degradations import make_benchmark_lr
+from featsr_d2.core.layers import imresize_np
+from featsr_d2.core.sr import Bicubic
+from featsr_d2.core.sr.deblock import DeblockBicubic, nlm_deblock
 from featsr_d2.data.sr_dataset import read_rgb
 from featsr_d2.evaluation.sr_metrics import evaluate_sr, tune_deblock_strengths
-from featsr_d2.layers import imresize_np
-from featsr_d2.modeling.sr import Bicubic
-from featsr_d2.modeling.sr.deblock import DeblockBicubic, nlm_deblock
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SKIMAGE_DATA = os.path.join(os.path.dirname(__import__("skimage").__file__), "data")

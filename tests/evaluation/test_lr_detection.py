@@ -12,13 +12,12 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from torch import nn
 
-from featsr_d2.config import get_featsr_cfg
-from featsr_d2.data.degradations import BicubicDownscale, JPEGCompression
+from featsr_d2.config import get_detector_cfg, get_featsr_cfg
+from featsr_d2.core.degradations import BicubicDownscale, JPEGCompression
+from featsr_d2.core.layers import imresize_np
 from featsr_d2.evaluation.lr_detection_report import format_lr_detection_table
 from featsr_d2.evaluation.padded_lr_detector import PaddedLRDetector
 from featsr_d2.evaluation.sr_metrics import psnr
-from featsr_d2.layers import imresize_np
-from featsr_d2.modeling.meta_arch.task_driven_sr import get_detector_cfg
 from featsr_d2.modeling.sr import build_sr_network
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

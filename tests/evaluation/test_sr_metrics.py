@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from featsr_d2.data.degradations import make_benchmark_lr
+from featsr_d2.core.degradations import make_benchmark_lr
+from featsr_d2.core.sr import Bicubic
 from featsr_d2.data.sr_dataset import read_rgb
 from featsr_d2.evaluation.sr_metrics import (
     evaluate_sr,
@@ -18,7 +19,6 @@ from featsr_d2.evaluation.sr_metrics import (
     rgb_to_y,
     ssim,
 )
-from featsr_d2.modeling.sr import Bicubic
 
 SKIMAGE_DATA = os.path.join(os.path.dirname(__import__("skimage").__file__), "data")
 

@@ -12,8 +12,8 @@ from detectron2.structures import Boxes, Instances, Keypoints, PolygonMasks
 from detectron2.utils.events import EventStorage
 
 from featsr_d2.checkpoint import AtomicDetectionCheckpointer
-from featsr_d2.layers import FeatSRROIPooler
-from featsr_d2.modeling.roi_heads import FeatSRBoxBranch, featsr_roi_heads
+from featsr_d2.core.featsr import FeatSRBoxBranch
+from featsr_d2.modeling.roi_heads import featsr_roi_heads
 
 SMALL_LOSSES = {"loss_cls_small", "loss_box_reg_small"}
 SR_LOSSES = {"loss_sr_content", "loss_sr_adversarial", "loss_discriminator"}
@@ -155,22 +155,6 @@ def test_training_the_mask_head_on_predicted_boxes_is_refused():
     cfg = tiny_featsr_cfg("FPN", **MASK, **{"MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": True})
     with pytest.raises(ValueError, match="TRAIN_ON_PRED_BOXES"):
         build_model(cfg)
-
-
-def test_featsr_pooler_type_on_the_mask_head():
-    """A FeatSR pooler type on ROI_MASK_HEAD gives a FeatSRROIPooler and the same masks."""
-    cfg = tiny_featsr_cfg("FPN", **MASK)
-    torch.manual_seed(0)
-    reference = build_model(cfg).eval()
-    cfg.MODEL.ROI_MASK_HEAD.POOLER_TYPE = "FeatSRROIAlignV2"
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    assert isinstance(model.roi_heads.mask_pooler, FeatSRROIPooler)
-    assert type(model.roi_heads.box_pooler) is not FeatSRROIPooler  # ROI_BOX_HEAD: ROIAlignV2
-    inputs = _inputs(seed=1, with_gt=False)
-    for ours, theirs in zip(_detections(model, inputs), _detections(reference, inputs)):
-        assert len(ours) > 0
-        assert torch.equal(ours.pred_masks, theirs.pred_masks)
 
 
 class _Messages(logging.Handler):

@@ -1,4 +1,5 @@
-"""FeatSR's generator, discriminator, losses, ROI heads and meta-architecture (sections 4.2-4.4)."""
+"""FeatSR's ROI heads and meta-architecture in Detectron2 (sections 4.2-4.4); G, D and their losses
+alone: tests/core/featsr."""
 
 import copy
 import glob
@@ -16,56 +17,6 @@ from detectron2.utils.events import EventStorage
 
 from featsr_d2.config import get_featsr_cfg
 from featsr_d2.engine import FeatSRTrainer
-from featsr_d2.modeling.roi_heads import (
-    SRFeatureDiscriminator,
-    SRFeatureGenerator,
-    content_loss,
-    discriminator_loss,
-    generator_adversarial_loss,
-)
-
-
-# ---------------------------------------------------------------------------------------------
-def test_generator_shapes_identity_at_init_and_slicing():
-    g = SRFeatureGenerator(base_channels=6, sub_channels=4, num_blocks=3, hidden_channels=5)
-    base, sub = torch.randn(7, 6, 5, 5), torch.randn(7, 4, 5, 5)
-    assert torch.equal(g(base, sub), base)  # zero-initialized residuals: starts as the identity
-    for block in g.blocks:
-        torch.nn.init.normal_(block.conv2.weight)
-    out = g(base, sub)
-    assert out.shape == base.shape and not torch.allclose(out, base)
-    sub2 = sub + 1.0  # the sub-layer feature reaches the output
-    assert not torch.allclose(g(base, sub2), out)
-    assert g(base[:0], sub[:0]).shape == (0, 6, 5, 5)
-    with pytest.raises(ValueError, match="sub"):
-        g(base, sub[:, :3])
-    with pytest.raises(ValueError, match="differ"):
-        g(base, sub[:3])
-
-
-def test_discriminator_is_a_three_layer_mlp():
-    d = SRFeatureDiscriminator(input_shape=(8, 6, 6), hidden_dim=16, pool_size=3)
-    linears = [m for m in d.modules() if isinstance(m, torch.nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in linears] == [(72, 16), (16, 16), (16, 1)]
-    assert d(torch.randn(5, 8, 6, 6)).shape == (5,)
-    with pytest.raises(ValueError, match="shape"):
-        d(torch.randn(5, 8, 7, 7))
-
-
-def test_losses_match_the_papers_equations():
-    s = torch.tensor([[[[1.0, 2.0]]], [[[0.0, 0.0]]]])
-    t = torch.tensor([[[[0.0, 0.0]]], [[[3.0, 4.0]]]])
-    # mean_i ||T_i - S_i||^2 / (C H W), C H W = 2
-    assert content_loss(s, t).item() == pytest.approx((5.0 + 25.0) / 2 / 2)
-    logits = torch.tensor([0.3, -1.2])
-    d_s = torch.sigmoid(logits)
-    assert generator_adversarial_loss(logits).item() == pytest.approx(-torch.log(d_s).mean().item())
-    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-0.4, 1.0])
-    expected = -(torch.log(torch.sigmoid(real)) + torch.log(1 - torch.sigmoid(fake))).mean()
-    assert discriminator_loss(real, fake).item() == pytest.approx(expected.item(), rel=1e-6)
-    empty = torch.zeros(0, 1, 1, 2, requires_grad=True)
-    assert content_loss(empty, empty.detach()).item() == 0.0
-    assert generator_adversarial_loss(torch.zeros(0)).item() == 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,26 +349,60 @@ def test_heads_pool_base_and_sub_in_one_call_equal_to_detectron2_poolers(layout,
     torch.testing.assert_close(sub, ref_sub, rtol=0, atol=1e-6)
 
 
+def _random_boxes(n, size, seed):
+    """n boxes from 7 to 600 px (every FPN level), some crossing the image border."""
+    g = torch.Generator().manual_seed(seed)
+    side = torch.exp(torch.empty(n).uniform_(2.0, 6.4, generator=g))
+    aspect = torch.exp(torch.empty(n).uniform_(-0.7, 0.7, generator=g))
+    w, h = side * aspect.sqrt(), side / aspect.sqrt()
+    cx, cy = torch.rand(n, generator=g) * size, torch.rand(n, generator=g) * size
+    return Boxes(torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1))
+
+
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_heads_accept_featsr_pooler_types_and_reject_non_roialign(layout):
+@pytest.mark.parametrize("pooler_type", ["ROIAlign", "ROIAlignV2"])
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_heads_pool_as_detectron2s_box_pooler_bit_for_bit(layout, pooler_type, sampling_ratio):
+    """The heads' own pooling parameters (from the config) and featsr_d2's one multi-level
+    RoIAlign call give Detectron2's box pooler's RoI features exactly, forward and backward, on
+    boxes of every FPN level and an image without boxes."""
+    from detectron2.modeling.poolers import assign_boxes_to_levels
+
     cfg = tiny_featsr_cfg(layout)
-    torch.manual_seed(0)
-    reference = build_model(cfg).eval()
-    cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "FeatSRROIAlignV2"
-    torch.manual_seed(0)
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE = pooler_type
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = sampling_ratio
     model = build_model(cfg).eval()
-    pooler = model.roi_heads._box_pooler
-    assert type(pooler).__name__ == "FeatSRROIPooler"
-    features = reference.backbone(torch.randn(1, 3, 128, 128))
-    proposals = _proposals()
+    heads = model.roi_heads
+    pooler = heads.pooler if layout == "C4" else heads.box_pooler
+    assert heads.aligned == (pooler_type == "ROIAlignV2")
     with torch.no_grad():
-        ours = _head_inference(model.roi_heads, features, proposals)
-        theirs = _head_inference(reference.roi_heads, features, proposals)
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(ours, theirs))
-    cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIPool"
-    heads = build_model(cfg).eval().roi_heads
-    with pytest.raises(ValueError, match="POOLER_TYPE"), torch.no_grad():
-        heads(None, features, proposals)
+        features = model.backbone(torch.randn(3, 3, 320, 320))
+    boxes = [_random_boxes(n, 320, seed) for n, seed in ((60, 1), (45, 2), (0, 3))]
+    maps, scales = heads._base_maps(features)
+    ours_in = [m.clone().requires_grad_() for m in maps]
+    ref_in = [m.clone().requires_grad_() for m in maps]
+    (ours,) = heads._pool([(ours_in, scales)], boxes, heads._levels(boxes))
+    ref = pooler(ref_in, boxes)
+    if layout == "FPN":
+        levels = assign_boxes_to_levels(boxes, 2, 5, 224, 4)
+        assert set(levels.tolist()) == {0, 1, 2, 3}
+    assert ours.shape == ref.shape == (105, maps[0].shape[1], *heads.pooler_resolution)
+    assert torch.equal(ours, ref)
+    grad = torch.randn_like(ref)
+    ours.backward(grad)
+    ref.backward(grad)
+    for a, b in zip(ours_in, ref_in):
+        assert torch.equal(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("pooler_type", ["ROIPool", "FeatSRROIAlignV2"])
+def test_heads_refuse_a_pooler_that_is_not_roialign(layout, pooler_type):
+    """Only Detectron2's RoIAlign types; the FeatSR pooler type, which no config used, is gone."""
+    cfg = tiny_featsr_cfg(layout)
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE = pooler_type
+    with pytest.raises(ValueError, match="POOLER_TYPE to one of .'ROIAlign', 'ROIAlignV2'."):
+        build_model(cfg)
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
@@ -482,48 +467,6 @@ def test_shipped_fpn_configs_feed_g_a_real_sub_layer(config_file):
 
 # ---------------------------------------------------------------------------------------------
 # Cost switches: what they change and what they must not.
-def _reference_generator(g, base, sub):
-    """Fig. 5 computed naively: every block on every channel, the base channels sliced at the
-    end."""
-    x = torch.cat([base, sub], dim=1)
-    for block in g.blocks:
-        convs = [getattr(block, f"conv{i}") for i in range(1, block._num_convs + 1)]
-        h = x
-        for conv in convs[:-1]:
-            h = torch.relu(conv(h))
-        x = x + convs[-1](h)
-    return x[:, : g.base_channels]
-
-
-@pytest.mark.parametrize("block", ["basic", "bottleneck"])
-def test_generator_computes_only_the_kept_channels_and_chunks_alike(block):
-    torch.manual_seed(0)
-    g = SRFeatureGenerator(
-        base_channels=6, sub_channels=4, num_blocks=3, hidden_channels=5, block=block
-    )
-    base, sub = torch.randn(11, 6, 5, 5), torch.randn(11, 4, 5, 5)
-    assert torch.equal(g(base, sub), base)  # the identity at initialization, both blocks
-    last = "conv2" if block == "basic" else "conv3"
-    for b in g.blocks:
-        torch.nn.init.normal_(getattr(b, last).weight, std=0.1)
-        torch.nn.init.normal_(getattr(b, last).bias, std=0.1)
-    reference = _reference_generator(g, base, sub)
-    torch.testing.assert_close(g(base, sub), reference, rtol=1e-5, atol=1e-6)
-    g.chunk_size = 4  # 11 RoIs in chunks of 4, 4 and 3
-    torch.testing.assert_close(g(base, sub), reference, rtol=1e-5, atol=1e-6)
-    assert g(base[:0], sub[:0]).shape == (0, 6, 5, 5)
-    with pytest.raises(ValueError, match="block"):
-        SRFeatureGenerator(base_channels=6, sub_channels=4, block="dense")
-
-
-def test_bottleneck_generator_is_lighter():
-    kwargs = {"base_channels": 256, "sub_channels": 256, "num_blocks": 2, "hidden_channels": 64}
-    basic = SRFeatureGenerator(**kwargs)
-    bottleneck = SRFeatureGenerator(**kwargs, block="bottleneck")
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(bottleneck) < count(basic) / 3
-
-
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_small_proposal_cap_zero_is_the_base_detector_bit_for_bit(layout):
     cfg = tiny_featsr_cfg(layout, **{"MODEL.FEATSR.MAX_SMALL_PER_IMAGE": 0})

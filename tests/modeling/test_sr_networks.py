@@ -11,16 +11,10 @@ from torch import nn
 
 import featsr_d2.modeling.sr  # noqa: F401  (registers the SR networks)
 from featsr_d2.config import add_sr_config, get_featsr_cfg
-from featsr_d2.layers import imresize, imresize_np
-from featsr_d2.modeling.sr import (
-    CAJNN,
-    DBPN,
-    SR_NETWORK_REGISTRY,
-    Bicubic,
-    RRDBNet,
-    build_sr_network,
-)
-from featsr_d2.modeling.sr.self_ensemble import dihedral, dihedral_inverse
+from featsr_d2.core.layers import imresize, imresize_np
+from featsr_d2.core.sr import CAJNN, DBPN, Bicubic, RRDBNet
+from featsr_d2.core.sr.self_ensemble import dihedral, dihedral_inverse
+from featsr_d2.modeling.sr import SR_NETWORK_REGISTRY, build_sr_network
 
 SKIMAGE_DATA = os.path.join(os.path.dirname(__import__("skimage").__file__), "data")
 

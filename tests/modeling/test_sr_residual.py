@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import featsr_d2.modeling.sr  # noqa: F401  (registers the SR networks)
 from featsr_d2.config import add_sr_config, get_featsr_cfg
-from featsr_d2.layers import imresize
+from featsr_d2.core.layers import imresize
 from featsr_d2.modeling.sr import SR_NETWORK_REGISTRY, build_sr_network
 
 pytestmark = pytest.mark.usefixtures("one_thread")

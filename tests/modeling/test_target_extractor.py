@@ -124,7 +124,7 @@ def _set_fused(backbone, fused: bool) -> None:
 def test_fused_extractor_equals_unfused(name, monkeypatch):
     """MODEL.FEATSR.FUSED_EXTRACTOR (on by default) reaches the backbone, runs every strided layer
     through the fused op, and gives the unfused extractor's maps."""
-    from featsr_d2.modeling.backbone import target_extractor
+    from featsr_d2.core.featsr import extractor_layers
 
     backbone, _ = build(name)
     flags = [m.fused_targets for m in backbone.modules() if hasattr(m, "fused_targets")]
@@ -133,9 +133,9 @@ def test_fused_extractor_equals_unfused(name, monkeypatch):
         1 for m in backbone.modules() if isinstance(m, torch.nn.Conv2d) and max(m.stride) > 1
     )
     calls = []
-    fused_op = target_extractor.dilated_conv_maxpool2d
+    fused_op = extractor_layers.dilated_conv_maxpool2d
     monkeypatch.setattr(
-        target_extractor,
+        extractor_layers,
         "dilated_conv_maxpool2d",
         lambda *a, **k: calls.append(k["pool"]) or fused_op(*a, **k),
     )

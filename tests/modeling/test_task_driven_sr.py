@@ -20,11 +20,11 @@ from detectron2.utils.events import EventStorage
 from torch.nn.modules.batchnorm import _NormBase
 from train_hooks import StopAfter
 
-from featsr_d2.config import add_tdsr_config, get_featsr_cfg
-from featsr_d2.data.degradations import build_sr_degradation, lr_size, make_lr_image
+from featsr_d2.config import add_tdsr_config, get_detector_cfg, get_featsr_cfg
+from featsr_d2.core.degradations import lr_size, make_lr_image
 from featsr_d2.data.lr_mapper import LRDetectionDatasetMapper, lr_seed
+from featsr_d2.data.sr_degradation import build_sr_degradation
 from featsr_d2.engine import FeatSRTrainer, TDSRTrainer, trainer_class
-from featsr_d2.modeling.meta_arch.task_driven_sr import get_detector_cfg
 from featsr_d2.utils.image import detector_to_rgb, detector_to_rgb_tensor, rgb_tensor_to_detector
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -11,8 +11,6 @@ from featsr_d2.modeling.backbone.target_extractor import (
     FeatSRResNet,
     FeatSRResNetBackbone,
     FeatSRResNetFPNBackbone,
-    atrous_conv,
-    atrous_max_pool,
 )
 
 __all__ = [
@@ -24,6 +22,4 @@ __all__ = [
     "FeatSRMobileNetV2",
     "FeatSRMobileNetV2Backbone",
     "FeatSRMobileNetV2FPN",
-    "atrous_conv",
-    "atrous_max_pool",
 ]

@@ -14,8 +14,9 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
+from featsr_d2.core.featsr.extractor_layers import atrous_conv
 from featsr_d2.modeling.backbone.mobilenet_v2 import InvertedResidual, MobileNetV2Backbone
-from featsr_d2.modeling.backbone.target_extractor import FeatSRFPN, atrous_conv, featsr_passthrough
+from featsr_d2.modeling.backbone.target_extractor import FeatSRFPN, featsr_passthrough
 
 __all__ = ["FeatSRMobileNetV2", "FeatSRMobileNetV2Backbone", "FeatSRMobileNetV2FPN"]
 

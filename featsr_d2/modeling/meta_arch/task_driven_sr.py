@@ -3,7 +3,9 @@
 
 :class:`TaskDrivenSR` (registered as ``TaskDrivenSR``) chains S, any network of
 ``SR_NETWORK_REGISTRY`` (``DBPN`` as the paper, ``CAJNN``, ``Bicubic``, ...), and D, a Detectron2
-detector built from its own config (``MODEL.TDSR.DETECTOR_CONFIG``). Building loads no weights:
+detector built from its own config (``MODEL.TDSR.DETECTOR_CONFIG``, read into the run's config when
+that was made: :func:`featsr_d2.config.get_detector_cfg`). Building reads no file and loads no
+weights:
 :class:`featsr_d2.checkpoint.tdsr_checkpointer.TDSRCheckpointer` loads D's trained weights
 (``MODEL.TDSR.DETECTOR_WEIGHTS``) and S's initial ones (``MODEL.SR.WEIGHTS``) unless the run's
 checkpoint holds them. Training minimizes eq. 3 over S's parameters only:
@@ -53,7 +55,6 @@ as a pre-processor.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 
 import torch
@@ -63,9 +64,10 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.dropout import _DropoutNd
 
-from featsr_d2.config import get_featsr_cfg
+from featsr_d2.config import get_detector_cfg
+from featsr_d2.core.sr.network import SRNetwork
 from featsr_d2.modeling.sr.losses import build_sr_loss
-from featsr_d2.modeling.sr.registry import SRNetwork, build_sr_network
+from featsr_d2.modeling.sr.registry import build_sr_network
 from featsr_d2.utils.image import (
     DETECTOR_FORMATS,
     detector_to_rgb_tensor,
@@ -74,53 +76,9 @@ from featsr_d2.utils.image import (
     rgb_tensor_to_detector,
 )
 
-__all__ = [
-    "TaskDrivenSR",
-    "freeze_detector",
-    "get_detector_cfg",
-]
+__all__ = ["TaskDrivenSR", "freeze_detector"]
 
 logger = logging.getLogger(__name__)
-
-
-# Parsed detector configs: (file, its modification time, DETECTOR_OPTS) -> frozen config.
-_DETECTOR_CFGS: dict[tuple, object] = {}
-
-
-def get_detector_cfg(cfg):
-    """The frozen detector's config: ``MODEL.TDSR.DETECTOR_CONFIG`` with featsr_d2's keys, merged
-    with ``MODEL.TDSR.DETECTOR_OPTS``, on the TDSR config's ``MODEL.DEVICE``; not frozen.
-
-    The file is parsed once per process (the model, the training mapper and every evaluation's
-    mapper share that parse); each call returns a copy. A relative path set in a config file was
-    made absolute against that file's folder when the file was read
-    (:func:`featsr_d2.config_files.merge_config_file`); one set by ``opts`` is relative to the
-    working directory.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-    """
-    path = cfg.MODEL.TDSR.DETECTOR_CONFIG
-    if not path:
-        raise ValueError("MODEL.TDSR.DETECTOR_CONFIG must name the detector's config file")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"MODEL.TDSR.DETECTOR_CONFIG: the detector config {path} does not exist (working "
-            f"directory {os.getcwd()}). In a config file a relative path is relative to the folder "
-            "of the file that sets it; given as an override (opts), to the working directory."
-        )
-    opts = tuple(cfg.MODEL.TDSR.DETECTOR_OPTS)
-    key = (os.path.abspath(path), os.stat(path).st_mtime_ns, repr(opts))
-    if key not in _DETECTOR_CFGS:
-        det_cfg = get_featsr_cfg(path, list(opts))
-        if det_cfg.MODEL.META_ARCHITECTURE == "TaskDrivenSR":
-            raise ValueError(f"{path} is a TDSR config, not a detector's")
-        det_cfg.freeze()
-        _DETECTOR_CFGS[key] = det_cfg
-    det_cfg = _DETECTOR_CFGS[key].clone()
-    det_cfg.defrost()
-    det_cfg.MODEL.DEVICE = cfg.MODEL.DEVICE
-    return det_cfg
 
 
 def freeze_detector(detector: nn.Module) -> None:
@@ -179,7 +137,8 @@ class TaskDrivenSR(nn.Module):
     def from_config(cls, cfg):
         # As initialized: the frozen detector's weights (MODEL.TDSR.DETECTOR_WEIGHTS) and the SR
         # network's (MODEL.SR.WEIGHTS / WARM_START) are the checkpointer's to load
-        # (featsr_d2.checkpoint.tdsr_checkpointer.TDSRCheckpointer).
+        # (featsr_d2.checkpoint.tdsr_checkpointer.TDSRCheckpointer); the detector's config is the
+        # one the run's config holds (MODEL.TDSR.RESOLVED_DETECTOR).
         return {
             "sr_network": build_sr_network(cfg),
             "detector": build_model(get_detector_cfg(cfg)),

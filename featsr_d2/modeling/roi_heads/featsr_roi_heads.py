@@ -2,7 +2,7 @@
 
 Beside the base detector's head (the *large predictor*: ``res5`` / ``box_head``, and
 ``box_predictor``) sits the child ``featsr``, a
-:class:`~featsr_d2.modeling.roi_heads.featsr_box_branch.FeatSRBoxBranch` built in ``from_config``:
+:class:`~featsr_d2.core.featsr.featsr_box_branch.FeatSRBoxBranch` built in ``from_config``:
 
 - the SR feature generator G, reading the base-layer RoI feature and the sub (former) layer's RoI
   feature pooled at the same box to the same size. The sub layer of each base level is a
@@ -13,12 +13,12 @@ Beside the base detector's head (the *large predictor*: ``res5`` / ``box_head``,
   initialized from the large one;
 - the three-layer MLP discriminator D.
 
-Routing: a proposal whose sqrt(area) on the input image is below ``MODEL.FEATSR.SMALL_SIZE`` is
-small. Small proposals go through G and the small predictor, large ones through the large
-predictor; their predictions are merged before the per-class NMS. At inference
-``MAX_SMALL_PER_IMAGE`` (K) caps the small proposals per image that take the small path: the K
-with the highest objectness (the RPN sorts them); the others take the large path, as in the base
-detector (K = 0 is the base detector, bit for bit).
+Routing (:mod:`featsr_d2.core.featsr.small_proposals`): a proposal whose sqrt(area) on the input
+image is below ``MODEL.FEATSR.SMALL_SIZE`` is small. Small proposals go through G and the small
+predictor, large ones through the large predictor; their predictions are merged before the
+per-class NMS. At inference ``MAX_SMALL_PER_IMAGE`` (K) caps the small proposals per image that
+take the small path: the K with the highest objectness (the RPN sorts them); the others take the
+large path, as in the base detector (K = 0 is the base detector, bit for bit).
 
 The paper's phases (section 4.3, ``MODEL.FEATSR.STAGE``; stage 1 is the base detector, backbone
 and RPN are frozen in both of these):
@@ -46,13 +46,16 @@ is frozen. ``identity`` is the control without SR: G stays the identity it is in
 (frozen, with D) and only the small predictor trains, which isolates the split into a small and a
 large predictor (the paper credits part of its gain to it) from the feature SR itself.
 
-Pooling runs on featsr_d2's RoIAlign (:func:`~featsr_d2.layers.multimap_roi_align`): the base and
-sub RoI features of a set of proposals come from one call, and so do the pairs' F^0.5 (base and
-sub) and T^1.0, with every RoI pooled from its own pyramid level and no per-level masking (when
-the sub layers differ in width, each sub layer is pooled by its own call and projected by G). The
-box pooler's type sets the alignment and sampling ("ROIAlign", "ROIAlignV2", or featsr_d2's
-"FeatSRROIAlign(V2)", which the heads also accept for every pooler: box, mask, keypoint); the result
-equals Detectron2's poolers.
+Pooling runs on featsr_d2's RoIAlign (:func:`~featsr_d2.core.layers.multimap_roi_align`): the
+base and sub RoI features of a set of proposals come from one call, and so do the pairs' F^0.5
+(base and sub) and T^1.0, with every RoI pooled from its own pyramid level and no per-level masking
+(when the sub layers differ in width, each sub layer is pooled by its own call and projected by G).
+The
+heads own their pooling parameters, read from the config as Detectron2's box pooler reads them
+(``ROI_BOX_HEAD.POOLER_TYPE`` "ROIAlign" or "ROIAlignV2" sets the alignment,
+``POOLER_SAMPLING_RATIO``, ``POOLER_RESOLUTION``, and one scale per ``ROI_HEADS.IN_FEATURES`` level
+from the backbone's strides), and assign RoIs to FPN levels with Detectron2's
+``assign_boxes_to_levels``; the result equals Detectron2's ``ROIPooler``.
 
 The heads replace only the box branch (``_forward_box``); Detectron2's mask and keypoint branches
 (``MODEL.MASK_ON``, ``MODEL.KEYPOINT_ON``) run as in the base heads, on the sampled proposals in
@@ -68,59 +71,96 @@ The small predictor's events (accuracy, foreground fraction) are logged under ``
 """
 
 import abc
+import copy
 import logging
+import math
 
 import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling import ROI_HEADS_REGISTRY
-from detectron2.modeling.poolers import ROIPooler, assign_boxes_to_levels
+from detectron2.modeling.poolers import assign_boxes_to_levels
 from detectron2.modeling.roi_heads import Res5ROIHeads, StandardROIHeads
 from detectron2.modeling.roi_heads.roi_heads import select_foreground_proposals
 from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import get_event_storage
 from torch import nn
+from torch.nn.modules.utils import _pair
 
-from featsr_d2.config import FEATSR_STAGES, featsr_sub_features
-from featsr_d2.layers import FEATSR_POOLER_TYPES, FeatSRROIPooler, multimap_roi_align
-from featsr_d2.modeling.roi_heads.featsr_box_branch import FeatSRBoxBranch
-from featsr_d2.supervision import supervision as supervision_mode
+from featsr_d2.config import FEATSR_STAGES, ROI_ALIGN_TYPES, featsr_sub_features
+from featsr_d2.core.featsr import (
+    FeatSRBoxBranch,
+    SRFeatureDiscriminator,
+    SRFeatureGenerator,
+    cap_small,
+    small_mask,
+    sr_pair_boxes,
+)
+from featsr_d2.core.featsr.supervision import supervision as supervision_mode
+from featsr_d2.core.layers import multimap_roi_align
 
 __all__ = ["FeatSRRes5ROIHeads", "FeatSRStandardROIHeads"]
 
 logger = logging.getLogger(__name__)
 
-# ROI-head arguments holding a pooler, and the config node of their pooler type.
-_POOLER_NODES = {
-    "box_pooler": "ROI_BOX_HEAD",
-    "pooler": "ROI_BOX_HEAD",  # Res5ROIHeads
-    "mask_pooler": "ROI_MASK_HEAD",
-    "keypoint_pooler": "ROI_KEYPOINT_HEAD",
-}
+# Detectron2's ROIPooler defaults for the FPN level of a box, which its ROI heads keep.
+_CANONICAL_BOX_SIZE = 224
+_CANONICAL_LEVEL = 4
 
 
-def _sqrt_area(boxes: Boxes) -> torch.Tensor:
-    return boxes.area().clamp(min=0).sqrt()
-
-
-def _base_heads_from_config(heads_cls, cfg, input_shape: dict[str, ShapeSpec]) -> dict:
-    """The arguments of the Detectron2 heads ``heads_cls`` from ``cfg``, where a pooler type may
-    also be one of :data:`~featsr_d2.layers.FEATSR_POOLER_TYPES`: Detectron2 builds the heads
-    with the matching type, then each such pooler becomes a :class:`FeatSRROIPooler`."""
-    featsr_types = {
-        node: cfg.MODEL[node].POOLER_TYPE
-        for node in set(_POOLER_NODES.values())
-        if cfg.MODEL[node].POOLER_TYPE in FEATSR_POOLER_TYPES
+def _pooling_from_config(cfg, input_shape: dict[str, ShapeSpec]) -> dict:
+    """The heads' own RoIAlign parameters, read as Detectron2's box pooler reads them: the
+    resolution, sampling ratio and alignment of ``MODEL.ROI_BOX_HEAD`` and one scale per
+    ``MODEL.ROI_HEADS.IN_FEATURES`` level."""
+    box = cfg.MODEL.ROI_BOX_HEAD
+    if box.POOLER_TYPE not in ROI_ALIGN_TYPES:
+        raise ValueError(
+            f"FeatSR heads pool with RoIAlign: set MODEL.ROI_BOX_HEAD.POOLER_TYPE to one of "
+            f"{tuple(ROI_ALIGN_TYPES)}, not {box.POOLER_TYPE!r}"
+        )
+    return {
+        "pooler_resolution": box.POOLER_RESOLUTION,
+        "pooler_scales": [1.0 / input_shape[f].stride for f in cfg.MODEL.ROI_HEADS.IN_FEATURES],
+        "sampling_ratio": box.POOLER_SAMPLING_RATIO,
+        "aligned": ROI_ALIGN_TYPES[box.POOLER_TYPE],
     }
-    if featsr_types:
-        cfg = cfg.clone()
-        cfg.defrost()
-        for node, pooler_type in featsr_types.items():
-            cfg.MODEL[node].POOLER_TYPE = FEATSR_POOLER_TYPES[pooler_type][1]
-    ret = heads_cls.from_config(cfg, input_shape)
-    for key, node in _POOLER_NODES.items():
-        if node in featsr_types and isinstance(ret.get(key), ROIPooler):
-            ret[key] = FeatSRROIPooler.from_pooler(ret[key], featsr_types[node])
-    return ret
+
+
+def _box_branch_from_config(
+    cfg,
+    *,
+    base_channels: int,
+    sub_channels: list[int],
+    large_head: nn.Module,
+    large_predictor: nn.Module,
+) -> FeatSRBoxBranch:
+    """G and D (``MODEL.FEATSR.GENERATOR`` / ``DISCRIMINATOR``) for base RoI features of
+    ``base_channels`` and sub layers of ``sub_channels`` at ``ROI_BOX_HEAD.POOLER_RESOLUTION``; the
+    small predictor, copies of ``large_head`` and ``large_predictor``; the loss weights."""
+    f = cfg.MODEL.FEATSR
+    g, d = f.GENERATOR, f.DISCRIMINATOR
+    resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
+    return FeatSRBoxBranch(
+        generator=SRFeatureGenerator(
+            base_channels=base_channels,
+            sub_channels=sub_channels,
+            num_blocks=g.NUM_BLOCKS,
+            hidden_channels=g.HIDDEN_CHANNELS,
+            kernel_size=g.KERNEL_SIZE,
+            block=g.BLOCK,
+            chunk_size=g.CHUNK_SIZE,
+        ),
+        discriminator=SRFeatureDiscriminator(
+            input_shape=(base_channels, resolution, resolution),
+            hidden_dim=d.HIDDEN_DIM,
+            pool_size=d.POOL_SIZE,
+        ),
+        small_head=copy.deepcopy(large_head),
+        small_predictor=copy.deepcopy(large_predictor),
+        content_weight=f.CONTENT_WEIGHT,
+        adversarial_weight=f.ADVERSARIAL_WEIGHT,
+        detection_weight=f.DETECTION_WEIGHT,
+    )
 
 
 def _featsr_from_config(
@@ -129,10 +169,11 @@ def _featsr_from_config(
     base_channels: int,
     large_head: nn.Module,
     large_predictor: nn.Module,
+    pooling: dict,
 ) -> dict:
     """The FeatSR arguments shared by both layouts: the :class:`FeatSRBoxBranch` (G, D, and the
     small predictor, copies of the large one: ``large_head`` and ``large_predictor``), the sub
-    layers and the settings."""
+    layers, the settings and the ``pooling`` parameters (:func:`_pooling_from_config`)."""
     f = cfg.MODEL.FEATSR
     subs = featsr_sub_features(cfg)
     missing = [s for s in dict.fromkeys(subs) if s not in input_shape]
@@ -145,7 +186,7 @@ def _featsr_from_config(
         )
     sources = list(dict.fromkeys(subs))
     return {
-        "box_branch": FeatSRBoxBranch(
+        "box_branch": _box_branch_from_config(
             cfg,
             base_channels=base_channels,
             sub_channels=[input_shape[s].channels for s in sources],
@@ -160,6 +201,7 @@ def _featsr_from_config(
         "max_pairs_per_image": f.MAX_PAIRS_PER_IMAGE,
         "target_min_size": f.TARGET_MIN_SIZE,
         "supervision": f.SUPERVISION,
+        **pooling,
     }
 
 
@@ -168,8 +210,8 @@ class _FeatSRHeads(abc.ABC):
     ``_forward_box`` (routing, pooling, losses and inference) around the child ``featsr`` (a
     :class:`FeatSRBoxBranch`: G, D and the small predictor) and keeps the checkpoint conversion.
     It comes first among the bases of a Detectron2 ROI head class, which provides the large
-    predictor and the poolers and implements the layout's hooks below (``_base_maps``,
-    ``_box_pooler``, ``_large_head``, ``_small_head``, ``_levels``), ``_REPLICAS`` and
+    predictor (and the mask and keypoint poolers) and implements the layout's hooks below
+    (``_base_maps``, ``_large_head``, ``_small_head``, ``_levels``), ``_REPLICAS`` and
     ``_V2_LAYOUT``."""
 
     # The large predictor's parts and their replicas in the small predictor (state-dict prefixes).
@@ -197,6 +239,10 @@ class _FeatSRHeads(abc.ABC):
         target_min_size: float,
         max_pairs_per_image: int = -1,
         supervision: str,
+        pooler_resolution: int | tuple[int, int],
+        pooler_scales: list[float],
+        sampling_ratio: int,
+        aligned: bool,
     ):
         self.mode = supervision_mode(supervision)  # raises for an unknown mode
         if stage not in FEATSR_STAGES:
@@ -211,16 +257,16 @@ class _FeatSRHeads(abc.ABC):
         self.max_pairs_per_image = max_pairs_per_image
         self.target_min_size = target_min_size
         self.supervision = supervision
+        # RoIAlign of the base, sub and target RoI features (see _pooling_from_config).
+        self.pooler_resolution = _pair(pooler_resolution)
+        self.pooler_scales = [float(s) for s in pooler_scales]
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
         for module in self.frozen_modules():
             module.requires_grad_(False)
 
     # Layout hooks: each layout's heads implement them (a heads class without them cannot be
     # instantiated).
-    @property
-    @abc.abstractmethod
-    def _box_pooler(self) -> ROIPooler:
-        """The base detector's box pooler, whose alignment and sampling the heads use."""
-
     @abc.abstractmethod
     def _base_maps(self, features) -> tuple[list[torch.Tensor], list[float]]:
         """The maps (one per pyramid level) that the base RoI feature of a RoI on level k comes
@@ -270,19 +316,13 @@ class _FeatSRHeads(abc.ABC):
     def _pool(self, maps, boxes: list[Boxes], levels) -> list[torch.Tensor]:
         """Pools ``boxes`` from each ``(maps, scales)`` entry of ``maps`` in one RoIAlign call;
         a RoI on level k reads level k of every entry (``levels``: None for one level)."""
-        first = self._box_pooler.level_poolers[0]
-        if not (hasattr(first, "aligned") and hasattr(first, "sampling_ratio")):
-            raise ValueError(
-                "FeatSR heads pool with RoIAlign: set MODEL.ROI_BOX_HEAD.POOLER_TYPE to ROIAlign, "
-                f"ROIAlignV2, FeatSRROIAlign or FeatSRROIAlignV2 (the box pooler is {first})"
-            )
         return multimap_roi_align(
             [m for m, _ in maps],
             [b.tensor for b in boxes],
-            first.output_size,
+            self.pooler_resolution,
             [s for _, s in maps],
-            first.sampling_ratio,
-            first.aligned,
+            self.sampling_ratio,
+            self.aligned,
             levels=levels,
         )
 
@@ -370,7 +410,14 @@ class _FeatSRHeads(abc.ABC):
 
     # ------------------------------------------------------------------------------------------
     def _small_masks(self, boxes: list[Boxes]) -> list[torch.Tensor]:
-        return [_sqrt_area(b) < self.small_size for b in boxes]
+        return [small_mask(b.tensor, self.small_size) for b in boxes]
+
+    def _small_losses(self, predictions, proposals: list[Instances]) -> dict[str, torch.Tensor]:
+        """The small predictor's losses (``loss_*_small``, times ``DETECTION_WEIGHT``) of its
+        ``predictions`` for ``proposals``; its events are logged under ``small/``."""
+        with get_event_storage().name_scope("small"):
+            losses = self.featsr.small_predictor.losses(predictions, proposals)
+        return {f"{k}_small": v * self.featsr.detection_weight for k, v in losses.items()}
 
     def _predict_large(self, features, boxes: list[Boxes]):
         (x,) = self._pool([self._base_maps(features)], boxes, self._levels(boxes))
@@ -418,7 +465,7 @@ class _FeatSRHeads(abc.ABC):
             predictions = self._predict_large(features, [p.proposal_boxes for p in large])
             losses.update(self.box_predictor.losses(predictions, large))
         predictions = self._predict_small(features, [p.proposal_boxes for p in small])
-        losses.update(self.featsr.small_losses(predictions, small))
+        losses.update(self._small_losses(predictions, small))
         if self.needs_lr_features:
             if lr_features is None or (self.needs_sr_targets and sr_targets is None):
                 raise ValueError(
@@ -437,13 +484,14 @@ class _FeatSRHeads(abc.ABC):
         whose 1.0x box is at least ``TARGET_MIN_SIZE``, at most ``MAX_PAIRS_PER_IMAGE`` per image,
         the first): G's inputs on the 0.5x features (base and sub RoI features) and the targets'
         RoI features on ``target_maps`` (T^1.0, or F^1.0 for naive supervision)."""
-        lr_boxes = []
-        for b in boxes:
-            side = _sqrt_area(b)
-            keep = ((side / 2 < self.small_size) & (side >= self.target_min_size)).nonzero()
-            if self.max_pairs_per_image >= 0:
-                keep = keep[: self.max_pairs_per_image]
-            lr_boxes.append(Boxes(b.tensor[keep.flatten()] * 0.5))
+        lr_boxes = [
+            Boxes(
+                sr_pair_boxes(
+                    b.tensor, self.small_size, self.target_min_size, self.max_pairs_per_image
+                )
+            )
+            for b in boxes
+        ]
         # F^0.5 and T^1.0 from the 0.5x box's level. T^1.0 pools the 1.0x maps at the 1.0x box:
         # the 0.5x box at twice the scale, which is the same RoIAlign (exact: powers of two).
         maps, scales = self._base_maps(target_maps)
@@ -464,14 +512,7 @@ class _FeatSRHeads(abc.ABC):
     def _capped(self, masks: list[torch.Tensor]) -> list[torch.Tensor]:
         """At most ``max_small_per_image`` small proposals per image, the first ones (the RPN's
         proposals come sorted by objectness); -1 keeps them all."""
-        if self.max_small_per_image < 0:
-            return masks
-        capped = []
-        for mask in masks:
-            mask = mask.clone()
-            mask[mask.nonzero().flatten()[self.max_small_per_image :]] = False
-            capped.append(mask)
-        return capped
+        return [cap_small(mask, self.max_small_per_image) for mask in masks]
 
     def _inference(self, features, proposals: list[Instances]) -> list[Instances]:
         boxes = [p.proposal_boxes for p in proposals]
@@ -505,8 +546,8 @@ class FeatSRRes5ROIHeads(_FeatSRHeads, Res5ROIHeads):
         """
         Args:
             featsr: box_branch (a :class:`FeatSRBoxBranch`), sub_features, sub_scales, stage,
-                small_size, max_small_per_image, max_pairs_per_image, target_min_size and
-                supervision (see :func:`_featsr_from_config`).
+                small_size, max_small_per_image, max_pairs_per_image, target_min_size,
+                supervision and the pooling parameters (see :func:`_featsr_from_config`).
             kwargs: the arguments of :class:`Res5ROIHeads`.
         """
         super().__init__(**kwargs)
@@ -523,10 +564,11 @@ class FeatSRRes5ROIHeads(_FeatSRHeads, Res5ROIHeads):
                 f"MODEL.FEATSR.RES5_HEADS must name a stage-1 Res5ROIHeads (e.g. Res5ROIHeads, "
                 f"FeatSRMobileNetV2Res5ROIHeads), not {cfg.MODEL.FEATSR.RES5_HEADS!r}"
             )
-        ret = _base_heads_from_config(base_heads, cfg, input_shape)
+        pooling = _pooling_from_config(cfg, input_shape)  # first: it names what it refuses
+        ret = base_heads.from_config(cfg, input_shape)
         base = input_shape[ret["in_features"][0]].channels
         ret["featsr"] = _featsr_from_config(
-            cfg, input_shape, base, ret["res5"], ret["box_predictor"]
+            cfg, input_shape, base, ret["res5"], ret["box_predictor"], pooling
         )
         return ret
 
@@ -557,12 +599,8 @@ class FeatSRRes5ROIHeads(_FeatSRHeads, Res5ROIHeads):
             losses.update(self.mask_head(x, proposals))
         return [], losses
 
-    @property
-    def _box_pooler(self):
-        return self.pooler
-
     def _base_maps(self, features):
-        return [features[self.in_features[0]]], [self.pooler.level_poolers[0].spatial_scale]
+        return [features[self.in_features[0]]], list(self.pooler_scales)
 
     def _large_head(self, x):
         return self.res5(x).mean(dim=(2, 3))
@@ -596,10 +634,11 @@ class FeatSRStandardROIHeads(_FeatSRHeads, StandardROIHeads):
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
-        ret = _base_heads_from_config(StandardROIHeads, cfg, input_shape)
+        pooling = _pooling_from_config(cfg, input_shape)  # first: it names what it refuses
+        ret = StandardROIHeads.from_config(cfg, input_shape)
         channels = input_shape[cfg.MODEL.ROI_HEADS.IN_FEATURES[0]].channels
         ret["featsr"] = _featsr_from_config(
-            cfg, input_shape, channels, ret["box_head"], ret["box_predictor"]
+            cfg, input_shape, channels, ret["box_head"], ret["box_predictor"], pooling
         )
         return ret
 
@@ -624,20 +663,16 @@ class FeatSRStandardROIHeads(_FeatSRHeads, StandardROIHeads):
         return [], losses
 
     def _levels(self, boxes):
-        p = self.box_pooler
-        if len(p.level_poolers) == 1:
+        scales = self.pooler_scales
+        if len(scales) == 1:
             return None
+        min_level, max_level = (round(-math.log2(s)) for s in (scales[0], scales[-1]))
         return assign_boxes_to_levels(
-            boxes, p.min_level, p.max_level, p.canonical_box_size, p.canonical_level
+            boxes, min_level, max_level, _CANONICAL_BOX_SIZE, _CANONICAL_LEVEL
         )
 
-    @property
-    def _box_pooler(self):
-        return self.box_pooler
-
     def _base_maps(self, features):
-        scales = [p.spatial_scale for p in self.box_pooler.level_poolers]
-        return [features[f] for f in self.box_in_features], scales
+        return [features[f] for f in self.box_in_features], list(self.pooler_scales)
 
     def _large_head(self, x):
         return self.box_head(x)

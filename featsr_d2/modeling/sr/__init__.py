@@ -1,32 +1,12 @@
-"""Image super-resolution networks, registered in ``SR_NETWORK_REGISTRY`` when this package is
-imported: ``DBPN`` (D-DBPN, TDSR's SR network), ``CAJNN``, ``RRDBNet`` (ESRGAN / Real-ESRGAN; the
-shipped Real-ESRGAN x4plus weights are ``featsr://realesrgan/x4plus``) and ``Bicubic``
-(MATLAB-compatible, no parameters).
-
-Every network maps RGB images in [0, 1] of shape (N, 3, h, w) to (N, 3, s*h, s*w); see
-:mod:`featsr_d2.modeling.sr.registry`. Build one from a config with ``build_sr_network(cfg)`` after
-``featsr_d2.config.add_featsr_config(cfg)``.
+"""Image super-resolution networks from a Detectron2 config: ``SR_NETWORK_REGISTRY`` (``DBPN``,
+``CAJNN``, ``RRDBNet``, ``Bicubic``; registered when this package is imported),
+``build_sr_network(cfg)`` and the reconstruction loss ``build_sr_loss(cfg)``, after
+``featsr_d2.config.add_featsr_config(cfg)``. The networks themselves are
+:mod:`featsr_d2.core.sr` (D-DBPN, TDSR's SR network; CAJNN; RRDBNet, ESRGAN / Real-ESRGAN, whose
+shipped x4plus weights are ``featsr://realesrgan/x4plus``; MATLAB-compatible Bicubic).
 """
 
-from featsr_d2.modeling.sr.bicubic import Bicubic
-from featsr_d2.modeling.sr.cajnn import CAJNN
-from featsr_d2.modeling.sr.dbpn import DBPN
-from featsr_d2.modeling.sr.registry import (
-    SR_NETWORK_REGISTRY,
-    SRNetwork,
-    build_sr_network,
-)
-from featsr_d2.modeling.sr.rrdbnet import RRDB, RRDBNet
-from featsr_d2.modeling.sr.self_ensemble import self_ensemble_x8
+from featsr_d2.modeling.sr.losses import build_sr_loss
+from featsr_d2.modeling.sr.registry import SR_NETWORK_REGISTRY, build_sr_network
 
-__all__ = [
-    "CAJNN",
-    "DBPN",
-    "RRDB",
-    "SR_NETWORK_REGISTRY",
-    "Bicubic",
-    "RRDBNet",
-    "SRNetwork",
-    "build_sr_network",
-    "self_ensemble_x8",
-]
+__all__ = ["SR_NETWORK_REGISTRY", "build_sr_loss", "build_sr_network"]

@@ -1,19 +1,15 @@
-"""Reconstruction losses of the SR networks (``MODEL.SR.LOSS``), shared by SR training
+"""The reconstruction loss a config names (``MODEL.SR.LOSS``), shared by SR training
 (:mod:`featsr_d2.engine.sr_trainer`) and TDSR's L_rec
 (:mod:`featsr_d2.modeling.meta_arch.task_driven_sr`).
 """
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
-__all__ = ["build_sr_loss", "charbonnier_loss"]
+from featsr_d2.core.sr.losses import charbonnier_loss
 
-
-def charbonnier_loss(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    """``mean(sqrt((x - y)^2 + eps^2))``, a differentiable L1."""
-    return torch.sqrt((x - y) ** 2 + eps * eps).mean()
+__all__ = ["build_sr_loss"]
 
 
 def build_sr_loss(cfg):

@@ -17,8 +17,9 @@ uint8 image; the input is never modified. Random parameters are drawn from the g
   an inclusive range (CAJNN trains on [10, 100]);
 - :func:`cajnn_degradation`: CAJNN's pipeline, downscale then compress.
 
-``build_sr_degradation(cfg)`` assembles ``INPUT.SR.DEGRADATIONS``. This module is the one place an
-LR image is made: :func:`make_lr_image` (a pipeline on an HR image padded to a multiple of the
+A Detectron2 config's pipeline (``INPUT.SR.DEGRADATIONS``) is
+:func:`featsr_d2.data.sr_degradation.build_sr_degradation`. This module is the one place an LR
+image is made: :func:`make_lr_image` (a pipeline on an HR image padded to a multiple of the
 scale: the detection mapper, TDSR), :func:`degrade` (a pipeline with a seed: the SR trainer's
 samples) and :func:`make_benchmark_lr` (the SR benchmarks' bicubic and JPEG).
 """
@@ -32,7 +33,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from featsr_d2.layers.imresize import imresize_np
+from featsr_d2.core.layers.imresize import imresize_np
 from featsr_d2.utils.image import round_to_uint8, swap_rgb_bgr
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
     "GaussianBlur",
     "GaussianNoise",
     "JPEGCompression",
-    "build_sr_degradation",
     "cajnn_degradation",
     "degrade",
     "jpeg_roundtrip",
@@ -250,29 +250,3 @@ def make_benchmark_lr(
     if quality:
         lr = jpeg_roundtrip(lr, quality)
     return lr, np.ascontiguousarray(hr)
-
-
-_STEP_NAMES = ("blur", "bicubic", "noise", "jpeg")
-
-
-def build_sr_degradation(cfg) -> Compose:
-    """The pipeline of ``cfg.INPUT.SR.DEGRADATIONS`` (names among "blur", "bicubic", "noise",
-    "jpeg", in order; "bicubic" exactly once, downscaling by ``cfg.MODEL.SR.SCALE``)."""
-    names = [n.lower() for n in cfg.INPUT.SR.DEGRADATIONS]
-    unknown = [n for n in names if n not in _STEP_NAMES]
-    if unknown or names.count("bicubic") != 1:
-        raise ValueError(
-            f"INPUT.SR.DEGRADATIONS must name steps among {_STEP_NAMES} with 'bicubic' exactly "
-            f"once, got {list(cfg.INPUT.SR.DEGRADATIONS)}"
-        )
-    steps: list[Degradation] = []
-    for name in names:
-        if name == "bicubic":
-            steps.append(BicubicDownscale(cfg.MODEL.SR.SCALE))
-        elif name == "blur":
-            steps.append(GaussianBlur(list(cfg.INPUT.SR.BLUR_SIGMA)))
-        elif name == "noise":
-            steps.append(GaussianNoise(list(cfg.INPUT.SR.NOISE_SIGMA)))
-        else:
-            steps.append(JPEGCompression(list(cfg.INPUT.SR.JPEG_QUALITY)))
-    return Compose(steps)

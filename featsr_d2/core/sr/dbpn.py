@@ -1,8 +1,8 @@
 """D-DBPN, the dense Deep Back-Projection Network (Haris, Shakhnarovich and Ukita, CVPR 2018), the
 SR network of TDSR (Haris et al., "Task-Driven Super Resolution", 2021, section 4.1).
 
-Architecture (registered as ``DBPN``; every convolution has a bias and is followed by a PReLU with
-one shared slope, except the reconstruction):
+Architecture (``MODEL.SR.NAME`` ``DBPN`` in a config; every convolution has a bias and is followed
+by a PReLU with one shared slope, except the reconstruction):
 
 - feature extraction: 3x3 convolution 3 -> ``feat`` (256), then 1x1 convolution -> ``base_filter``
   (64);
@@ -28,11 +28,10 @@ Kaiming-normal with zero biases, as the authors' code does.
 from __future__ import annotations
 
 import torch
-from detectron2.config import configurable
 from torch import nn
 
-from featsr_d2.modeling.sr.registry import SR_NETWORK_REGISTRY, SRNetwork
-from featsr_d2.modeling.sr.rrdbnet import init_conv_
+from featsr_d2.core.sr.network import SRNetwork
+from featsr_d2.core.sr.rrdbnet import init_conv_
 
 __all__ = ["DBPN", "DownProjection", "UpProjection", "projection_geometry"]
 
@@ -94,13 +93,11 @@ class DownProjection(nn.Module):
         return self.down2(h0 - x) + l0
 
 
-@SR_NETWORK_REGISTRY.register()
 class DBPN(SRNetwork):
     """D-DBPN; see the module docstring."""
 
     supported_scales = tuple(sorted(_PROJECTION))
 
-    @configurable
     def __init__(
         self,
         *,
@@ -141,15 +138,6 @@ class DBPN(SRNetwork):
 
     def output_layer(self) -> nn.Module:
         return self.reconstruction
-
-    @classmethod
-    def from_config(cls, cfg):
-        return {
-            **cls.common_args(cfg),
-            "feat": cfg.MODEL.SR.DBPN.FEAT,
-            "base_filter": cfg.MODEL.SR.DBPN.BASE_FILTER,
-            "num_stages": cfg.MODEL.SR.DBPN.NUM_STAGES,
-        }
 
     def sr_forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.feat1(self.feat0(x))

@@ -36,17 +36,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from detectron2.layers import FrozenBatchNorm2d
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.utils import _pair
 
-from featsr_d2.layers import compiled
+from featsr_d2.core.layers import compiled
 
 __all__ = [
     "DilatedConvMaxPool2d",
     "dilated_conv_maxpool2d",
     "dilated_conv_maxpool2d_reference",
     "dilated_conv_maxpool2d_tiled",
+    "is_frozen_batch_norm",
     "norm_to_affine",
 ]
 
@@ -255,16 +256,35 @@ def dilated_conv_maxpool2d(
     )  # fmt: skip
 
 
+def is_frozen_batch_norm(norm: nn.Module) -> bool:
+    """Whether ``norm`` is a BatchNorm with fixed statistics, recognized by what it holds rather
+    than by its class, so that no framework is imported: Detectron2's and torchvision's
+    ``FrozenBatchNorm2d`` (and any module holding tensors ``weight``, ``bias``, ``running_mean``,
+    ``running_var`` and a number ``eps``, computing ``(v - running_mean) / sqrt(running_var + eps)
+    * weight + bias``) that is not one of PyTorch's own norms (those are told by their mode), and
+    whose affine is not trainable or that is in eval mode (e.g. mmcv's ``SyncBatchNorm``, whose
+    training mode uses batch statistics)."""
+    if isinstance(norm, _NormBase):
+        return False
+    held = [getattr(norm, name, None) for name in ("weight", "bias", "running_mean", "running_var")]
+    eps = getattr(norm, "eps", None)
+    if not all(isinstance(t, Tensor) for t in held) or not isinstance(eps, (int, float)):
+        return False
+    trainable = any(isinstance(t, nn.Parameter) for t in held)
+    return not (trainable and norm.training)
+
+
 def norm_to_affine(norm: nn.Module | None) -> tuple[Tensor, Tensor] | None:
     """Per-channel (scale, shift) such that ``norm(v) == v * scale + shift``, or None.
 
-    Handles Detectron2's ``FrozenBatchNorm2d`` and ``nn.BatchNorm2d`` in eval mode (running
-    statistics); returns None for anything else (e.g. a BN in training mode, GroupNorm), whose
-    output depends on the whole pre-pool map and so cannot be fused.
+    Handles a frozen BatchNorm (:func:`is_frozen_batch_norm`: Detectron2's or torchvision's
+    ``FrozenBatchNorm2d``, ...) and ``nn.BatchNorm2d`` in eval mode (running statistics); returns
+    None for anything else (e.g. a BN in training mode, GroupNorm), whose output depends on the
+    whole pre-pool map and so cannot be fused.
     """
     if norm is None:
         return None
-    if isinstance(norm, FrozenBatchNorm2d):
+    if is_frozen_batch_norm(norm):
         scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
         return scale, norm.bias - norm.running_mean * scale
     if isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.running_var is not None:

@@ -7,7 +7,7 @@ Unlike the blind networks, it is told the JPEG quality of its input: the evaluat
 (:meth:`DeblockBicubic.set_jpeg_quality`) and the filter strength ``h`` for each quality is
 chosen beforehand on the training photographs
 (:func:`featsr_d2.evaluation.sr_metrics.tune_deblock_strengths`), an advantage CAJNN does not
-have. Not registered: it has no parameters to train and no place in a TDSR chain.
+have. No config builds it: it has no parameters to train and no place in a TDSR chain.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from featsr_d2.layers.imresize import imresize
+from featsr_d2.core.layers.imresize import imresize
 from featsr_d2.utils.image import round_to_uint8
 
 __all__ = ["DeblockBicubic", "nlm_deblock"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from featsr_d2.layers import (
+from featsr_d2.core.layers import (
     ROIAlign,
     compiled,
     has_compiled_ops,

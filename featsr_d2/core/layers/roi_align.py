@@ -21,7 +21,7 @@ import torchvision
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from featsr_d2.layers import compiled
+from featsr_d2.core.layers import compiled
 
 __all__ = ["ROIAlign", "roi_align", "multilevel_roi_align", "multimap_roi_align"]
 

@@ -1,4 +1,4 @@
-"""MATLAB-compatible bicubic resizing (featsr_d2/layers/imresize.py) against a pixel-by-pixel
+"""MATLAB-compatible bicubic resizing (featsr_d2/core/layers/imresize.py) against a pixel-by-pixel
 reference written from MATLAB's definition, and against Pillow."""
 
 import math
@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from featsr_d2.layers import imresize, imresize_np
+from featsr_d2.core.layers import imresize, imresize_np
 
 
 def _keys_cubic(x):

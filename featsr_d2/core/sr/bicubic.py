@@ -1,26 +1,23 @@
 """The ``Bicubic`` baseline network: MATLAB-compatible bicubic upscaling
-(:func:`featsr_d2.layers.imresize.imresize`) as an SR network without parameters.
+(:func:`featsr_d2.core.layers.imresize.imresize`) as an SR network without parameters.
 """
 
 from __future__ import annotations
 
 import torch
-from detectron2.config import configurable
 
-from featsr_d2.layers.imresize import imresize
-from featsr_d2.modeling.sr.registry import SR_NETWORK_REGISTRY, SRNetwork
+from featsr_d2.core.layers.imresize import imresize
+from featsr_d2.core.sr.network import SRNetwork
 
 __all__ = ["Bicubic"]
 
 
-@SR_NETWORK_REGISTRY.register()
 class Bicubic(SRNetwork):
     """MATLAB-compatible bicubic upscaling as a network without parameters: the baseline of every
     SR table. It is its own skip: residual mode changes nothing."""
 
     has_own_skip = True
 
-    @configurable
     def __init__(self, *, scale: int, self_ensemble: bool = False, residual: bool = False):
         """
         Args:
@@ -31,10 +28,6 @@ class Bicubic(SRNetwork):
                 residual is bicubic upscaling.
         """
         super().__init__(scale=scale, self_ensemble=self_ensemble, residual=residual)
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls.common_args(cfg)
 
     def sr_forward(self, x: torch.Tensor) -> torch.Tensor:
         return imresize(x, float(self.scale))

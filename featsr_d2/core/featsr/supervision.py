@@ -1,7 +1,7 @@
 """FeatSR's supervision modes (``MODEL.FEATSR.SUPERVISION``), declared once: what each one trains
 in stage 2 and from which targets. Validation, the ROI heads, the feature cache and the study read
-this table; nothing else lists the modes. Part of the config layer: it imports nothing of
-featsr_d2.
+this table; nothing else lists the modes. Part of the core: it imports nothing (config validation,
+in the config layer above it, reads it).
 
 =================  ===============  ============  ===============  ==================
 mode               SR targets       content loss  discriminator D  generator G

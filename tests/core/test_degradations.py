@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 
 from featsr_d2.config import add_sr_config, get_featsr_cfg
-from featsr_d2.data.degradations import (
+from featsr_d2.core.degradations import (
     BicubicDownscale,
     Compose,
     GaussianBlur,
     GaussianNoise,
     JPEGCompression,
-    build_sr_degradation,
     cajnn_degradation,
     degrade,
     jpeg_roundtrip,
 )
 from featsr_d2.data.sr_dataset import read_rgb
+from featsr_d2.data.sr_degradation import build_sr_degradation
 from featsr_d2.evaluation.sr_metrics import psnr
 
 SKIMAGE_DATA = os.path.join(os.path.dirname(__import__("skimage").__file__), "data")

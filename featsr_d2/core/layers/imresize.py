@@ -1,8 +1,8 @@
 """MATLAB-compatible bicubic resizing (``imresize(I, scale, 'bicubic')``, antialiasing on), an op
 shared by the data and the models: the LR-making downscale of the degradations
-(:mod:`featsr_d2.data.degradations`), the baseline of every SR table
-(:class:`featsr_d2.modeling.sr.bicubic.Bicubic`) and the skip of the SR networks' residual mode
-(:class:`featsr_d2.modeling.sr.registry.SRNetwork`).
+(:mod:`featsr_d2.core.degradations`), the baseline of every SR table
+(:class:`featsr_d2.core.sr.bicubic.Bicubic`) and the skip of the SR networks' residual mode
+(:class:`featsr_d2.core.sr.network.SRNetwork`).
 
 Published SR numbers use MATLAB's ``imresize`` both to make the low-resolution inputs and as the
 bicubic baseline, so PSNR is only comparable with the same kernel. The facts of MATLAB's

@@ -3,14 +3,16 @@
 The discriminator is a three-layer MLP on the flattened RoI feature that outputs the logit of the
 feature being a high-resolution target T rather than a super-resolved S. The paper gives no widths;
 flattening a C4 RoI feature (1024 x 14 x 14) into a 1024-wide layer would take 205M parameters, so
-the feature is first average-pooled to ``POOL_SIZE`` x ``POOL_SIZE`` (4: 16.8M parameters).
+the feature is first average-pooled to ``pool_size`` x ``pool_size`` (4: 16.8M parameters;
+``MODEL.FEATSR.DISCRIMINATOR.POOL_SIZE`` in configs).
 
 The losses are written with logits (numerically stable) and averaged over RoIs instead of summed,
 so that their weights do not depend on the number of RoIs:
 
 - content (eq. 4): the squared L2 distance ``||T_i - S_i||^2`` divided by the feature's size
   (C x H x W) and averaged over RoIs; the constant factor relative to the paper's sum is absorbed
-  in ``CONTENT_WEIGHT`` and keeps the loss on the scale of the detection losses;
+  in the content weight (``MODEL.FEATSR.CONTENT_WEIGHT``) and keeps the loss on the scale of the
+  detection losses;
 - generator (eq. 5): mean of ``-log D(S_i)``;
 - discriminator (eq. 6): mean of ``-log D(T_i) - log(1 - D(S_i))``, with S detached so that only the
   discriminator learns from it.
@@ -18,7 +20,6 @@ so that their weights do not depend on the number of RoIs:
 
 import torch
 import torch.nn.functional as F
-from detectron2.config import configurable
 from torch import nn
 
 __all__ = [
@@ -32,7 +33,6 @@ __all__ = [
 class SRFeatureDiscriminator(nn.Module):
     """A three-layer MLP: flattened RoI feature -> hidden -> hidden -> one logit."""
 
-    @configurable
     def __init__(
         self, *, input_shape: tuple[int, int, int], hidden_dim: int = 1024, pool_size: int = 4
     ):
@@ -56,11 +56,6 @@ class SRFeatureDiscriminator(nn.Module):
             nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(hidden_dim, 1),
         )
-
-    @classmethod
-    def from_config(cls, cfg, *, input_shape):
-        d = cfg.MODEL.FEATSR.DISCRIMINATOR
-        return {"input_shape": input_shape, "hidden_dim": d.HIDDEN_DIM, "pool_size": d.POOL_SIZE}
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) RoI features -> (N,) logits."""

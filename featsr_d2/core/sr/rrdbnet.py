@@ -1,7 +1,7 @@
 """RRDB, the residual-in-residual dense block of ESRGAN (Wang et al., ECCVW 2018), and RRDBNet, the
 ESRGAN / Real-ESRGAN generator built from it.
 
-RRDB is also the reconstruction trunk of CAJNN (:mod:`featsr_d2.modeling.sr.cajnn`).
+RRDB is also the reconstruction trunk of CAJNN (:mod:`featsr_d2.core.sr.cajnn`).
 
 - ``ResidualDenseBlock``: five 3x3 convolutions, each seeing the block input and every earlier
   output (dense connections; ``growth`` channels each), LeakyReLU(0.2) after the first four, and a
@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from detectron2.config import configurable
 from torch import nn
 
-from featsr_d2.modeling.sr.registry import SR_NETWORK_REGISTRY, SRNetwork
+from featsr_d2.core.sr.network import SRNetwork
 
 __all__ = ["RRDB", "RRDBNet", "ResidualDenseBlock", "init_conv_"]
 
@@ -79,13 +78,11 @@ class RRDB(nn.Module):
         return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
 
 
-@SR_NETWORK_REGISTRY.register()
 class RRDBNet(SRNetwork):
     """The ESRGAN / Real-ESRGAN generator; see the module docstring."""
 
     supported_scales = (1, 2, 4)
 
-    @configurable
     def __init__(
         self,
         *,
@@ -121,15 +118,6 @@ class RRDBNet(SRNetwork):
 
     def output_layer(self) -> nn.Module:
         return self.conv_last
-
-    @classmethod
-    def from_config(cls, cfg):
-        return {
-            **cls.common_args(cfg),
-            "num_feat": cfg.MODEL.SR.RRDB.NUM_FEAT,
-            "num_blocks": cfg.MODEL.SR.RRDB.NUM_BLOCKS,
-            "growth": cfg.MODEL.SR.RRDB.GROWTH,
-        }
 
     def sr_forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.unshuffle > 1:

@@ -6,10 +6,11 @@ residual made by two convolutions; at the end only the base-layer channels are s
 feature.
 
 The paper does not give the convolutions' kernel, width or activation: we use 3x3 convolutions with
-a ReLU between the two, the first narrowing to ``HIDDEN_CHANNELS`` (256: a C4 generator at the
-input's full width, 1536 channels, would hold 170M parameters; configurable), and initialize the
-second convolution of each block to zero so that the generator starts as the identity on the base
-feature (training then starts from the base detector's behaviour).
+a ReLU between the two, the first narrowing to ``hidden_channels`` (256 by default in configs,
+``MODEL.FEATSR.GENERATOR.HIDDEN_CHANNELS``: a C4 generator at the input's full width, 1536
+channels, would hold 170M parameters), and initialize the second convolution of each block to zero
+so that the generator starts as the identity on the base feature (training then starts from the
+base detector's behaviour).
 
 With an FPN, the sub layer of each pyramid level is its own bottom-up stage (e.g. res2, res3, res4
 for P3, P4, P5), and their widths differ. The generator then holds one 1x1 convolution per sub
@@ -18,9 +19,9 @@ paper's C4 generator reads a single sub layer); with a single sub width there is
 
 Cost (none of it changes what is computed, to float rounding): the last block computes only the
 base channels it keeps (its last convolution's other output channels would be sliced away), and
-``CHUNK_SIZE`` RoIs go through the blocks at a time, so that the peak memory is bounded whatever the
-number of proposals. ``BLOCK: bottleneck`` is a lighter generator with Fig. 5's structure: each
-residual is a 1x1 convolution to ``HIDDEN_CHANNELS``, a kxk one, and a 1x1 back to the input's width
+``chunk_size`` RoIs go through the blocks at a time, so that the peak memory is bounded whatever the
+number of proposals. ``block="bottleneck"`` is a lighter generator with Fig. 5's structure: each
+residual is a 1x1 convolution to ``hidden_channels``, a kxk one, and a 1x1 back to the input's width
 (zero-initialized, so it too starts as the identity).
 """
 
@@ -28,7 +29,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from detectron2.config import configurable
 from torch import nn
 
 __all__ = ["BLOCKS", "SRFeatureGenerator"]
@@ -76,7 +76,6 @@ class _ResidualBlock(nn.Module):
 class SRFeatureGenerator(nn.Module):
     """Maps (base RoI feature, sub RoI feature) to the super-resolved base RoI feature."""
 
-    @configurable
     def __init__(
         self,
         *,
@@ -127,19 +126,6 @@ class SRFeatureGenerator(nn.Module):
         )
         self.block = block
         self.chunk_size = chunk_size
-
-    @classmethod
-    def from_config(cls, cfg, *, base_channels: int, sub_channels: int):
-        g = cfg.MODEL.FEATSR.GENERATOR
-        return {
-            "base_channels": base_channels,
-            "sub_channels": sub_channels,
-            "num_blocks": g.NUM_BLOCKS,
-            "hidden_channels": g.HIDDEN_CHANNELS,
-            "kernel_size": g.KERNEL_SIZE,
-            "block": g.BLOCK,
-            "chunk_size": g.CHUNK_SIZE,
-        }
 
     def project_sub(self, index: int, sub: torch.Tensor) -> torch.Tensor:
         """RoI features of sub layer ``index`` at the width :meth:`forward` takes."""

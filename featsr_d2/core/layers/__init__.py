@@ -1,27 +1,25 @@
 """Ops: featsr_d2's compiled kernels with torchvision / torch.nn.functional fallbacks, and the
 MATLAB-compatible bicubic resize."""
 
-from featsr_d2.layers.compiled import build_info, has_compiled_ops
-from featsr_d2.layers.dilated_conv_maxpool import (
+from featsr_d2.core.layers.compiled import build_info, has_compiled_ops
+from featsr_d2.core.layers.dilated_conv_maxpool import (
     DilatedConvMaxPool2d,
     dilated_conv_maxpool2d,
     dilated_conv_maxpool2d_reference,
     dilated_conv_maxpool2d_tiled,
+    is_frozen_batch_norm,
     norm_to_affine,
 )
-from featsr_d2.layers.imresize import imresize, imresize_np
-from featsr_d2.layers.roi_align import (
+from featsr_d2.core.layers.imresize import imresize, imresize_np
+from featsr_d2.core.layers.roi_align import (
     ROIAlign,
     multilevel_roi_align,
     multimap_roi_align,
     roi_align,
 )
-from featsr_d2.layers.roi_pooler import FEATSR_POOLER_TYPES, FeatSRROIPooler
 
 __all__ = [
-    "FEATSR_POOLER_TYPES",
     "DilatedConvMaxPool2d",
-    "FeatSRROIPooler",
     "ROIAlign",
     "build_info",
     "dilated_conv_maxpool2d",
@@ -30,6 +28,7 @@ __all__ = [
     "has_compiled_ops",
     "imresize",
     "imresize_np",
+    "is_frozen_batch_norm",
     "multilevel_roi_align",
     "multimap_roi_align",
     "norm_to_affine",

@@ -1,41 +1,38 @@
 """FeatSR's own part of the box branch (Noh et al., ICCV 2019, sections 4.2-4.4): the SR feature
-generator G, the discriminator D and the small predictor, one child (``featsr``) of the FeatSR ROI
-heads (:mod:`featsr_d2.modeling.roi_heads.featsr_roi_heads`), which pool the RoI features and route
-the proposals.
+generator G, the discriminator D and the small predictor, one child (``featsr``) of a FeatSR ROI
+head (Detectron2's: :mod:`featsr_d2.modeling.roi_heads.featsr_roi_heads`), which pools the RoI
+features, routes the proposals (:mod:`featsr_d2.core.featsr.small_proposals`) and computes the
+small predictor's detection losses with its framework's box predictor.
 
 - G super-resolves the base RoI feature of a small proposal, given the sub layer's RoI feature
   pooled at the same box (:meth:`FeatSRBoxBranch.forward`);
-- the small predictor (``small_head``: a replica of ``res5`` (C4) or of ``box_head`` (FPN), and
-  ``small_predictor``: of ``box_predictor``) classifies and regresses G's output; its losses are
-  weighted by ``DETECTION_WEIGHT`` (:meth:`FeatSRBoxBranch.small_losses`);
+- the small predictor (``small_head``: a replica of what stands between a RoI feature and the
+  large predictor, e.g. ``res5`` (C4) or ``box_head`` (FPN), and ``small_predictor``: of the box
+  predictor) classifies and regresses G's output; its losses are weighted by
+  ``detection_weight``;
 - D, the three-layer MLP, tells G's output on a 0.5x RoI from the target feature of the same
   object at 1.0x; the content (eq. 4), adversarial (eq. 5) and discriminator (eq. 6) losses of
   such pairs are :meth:`FeatSRBoxBranch.sr_losses`.
 """
 
-import copy
-
 import torch
-from detectron2.config import configurable
-from detectron2.utils.events import get_event_storage
 from torch import nn
 from torch.func import functional_call
 
-from featsr_d2.modeling.roi_heads.sr_feature_discriminator import (
+from featsr_d2.core.featsr.sr_feature_discriminator import (
     SRFeatureDiscriminator,
     content_loss,
     discriminator_loss,
     generator_adversarial_loss,
 )
-from featsr_d2.modeling.roi_heads.sr_feature_generator import SRFeatureGenerator
+from featsr_d2.core.featsr.sr_feature_generator import SRFeatureGenerator
 
 __all__ = ["FeatSRBoxBranch"]
 
 
 class FeatSRBoxBranch(nn.Module):
-    """G, D and the small predictor of the FeatSR heads, and the losses they are trained with."""
+    """G, D and the small predictor of the FeatSR heads, and the losses of eqs. 4-6."""
 
-    @configurable
     def __init__(
         self,
         *,
@@ -66,44 +63,9 @@ class FeatSRBoxBranch(nn.Module):
         self.adversarial_weight = adversarial_weight
         self.detection_weight = detection_weight
 
-    @classmethod
-    def from_config(
-        cls,
-        cfg,
-        *,
-        base_channels: int,
-        sub_channels: list[int],
-        large_head: nn.Module,
-        large_predictor: nn.Module,
-    ):
-        """G and D for base RoI features of ``base_channels`` and sub layers of ``sub_channels``;
-        the small predictor, copies of ``large_head`` and ``large_predictor``."""
-        f = cfg.MODEL.FEATSR
-        resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
-        return {
-            "generator": SRFeatureGenerator(
-                cfg, base_channels=base_channels, sub_channels=sub_channels
-            ),
-            "discriminator": SRFeatureDiscriminator(
-                cfg, input_shape=(base_channels, resolution, resolution)
-            ),
-            "small_head": copy.deepcopy(large_head),
-            "small_predictor": copy.deepcopy(large_predictor),
-            "content_weight": f.CONTENT_WEIGHT,
-            "adversarial_weight": f.ADVERSARIAL_WEIGHT,
-            "detection_weight": f.DETECTION_WEIGHT,
-        }
-
     def forward(self, base: torch.Tensor, sub: torch.Tensor) -> torch.Tensor:
         """G's super-resolved RoI features from the base and sub RoI features."""
         return self.generator(base, sub)
-
-    def small_losses(self, predictions, proposals) -> dict[str, torch.Tensor]:
-        """The small predictor's losses (``loss_*_small``, times ``detection_weight``) of its
-        ``predictions`` for ``proposals``; its events are logged under ``small/``."""
-        with get_event_storage().name_scope("small"):
-            losses = self.small_predictor.losses(predictions, proposals)
-        return {f"{k}_small": v * self.detection_weight for k, v in losses.items()}
 
     def sr_losses(
         self, lr_base: torch.Tensor, lr_sub: torch.Tensor, target: torch.Tensor, *, content: bool

@@ -8,13 +8,14 @@ import torch.nn.functional as F
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from torch import nn
 
-from featsr_d2.layers import (
+from featsr_d2.core.layers import (
     DilatedConvMaxPool2d,
     compiled,
     dilated_conv_maxpool2d,
     dilated_conv_maxpool2d_reference,
     dilated_conv_maxpool2d_tiled,
     has_compiled_ops,
+    is_frozen_batch_norm,
     norm_to_affine,
 )
 
@@ -390,6 +391,52 @@ def test_module_unfusable_norm_runs_unfused():
     torch.testing.assert_close(module(x), ref, rtol=1e-5, atol=1e-5)
 
 
+class _TrainableStatsNorm(nn.Module):
+    """A norm outside PyTorch's classes with a trainable affine and running statistics (as mmcv's
+    SyncBatchNorm): batch statistics in training mode, running ones in eval mode."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(channels) + 0.5)
+        self.bias = nn.Parameter(torch.randn(channels))
+        self.register_buffer("running_mean", torch.randn(channels))
+        self.register_buffer("running_var", torch.rand(channels) + 0.5)
+        self.eps = 1e-5
+
+    def forward(self, v):
+        return F.batch_norm(v, self.running_mean, self.running_var, self.weight, self.bias,
+                            self.training, 0.0, self.eps)  # fmt: skip
+
+
+def test_frozen_batch_norms_are_recognized_without_their_classes():
+    """Detectron2's and torchvision's FrozenBatchNorm2d fold into the same affine as their own
+    forward; a trainable norm only in eval mode; PyTorch's own norms by their mode; GroupNorm and
+    anything without running statistics never."""
+    import torchvision
+
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(2, 6, 3, 3, generator=g)
+    for frozen in (FrozenBatchNorm2d(6), torchvision.ops.FrozenBatchNorm2d(6)):
+        frozen.weight.copy_(torch.randn(6, generator=g))  # negative scales too
+        frozen.bias.copy_(torch.randn(6, generator=g))
+        frozen.running_mean.copy_(torch.randn(6, generator=g))
+        frozen.running_var.copy_(torch.rand(6, generator=g) + 0.5)
+        for training in (True, False):
+            frozen.train(training)
+            assert is_frozen_batch_norm(frozen)
+            scale, shift = norm_to_affine(frozen)
+            affine = v * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+            torch.testing.assert_close(affine, frozen(v), rtol=1e-6, atol=1e-6)
+    trainable = _TrainableStatsNorm(6)
+    assert not is_frozen_batch_norm(trainable.train()) and norm_to_affine(trainable) is None
+    assert is_frozen_batch_norm(trainable.eval())
+    scale, shift = norm_to_affine(trainable)
+    torch.testing.assert_close(v * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1), trainable(v))
+    for other in (nn.BatchNorm2d(6).eval(), nn.GroupNorm(2, 6), nn.Identity()):
+        assert not is_frozen_batch_norm(other)
+    assert norm_to_affine(nn.GroupNorm(2, 6)) is None
+
+
 def test_without_compiled_ops_falls_back(monkeypatch):
     args = make_args(CASES[0], dtype=torch.float32)
     fused = run(dilated_conv_maxpool2d, *args, True)
@@ -465,7 +512,7 @@ def test_tiled_equals_reference(case, offset, ceil_mode, band_rows):
 def test_without_grad_runs_tiled_and_with_grad_compiled(monkeypatch):
     """On CPU the op runs tiled without autograd and on the compiled kernel with it; both equal
     the reference."""
-    from featsr_d2.layers import dilated_conv_maxpool as module
+    from featsr_d2.core.layers import dilated_conv_maxpool as module
 
     calls = []
     tiled = module.dilated_conv_maxpool2d_tiled

@@ -1,12 +1,12 @@
 """CAJNN, the context-aware joint compression-artifact reduction and super-resolution network
-(Xiang, Lin and Allebach, 2020, section III-A), registered as ``CAJNN``.
+(Xiang, Lin and Allebach, 2020, section III-A); ``MODEL.SR.NAME`` ``CAJNN`` in a config.
 
 What the paper fixes, implemented as written:
 
 - feature extraction: one 3x3 convolution, 3 -> n_f = 64 channels (f^L);
 - context-aware feature extractor: ASPP of three 3x3 convolutions with dilations 1, 3 and 4 applied
   to f^L, concatenated and merged by a 1x1 convolution to 64 channels (eq. 2, f^L');
-- reconstruction: 20 RRDBs (ESRGAN's block, :mod:`featsr_d2.modeling.sr.rrdbnet`);
+- reconstruction: 20 RRDBs (ESRGAN's block, :mod:`featsr_d2.core.sr.rrdbnet`);
 - upsampling: 3x3 convolution then PixelShuffle; enhancement: two 3x3 convolutions;
 - output: the enhanced image plus the bilinearly upsampled input (eq. 5).
 
@@ -47,11 +47,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from detectron2.config import configurable
 from torch import nn
 
-from featsr_d2.modeling.sr.registry import SR_NETWORK_REGISTRY, SRNetwork
-from featsr_d2.modeling.sr.rrdbnet import RRDB, init_conv_
+from featsr_d2.core.sr.network import SRNetwork
+from featsr_d2.core.sr.rrdbnet import RRDB, init_conv_
 
 __all__ = ["ASPP", "CAJNN", "SubPixelUpsampler"]
 
@@ -114,14 +113,12 @@ class SubPixelUpsampler(nn.Sequential):
         super().__init__(*layers)
 
 
-@SR_NETWORK_REGISTRY.register()
 class CAJNN(SRNetwork):
     """CAJNN; see the module docstring for what follows the paper and what was chosen."""
 
     supported_scales = (2, 3, 4, 8)
     has_own_skip = True  # eq. 5's bilinear upsampling of the input
 
-    @configurable
     def __init__(
         self,
         *,
@@ -161,16 +158,6 @@ class CAJNN(SRNetwork):
     def skip(self, x: torch.Tensor) -> torch.Tensor:
         """Eq. 5's bilinear upsampling of the input (``align_corners=False``)."""
         return F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
-
-    @classmethod
-    def from_config(cls, cfg):
-        return {
-            **cls.common_args(cfg),
-            "num_feat": cfg.MODEL.SR.CAJNN.NUM_FEAT,
-            "num_blocks": cfg.MODEL.SR.CAJNN.NUM_BLOCKS,
-            "growth": cfg.MODEL.SR.CAJNN.GROWTH,
-            "dilations": tuple(cfg.MODEL.SR.CAJNN.DILATIONS),
-        }
 
     def sr_forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = self.aspp(self.conv_first(x))
