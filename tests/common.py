@@ -1,7 +1,9 @@
 """Configurations shared by tests of several packages (pytest puts tests/ on sys.path)."""
 
 import os
+import threading
 
+import pytest
 import torch
 from detectron2.config import get_cfg
 from torch import nn
@@ -130,3 +132,26 @@ def randomize_weights(model: nn.Module, seed: int = 0) -> nn.Module:
             else:
                 tensor.copy_(torch.randn(tensor.shape, generator=gen) * 0.1)
     return model
+
+
+def call_guarding_fifo(fn, fifo: str, seconds: float = 20):
+    """``fn()`` in a thread; if it is still blocked after ``seconds`` (reading the FIFO ``fifo``),
+    unblock it by opening the FIFO for writing, and fail the test: a hang becomes a failure."""
+    result = {}
+
+    def run():
+        try:
+            result["value"] = fn()
+        except BaseException as e:  # handed to the test
+            result["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the reader gets EOF
+        thread.join(seconds)
+        pytest.fail(f"blocked on the FIFO {fifo} for {seconds} s")
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")

@@ -4,11 +4,11 @@ regular file and an EXIF orientation that the dataset's size ignores."""
 
 import logging
 import os
-import threading
 import uuid
 
 import numpy as np
 import pytest
+from common import call_guarding_fifo
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.data import detection_utils as utils
 from PIL import Image
@@ -113,38 +113,16 @@ def test_evaluation_loader_names_the_broken_image(broken_dataset):
             pass
 
 
-def _mapper_with_timeout(mapper, d, fifo, seconds=20):
-    """``mapper(d)`` in a thread, unblocked (and failed) if it still waits on ``fifo``."""
-    result = {}
-
-    def run():
-        try:
-            result["value"] = mapper(d)
-        except BaseException as e:  # handed to the test
-            result["error"] = e
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the reader gets EOF
-        thread.join(seconds)
-        pytest.fail(f"the mapper blocked on the FIFO {fifo} for {seconds} s")
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
 def test_a_fifo_never_reaches_the_mapper(tmp_path, caplog):
     """Issue 22.8: a FIFO at an image path is named (error) or skipped and counted (skip), at
     once, whatever loader made the dataset dict."""
     fifo = str(tmp_path / "frame.jpg")
     os.mkfifo(fifo)
     with pytest.raises(UnreadableImageError, match=rf"{fifo}: it is a FIFO \(named pipe\)"):
-        _mapper_with_timeout(CheckedMapper(_read, "error"), {"file_name": fifo}, fifo)
+        call_guarding_fifo(lambda: CheckedMapper(_read, "error")({"file_name": fifo}), fifo)
     skipping = CheckedMapper(_read, "skip")
     with caplog.at_level(logging.WARNING, logger="featsr_d2.data.checked_mapper"):
-        assert _mapper_with_timeout(skipping, {"file_name": fifo}, fifo) is None
+        assert call_guarding_fifo(lambda: skipping({"file_name": fifo}), fifo) is None
     assert skipping.skipped == 1 and f"Skipped {fifo}: it is a FIFO" in caplog.text
 
 

@@ -3,10 +3,10 @@
 import json
 import logging
 import os
-import threading
 
 import numpy as np
 import pytest
+from common import call_guarding_fifo
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from PIL import Image
@@ -346,29 +346,6 @@ def test_protocol_reader_checks_types_as_the_loader_does(tmp_path):
         load_annotations(json_file)
 
 
-def _with_timeout(fn, fifo, seconds=20):
-    """``fn()`` in a thread; if it is still blocked after ``seconds`` (on the FIFO), unblock it by
-    opening the FIFO for writing, and fail."""
-    result = {}
-
-    def run():
-        try:
-            result["value"] = fn()
-        except BaseException as e:  # handed to the test
-            result["error"] = e
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the reader gets EOF
-        thread.join(seconds)
-        pytest.fail(f"blocked on the FIFO {fifo} for {seconds} s")
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
-
-
 def test_an_image_path_that_is_a_fifo_is_a_named_bad_record(tmp_path, caplog):
     """Issue 22.8: only regular files are opened; a FIFO is a bad image record, named, at once."""
     imgs = {"10": _rec(10, []), "11": _rec(11, [])}
@@ -377,9 +354,9 @@ def test_an_image_path_that_is_a_fifo_is_a_named_bad_record(tmp_path, caplog):
     os.mkfifo(fifo)
     json_file, ids_file = write_tt100k(str(tmp_path), imgs, train_ids=[10, 11])
     with pytest.raises(TT100KFormatError, match=rf"image id 11: {fifo} is a FIFO \(named pipe\)"):
-        _with_timeout(lambda: load_tt100k_json(json_file, ids_file, str(tmp_path)), fifo)
+        call_guarding_fifo(lambda: load_tt100k_json(json_file, ids_file, str(tmp_path)), fifo)
     with caplog.at_level(logging.WARNING, logger="featsr_d2.data.tt100k"):
-        dicts = _with_timeout(
+        dicts = call_guarding_fifo(
             lambda: load_tt100k_json(json_file, ids_file, str(tmp_path), on_bad_record="skip"),
             fifo,
         )
