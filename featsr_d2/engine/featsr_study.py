@@ -295,7 +295,7 @@ def target_statistics(
     for c in cache:
         if not c.gt_boxes.numel() or c.sr_targets is None:
             continue
-        features, _, _, lr_features, _ = collate_cached([c], with_pairs=True)
+        features, _, _, lr_features, _ = collate_cached([c], with_pairs=True, placement=None)
         boxes = [Boxes(c.gt_boxes)]
         lr, _, plain = heads.sr_pair_features(boxes, lr_features, features)
         if not len(plain):
@@ -432,7 +432,8 @@ def _prepare(settings: StudySettings) -> _Study:
     _check_fixed_input(cfg)
     start = time.perf_counter()
     trunk = _load(cfg, settings.weights)
-    placements = sorted({p for a in settings.arms if (p := ARMS[a].placement())} | {"aligned"})
+    # The extractor's targets of the placements the arms train on (none for naive and the control).
+    placements = sorted({p for a in settings.arms if (p := ARMS[a].placement())})
     num_train, train_inputs = _train_inputs(cfg, settings.num_train_images)
     test_dicts, test_inputs = _test_inputs(cfg, settings.num_test_images)
     cache_dir = os.path.join(settings.out_dir, "cache")

@@ -310,12 +310,13 @@ def collate_cached(
     batch: Sequence[CachedImage],
     *,
     with_pairs: bool,
-    placement: str = "aligned",
+    placement: str | None = "aligned",
     target_scale: dict[str, torch.Tensor] | None = None,
 ):
     """The heads' inputs for a batch of cached images of one input size: features, proposals,
-    ground truth, and (``with_pairs``) F^0.5 and the extractor's T^1.0 of ``placement``, each
-    level's channels multiplied by ``target_scale[level]`` when given (the study's rescaled arm)."""
+    ground truth, and (``with_pairs``) F^0.5 and, unless ``placement`` is None, the extractor's
+    T^1.0 of that placement, each level's channels multiplied by ``target_scale[level]`` when given
+    (the study's rescaled arm)."""
     shapes = {tuple(next(iter(c.features.values())).shape[-2:]) for c in batch}
     if len(shapes) > 1:
         ids = [c.image_id for c in batch]
@@ -339,12 +340,13 @@ def collate_cached(
     if with_pairs:
         if any(c.lr_features is None for c in batch):
             raise ValueError("this cache has no 0.5x features: make it with with_pairs=True")
-        if any(placement not in c.sr_targets for c in batch):
+        if placement is not None and any(placement not in c.sr_targets for c in batch):
             raise ValueError(
                 f"this cache has no {placement!r} SR targets (it has {sorted(batch[0].sr_targets)})"
                 f": make it with placements including {placement!r}"
             )
         lr_features = _stack([c.lr_features for c in batch])
+    if with_pairs and placement is not None:
         sr_targets = _stack([c.sr_targets[placement] for c in batch])
         if target_scale is not None:
             sr_targets = {k: v * target_scale[k].view(1, -1, 1, 1) for k, v in sr_targets.items()}
@@ -405,7 +407,8 @@ class CachedHeadsTrainer:
         self.optimizer_d = FeatSRTrainer.build_discriminator_optimizer(cfg, model)
         self.scheduler = FeatSRTrainer.build_lr_scheduler(cfg, self.optimizer)
         self.with_pairs = model.roi_heads.needs_lr_features
-        self.placement = placement_name(cfg.MODEL.FEATSR.EXTRACTOR_ALIGNED)
+        aligned = cfg.MODEL.FEATSR.EXTRACTOR_ALIGNED
+        self.placement = placement_name(aligned) if model.roi_heads.needs_sr_targets else None
         self.target_scale = target_scale
 
     def _batches(self) -> Iterable[list[int]]:

@@ -144,6 +144,25 @@ def test_target_statistics_of_rescaled_targets(tiny_tt100k, tmp_path, stage1_wei
     assert all(s.min() > 0 and torch.isfinite(s).all() for s in scales.values())
 
 
+def test_a_study_without_extractor_arms_caches_no_targets(tiny_tt100k, tmp_path, stage1_weights):
+    """The demo's shape: the control and naive supervision need no SR target extractor, so the
+    cache holds none (and the naive arm trains)."""
+    from featsr_d2.engine.feature_cache import load_feature_cache
+
+    out = str(tmp_path / "study")
+    settings = StudySettings(
+        stage2_config=STAGE2, stage3_config=STAGE3, weights=stage1_weights, out_dir=out,
+        arms=("control", "naive"), seeds=(0,), stage2_iters=2, stage3_iters=1,
+        num_train_images=3, sliced=False, cost_images=0, bootstrap_samples=20,
+        opts=_tiny_opts(tiny_tt100k),
+    )  # fmt: skip
+    report = run_study(settings)
+    cache = load_feature_cache(os.path.join(out, "cache", "train"))
+    assert all(c.sr_targets == {} and c.lr_features for c in cache)
+    assert set(report["notes"]["targets"]) == {"naive"}
+    assert report["differences"]["naive"]["verdict"] in ("helps", "hurts", "no effect shown")
+
+
 def test_study_refuses_what_it_cannot_run(tiny_tt100k, tmp_path, stage1_weights):
     base = dict(stage2_config=STAGE2, stage3_config=STAGE3, out_dir=str(tmp_path / "s"))
     with pytest.raises(FileNotFoundError, match="train the base detector first"):
