@@ -393,7 +393,8 @@ def test_the_core_holds_each_framework_free_concept(edges):
         "featsr.featsr_box_branch", "featsr.small_proposals", "featsr.extractor_layers",
         "featsr.supervision", "sr.network", "sr.dbpn", "sr.cajnn", "sr.rrdbnet", "sr.bicubic",
         "sr.deblock", "sr.self_ensemble", "sr.losses", "degradations", "layers.roi_align",
-        "layers.dilated_conv_maxpool", "layers.imresize", "layers.compiled",
+        "layers.dilated_conv_maxpool", "layers.imresize", "layers.compiled", "tt100k",
+        "tt100k_categories", "tt100k_protocol", "tt100k_report", "image_files",
     )]  # fmt: skip
     assert [c for c in concepts if c not in modules] == []
     closure = core_closure(edges, modules)

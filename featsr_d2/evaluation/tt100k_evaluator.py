@@ -2,7 +2,7 @@
 
 The evaluator collects each image's detections in TT100K's result format (categories by name, boxes
 ``xmin/ymin/xmax/ymax`` in original-image pixels, Detectron2's scores in ``[0, 1]``), gathers them
-across processes, and scores them with :func:`featsr_d2.evaluation.tt100k_protocol.evaluate_tt100k`.
+across processes, and scores them with :func:`featsr_d2.core.tt100k_protocol.evaluate_tt100k`.
 
 The ground truth is the registered dataset as loaded (``DatasetCatalog.get(dataset_name)``): its
 images are the evaluated ids, and its ``annotations`` are the objects, with the box as annotated
@@ -42,7 +42,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
-from featsr_d2.evaluation.tt100k_protocol import (
+from featsr_d2.core.tt100k_protocol import (
     Types,
     accuracy_recall_curve,
     check_results,
@@ -50,7 +50,7 @@ from featsr_d2.evaluation.tt100k_protocol import (
     match_detections,
     resolve_class_set,
 )
-from featsr_d2.evaluation.tt100k_report import (
+from featsr_d2.core.tt100k_report import (
     TABLE_BINS,
     format_table,
     save_curve_png,

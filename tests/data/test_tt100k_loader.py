@@ -11,9 +11,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from PIL import Image
 
+from featsr_d2.core.tt100k import load_annotations
+from featsr_d2.core.tt100k_categories import TYPE45
 from featsr_d2.data import TT100KFormatError, load_tt100k_json, register_tt100k_instances
-from featsr_d2.data.tt100k import load_annotations, set_bad_record_policy
-from featsr_d2.data.tt100k_categories import TYPE45
+from featsr_d2.data.tt100k import set_bad_record_policy
 
 
 def _box(x0, y0, x1, y1):

@@ -1,4 +1,4 @@
-"""The report of the TT100K protocol (:mod:`featsr_d2.evaluation.tt100k_protocol`): its rates,
+"""The report of the TT100K protocol (:mod:`featsr_d2.core.tt100k_protocol`): its rates,
 the FeatSR paper's Table 1 row, its JSON file and the accuracy-recall curve's picture."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from featsr_d2.data.tt100k_categories import SIZE_BINS
-from featsr_d2.evaluation.tt100k_protocol import AccuracyRecallCurve
+from featsr_d2.core.tt100k_categories import SIZE_BINS
+from featsr_d2.core.tt100k_protocol import AccuracyRecallCurve
 from featsr_d2.utils.file_io import atomic_write, atomic_write_json
 
 __all__ = ["TABLE_BINS", "format_table", "save_curve_png", "summarize", "write_json_atomic"]
