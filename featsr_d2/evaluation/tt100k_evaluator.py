@@ -28,7 +28,6 @@ positives and misses drawn (:mod:`featsr_d2.evaluation.visualize`).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
@@ -51,9 +50,9 @@ from featsr_d2.core.tt100k_protocol import (
     resolve_class_set,
 )
 from featsr_d2.core.tt100k_report import (
-    TABLE_BINS,
     format_table,
     save_curve_png,
+    table_scores,
     write_json_atomic,
 )
 from featsr_d2.evaluation.visualize import save_matches_png
@@ -269,11 +268,7 @@ class TT100KEvaluator(DatasetEvaluator):
                 num_images=self._num_vis_images,
                 title=f"{self._dataset_name}, score >= {self._min_score:g}",
             )
-        scores = {
-            f"{name}_{key}": 100.0 * metrics[name][key]
-            for name, key in itertools.product(TABLE_BINS, ("f1", "recall", "accuracy"))
-        }
-        return OrderedDict(tt100k=scores)
+        return OrderedDict(tt100k=table_scores(metrics))
 
 
 def build_tt100k_evaluator(
