@@ -6,5 +6,9 @@ docs/MMDETECTION.md.
 
 from featsr_d2.mmdet import (
     datasets,  # noqa: F401  (registers FeatSRTT100KDataset)
+    sr_networks,  # noqa: F401  (registers DBPN, CAJNN, RRDBNet, FeatSRBicubic)
+    sr_preprocessor,  # noqa: F401  (registers FeatSRSuperResolvePreprocessor)
+    tdsr,  # noqa: F401  (registers FeatSRTaskDrivenSR)
+    transforms,  # noqa: F401  (registers FeatSRMakeLRImage, FeatSRPackLRDetInputs)
     tt100k_metric,  # noqa: F401  (registers FeatSRTT100KMetric)
 )
