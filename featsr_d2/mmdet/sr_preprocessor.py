@@ -101,4 +101,7 @@ class FeatSRSuperResolvePreprocessor(BaseDataPreprocessor):
                     "scale_factor": (factor[0] * s, factor[1] * s),
                 }
             )
+        # The detector's pre-processor moves the batch to its own device: make it this one's (which
+        # BaseModel.to sets on every pre-processor, but this wrapper's own .to does not pass on).
+        self.detector_preprocessor._device = self._device
         return self.detector_preprocessor({"inputs": sr_images, "data_samples": samples}, False)

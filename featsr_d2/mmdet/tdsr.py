@@ -50,6 +50,7 @@ import torch
 from mmdet.models.detectors import BaseDetector
 from mmdet.registry import MODELS
 from mmengine.logging import MMLogger
+from mmengine.model import ImgDataPreprocessor
 from torch import Tensor
 
 from featsr_d2.core.sr.losses import reconstruction_loss as build_reconstruction_loss
@@ -97,6 +98,12 @@ class FeatSRTaskDrivenSR(BaseDetector):
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if isinstance(self.data_preprocessor, ImgDataPreprocessor):
+            raise TypeError(
+                f"FeatSRTaskDrivenSR's own data_preprocessor must not normalize or stack the LR "
+                f"images (got {type(self.data_preprocessor).__name__}): leave it unset (mmengine's "
+                "BaseDataPreprocessor); the detector's config holds the detector's"
+            )
         if alpha < 0 or beta < 0 or alpha + beta == 0:
             raise ValueError(f"need alpha, beta >= 0, not both 0; got alpha={alpha}, beta={beta}")
         self.sr = MODELS.build(sr)

@@ -216,3 +216,10 @@ def test_every_mmdet_config_builds(tiny_tt100k, tiny_synth10):
             assert cfg.optim_wrapper.optimizer.lr == 1e-4
             assert cfg.train_dataloader.batch_size == 6
             assert dataset.pipeline[-2].type == "FeatSRMakeLRImage"
+
+
+def test_the_lr_images_reach_the_sr_network_unnormalized(tmp_path, tiny_synth10):
+    with pytest.raises(TypeError, match="must not normalize or stack the LR images"):
+        _tiny(tmp_path, tiny_synth10, data_preprocessor=dict(type="DetDataPreprocessor"))
+    with pytest.raises(ValueError, match="not both 0"):
+        _tiny(tmp_path, tiny_synth10, alpha=0.0, beta=0.0)
