@@ -121,7 +121,7 @@ def add_featsr_config(cfg):
     # What a bad annotation record does: "error" (raise, naming file and record) or "skip" (log it).
     _C.DATASETS.TT100K.ON_BAD_RECORD = "error"
 
-    # The official TT100K evaluation protocol (featsr_d2.evaluation.tt100k_protocol).
+    # The official TT100K evaluation protocol (featsr_d2.core.tt100k_protocol).
     _C.TEST.TT100K = CN()
     # A detection matches a ground truth object when their IoU is strictly above this.
     _C.TEST.TT100K.IOU = 0.5

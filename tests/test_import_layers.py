@@ -6,10 +6,13 @@ collected: at module level and inside functions, absolute and relative, ``import
 ``importlib.import_module("featsr_d2...")`` with a literal name. Each module belongs to a layer,
 lowest first:
 
-    utils -> core -> config -> data, modeling -> checkpoint -> evaluation -> engine (-> tools)
+    utils -> core -> config, mmdet -> data, modeling -> checkpoint -> evaluation -> engine
+    (-> tools)
 
-A module may import its own layer and the layers below it; the two layers of one rank (``data`` and
-``modeling``) never import each other. ``utils`` (helpers that import nothing of featsr_d2) sits at
+A module may import its own layer and the layers below it; the layers of one rank (``config`` and
+``mmdet``; ``data`` and ``modeling``) never import each other. ``mmdet`` is the MMDetection
+integration: it builds on the core alone, beside the Detectron2 integration (everything from
+``config`` up), which never imports it. ``utils`` (helpers that import nothing of featsr_d2) sits at
 the bottom, below ``core``, whose ops use them (the MATLAB resize rounds with
 :func:`featsr_d2.utils.image.round_to_uint8`); the core sits below everything that knows a
 framework, starting with the Detectron2 config (whose validation reads the core's table of
@@ -41,7 +44,7 @@ PACKAGE = "featsr_d2"
 ORDER: tuple[tuple[str, ...], ...] = (
     ("utils",),
     ("core",),
-    ("config",),
+    ("config", "mmdet"),
     ("data", "modeling"),
     ("checkpoint",),
     ("evaluation",),
@@ -393,7 +396,8 @@ def test_the_core_holds_each_framework_free_concept(edges):
         "featsr.featsr_box_branch", "featsr.small_proposals", "featsr.extractor_layers",
         "featsr.supervision", "sr.network", "sr.dbpn", "sr.cajnn", "sr.rrdbnet", "sr.bicubic",
         "sr.deblock", "sr.self_ensemble", "sr.losses", "degradations", "layers.roi_align",
-        "layers.dilated_conv_maxpool", "layers.imresize", "layers.compiled",
+        "layers.dilated_conv_maxpool", "layers.imresize", "layers.compiled", "tt100k",
+        "tt100k_categories", "tt100k_protocol", "tt100k_report", "image_files",
     )]  # fmt: skip
     assert [c for c in concepts if c not in modules] == []
     closure = core_closure(edges, modules)
@@ -405,6 +409,20 @@ def test_the_core_holds_each_framework_free_concept(edges):
     assert any(
         i.importer == f"{PACKAGE}.config" and i.name == "detectron2.config" for i in externals
     )
+
+
+def test_the_mmdet_integration_imports_no_detectron2(edges):
+    """featsr_d2.mmdet, and every module of featsr_d2 it runs, works where Detectron2 is not
+    installed (tests/mmdet/test_mmdet_framework_free.py imports it with Detectron2 blocked)."""
+    modules = package_sources()
+    assert f"{PACKAGE}.mmdet" in modules
+    problems = framework_violations(
+        modules, edges, core=f"{PACKAGE}.mmdet", frameworks=["detectron2"]
+    )
+    assert not problems, "Detectron2 imports run by featsr_d2.mmdet:\n" + "\n".join(problems)
+    closure = core_closure(edges, modules, core=f"{PACKAGE}.mmdet")
+    detectron2_side = sorted(m for m in closure if layer_of(m) not in ("utils", "core", "mmdet"))
+    assert detectron2_side == [], detectron2_side
 
 
 # ------------------------------------------------------------------------------------------------

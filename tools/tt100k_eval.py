@@ -1,5 +1,5 @@
 """The official TT100K protocol on files: prints the FeatSR Table 1 row of a results file
-(:mod:`featsr_d2.evaluation.tt100k_protocol`), optionally writes the rates as JSON and the
+(:mod:`featsr_d2.core.tt100k_protocol`), optionally writes the rates as JSON and the
 accuracy-recall curve as a PNG. Exit status 2 on unreadable or invalid input, naming the file.
 
     python tools/tt100k_eval.py --gt annotations.json --results results.json \\
@@ -15,20 +15,20 @@ import os
 import sys
 from collections.abc import Sequence
 
-from featsr_d2.data.tt100k import (
+from featsr_d2.core.tt100k import (
     TT100KFormatError,
     load_ids,
     load_results,
     read_json,
     validate_annotations,
 )
-from featsr_d2.data.tt100k_categories import CLASS_SETS
-from featsr_d2.evaluation.tt100k_protocol import (
+from featsr_d2.core.tt100k_categories import CLASS_SETS
+from featsr_d2.core.tt100k_protocol import (
     accuracy_recall_curve,
     check_results,
     evaluate_tt100k,
 )
-from featsr_d2.evaluation.tt100k_report import (
+from featsr_d2.core.tt100k_report import (
     format_table,
     save_curve_png,
     summarize,

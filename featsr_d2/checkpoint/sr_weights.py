@@ -19,6 +19,7 @@ from torch import nn
 from featsr_d2.checkpoint.cajnn_warm_start import warm_start_cajnn
 from featsr_d2.checkpoint.pickle_weights import WeightsFileError
 from featsr_d2.core.sr.cajnn import CAJNN
+from featsr_d2.core.sr.weights import sr_state_dict
 
 __all__ = ["load_initial_sr_weights", "load_sr_weights", "read_sr_state_dict"]
 
@@ -28,7 +29,8 @@ logger = logging.getLogger(__name__)
 def read_sr_state_dict(path: str) -> dict[str, torch.Tensor]:
     """The SR network state dict in ``path``: a state dict, a checkpoint with a ``"model"`` entry
     (what :class:`featsr_d2.engine.sr_trainer.SRTrainer` writes), the SR stage (``sr.*``) of a
-    ``TaskDrivenSR`` checkpoint, or a ``featsr://realesrgan/...`` name."""
+    ``TaskDrivenSR`` checkpoint (:func:`featsr_d2.core.sr.weights.sr_state_dict`), or a
+    ``featsr://realesrgan/...`` name."""
     try:
         with PathManager.open(path, "rb") as f:
             data = torch.load(f, map_location="cpu", weights_only=True)
@@ -41,12 +43,10 @@ def read_sr_state_dict(path: str) -> dict[str, torch.Tensor]:
             "truncated (a killed copy), or a file of another kind? MODEL.SR.WEIGHTS takes a .pth "
             "written by tools/train_sr.py or tools/train_net.py, or featsr://realesrgan/x4plus."
         ) from e
-    state = data["model"] if isinstance(data, dict) and "model" in data else data
-    if not isinstance(state, dict):
-        raise WeightsFileError(f"{path} holds no state dict (a {type(state).__name__})")
-    if any(k.startswith("detector.") for k in state):  # a TaskDrivenSR checkpoint: its SR stage
-        state = {k[len("sr.") :]: v for k, v in state.items() if k.startswith("sr.")}
-    return state
+    try:  # the SR network's entries, whichever trainer wrote the file
+        return sr_state_dict(data, path)
+    except ValueError as e:
+        raise WeightsFileError(str(e)) from None
 
 
 def load_sr_weights(model: nn.Module, path: str) -> None:

@@ -17,17 +17,20 @@ uint8 image; the input is never modified. Random parameters are drawn from the g
   an inclusive range (CAJNN trains on [10, 100]);
 - :func:`cajnn_degradation`: CAJNN's pipeline, downscale then compress.
 
-A Detectron2 config's pipeline (``INPUT.SR.DEGRADATIONS``) is
-:func:`featsr_d2.data.sr_degradation.build_sr_degradation`. This module is the one place an LR
-image is made: :func:`make_lr_image` (a pipeline on an HR image padded to a multiple of the
-scale: the detection mapper, TDSR), :func:`degrade` (a pipeline with a seed: the SR trainer's
-samples) and :func:`make_benchmark_lr` (the SR benchmarks' bicubic and JPEG).
+A pipeline named by its steps ("blur", "bicubic", "noise", "jpeg") is :func:`build_degradation`
+(a Detectron2 config's ``INPUT.SR.*``: :func:`featsr_d2.data.sr_degradation.build_sr_degradation`;
+an MMDetection pipeline's ``FeatSRMakeLRImage``). This module is the one place an LR image is
+made: :func:`make_lr_image` (a pipeline on an HR image padded to a multiple of the scale: the
+detection mappers and transforms, TDSR; :func:`lr_seed` seeds its test-time randomness per
+image), :func:`degrade` (a pipeline with a seed: the SR trainer's samples) and
+:func:`make_benchmark_lr` (the SR benchmarks' bicubic and JPEG).
 """
 
 from __future__ import annotations
 
 import abc
 import math
+import zlib
 from collections.abc import Sequence
 
 import cv2
@@ -41,11 +44,14 @@ __all__ = [
     "Compose",
     "Degradation",
     "GaussianBlur",
+    "DEGRADATION_STEPS",
     "GaussianNoise",
     "JPEGCompression",
+    "build_degradation",
     "cajnn_degradation",
     "degrade",
     "jpeg_roundtrip",
+    "lr_seed",
     "lr_size",
     "make_benchmark_lr",
     "make_lr_image",
@@ -208,6 +214,42 @@ def cajnn_degradation(scale: int = 4, quality: int | Sequence[int] = (10, 100)) 
     return Compose([BicubicDownscale(scale), JPEGCompression(quality)])
 
 
+# The step names of a named pipeline (:func:`build_degradation`).
+DEGRADATION_STEPS = ("blur", "bicubic", "noise", "jpeg")
+
+
+def build_degradation(
+    names: Sequence[str],
+    *,
+    scale: int,
+    blur_sigma: float | Sequence[float] = 1.0,
+    noise_sigma: float | Sequence[float] = 10.0,
+    jpeg_quality: int | Sequence[int] = (10, 100),
+    setting: str = "degradations",
+) -> Compose:
+    """The pipeline of the steps ``names`` (among :data:`DEGRADATION_STEPS`, in order, "bicubic"
+    exactly once, downscaling by ``scale``), with each step's fixed value or (low, high) range;
+    ``setting`` is how an error names ``names``."""
+    lowered = [n.lower() for n in names]
+    unknown = [n for n in lowered if n not in DEGRADATION_STEPS]
+    if unknown or lowered.count("bicubic") != 1:
+        raise ValueError(
+            f"{setting} must name steps among {DEGRADATION_STEPS} with 'bicubic' exactly "
+            f"once, got {list(names)}"
+        )
+    steps: list[Degradation] = []
+    for name in lowered:
+        if name == "bicubic":
+            steps.append(BicubicDownscale(scale))
+        elif name == "blur":
+            steps.append(GaussianBlur(blur_sigma))
+        elif name == "noise":
+            steps.append(GaussianNoise(noise_sigma))
+        else:
+            steps.append(JPEGCompression(jpeg_quality))
+    return Compose(steps)
+
+
 # --------------------------------------------------------------------------------------------------
 # Making an LR image: the one place (the detection mapper, the SR samples and benchmarks use it)
 # --------------------------------------------------------------------------------------------------
@@ -216,6 +258,15 @@ def cajnn_degradation(scale: int = 4, quality: int | Sequence[int] = (10, 100)) 
 def lr_size(height: int, width: int, scale: int) -> tuple[int, int]:
     """The LR size of an (height, width) HR image: (ceil(height / scale), ceil(width / scale))."""
     return math.ceil(height / scale), math.ceil(width / scale)
+
+
+def lr_seed(seed: int, key: object) -> list[int]:
+    """A generator seed for one image's test-time degradation: ``seed`` and a stable hash of the
+    image's key (its id, else its file name), so that every method of a table, in either
+    framework, sees the same degradation of an image."""
+    if key is None:
+        raise KeyError("an LR image's seed needs the image's id or file name, got None")
+    return [int(seed), zlib.crc32(str(key).encode("utf-8"))]
 
 
 def make_lr_image(

@@ -1,3 +1,4 @@
+from featsr_d2.core.tt100k_categories import TYPE45
 from featsr_d2.data import builtin  # noqa: F401  (registers the builtin TT100K dataset names)
 from featsr_d2.data.tt100k import (
     TT100KFormatError,
@@ -5,7 +6,6 @@ from featsr_d2.data.tt100k import (
     register_tt100k_instances,
     set_bad_record_policy,
 )
-from featsr_d2.data.tt100k_categories import TYPE45
 
 __all__ = [
     "TT100KFormatError",

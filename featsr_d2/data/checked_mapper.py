@@ -7,7 +7,7 @@ training loop. :class:`CheckedMapper` wraps a mapper so that such an image is na
 policy ``"error"`` it raises :class:`UnreadableImageError` with the file, the cause and the fix;
 under ``"skip"`` the sample is dropped (the mapper returns None, which the resumable loader skips
 at that position, so a resumed run skips it at the same place) and counted in a warning. Only
-regular files reach the mapper (:func:`featsr_d2.data.image_files.require_regular_file`). The
+regular files reach the mapper (:func:`featsr_d2.core.image_files.require_regular_file`). The
 TT100K loader gives sizes with the EXIF orientation applied, as Detectron2 decodes the image; a
 dataset of another loader that gives the stored image's size gets Detectron2's
 ``SizeMismatchError``, which is turned into one naming the EXIF orientation.
@@ -23,32 +23,20 @@ from typing import Any
 from detectron2.data.detection_utils import SizeMismatchError
 from PIL import Image
 
-from featsr_d2.data.image_files import (
+from featsr_d2.core.image_files import (
     NotARegularFileError,
+    UnreadableImageError,
     exif_orientation,
+    image_decodes,
     open_regular_file,
     oriented_image_size,
     require_regular_file,
 )
-from featsr_d2.data.tt100k import ON_BAD_RECORD_CHOICES
+from featsr_d2.core.tt100k import ON_BAD_RECORD_CHOICES
 
-__all__ = ["CheckedMapper", "UnreadableImageError", "image_decodes"]
+__all__ = ["CheckedMapper", "UnreadableImageError"]
 
 logger = logging.getLogger(__name__)
-
-
-class UnreadableImageError(OSError):
-    """An image file that the mapper cannot use (see the module docstring)."""
-
-
-def image_decodes(path: str) -> bool:
-    """Whether ``path`` is a regular file whose every pixel PIL decodes (not only its header)."""
-    try:
-        with open_regular_file(path) as f, Image.open(f) as im:
-            im.load()
-    except Exception:  # PIL raises OSError, SyntaxError, ValueError, ... on a bad body
-        return False
-    return True
 
 
 def _exif_cause(path: str, dataset_dict: dict) -> str | None:

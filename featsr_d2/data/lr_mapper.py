@@ -24,7 +24,6 @@ Choices the papers leave open:
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +33,7 @@ from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import transforms as T
 
+from featsr_d2.core import degradations
 from featsr_d2.core.degradations import Degradation, make_lr_image
 from featsr_d2.data.sr_degradation import build_sr_degradation
 from featsr_d2.utils.image import detector_to_rgb
@@ -46,11 +46,11 @@ __all__ = [
 
 def lr_seed(seed: int, dataset_dict: Mapping[str, Any]) -> list[int]:
     """A generator seed for one image's test-time degradation: ``seed`` and a stable hash of its
-    ``image_id`` (or ``file_name``)."""
+    ``image_id`` (or ``file_name``): :func:`featsr_d2.core.degradations.lr_seed`."""
     key = dataset_dict.get("image_id", dataset_dict.get("file_name"))
     if key is None:
         raise KeyError("the dataset dict has neither 'image_id' nor 'file_name'")
-    return [int(seed), zlib.crc32(str(key).encode("utf-8"))]
+    return degradations.lr_seed(seed, key)
 
 
 class LRDetectionDatasetMapper(DatasetMapper):

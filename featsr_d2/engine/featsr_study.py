@@ -54,9 +54,9 @@ from detectron2.structures import Boxes, BoxMode, pairwise_iou
 from featsr_d2.checkpoint import AtomicDetectionCheckpointer
 from featsr_d2.config import get_featsr_cfg
 from featsr_d2.core.featsr.supervision import supervision as supervision_mode
+from featsr_d2.core.tt100k import load_annotations, load_results
+from featsr_d2.core.tt100k_categories import SIZE_BINS
 from featsr_d2.data.rng_state import isolated_rng
-from featsr_d2.data.tt100k import load_annotations, load_results
-from featsr_d2.data.tt100k_categories import SIZE_BINS
 from featsr_d2.engine.feature_cache import (
     CachedHeadsTrainer,
     CachedImage,

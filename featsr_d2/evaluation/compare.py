@@ -1,7 +1,7 @@
 """Side-by-side comparison of TT100K detectors on small objects: which ones one detector finds and
 the other misses, and zoomed pictures of them (``make demo``: the control against FeatSR). Matches
 come from saved detections with the official protocol of
-:mod:`featsr_d2.evaluation.tt100k_protocol`.
+:mod:`featsr_d2.core.tt100k_protocol`.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -10,8 +10,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from featsr_d2.data.tt100k_categories import SIZE_BINS
-from featsr_d2.evaluation.tt100k_protocol import match_detections
+from featsr_d2.core.tt100k_categories import SIZE_BINS
+from featsr_d2.core.tt100k_protocol import match_detections
 from featsr_d2.evaluation.visualize import (
     FN_COLOR,
     FP_COLOR,
@@ -46,7 +46,7 @@ def small_object_differences(
 ) -> list[tuple[str, int, int]]:
     """Images where the two models' outcomes on small ground-truth objects differ.
 
-    ``matches_*`` are :func:`~featsr_d2.evaluation.tt100k_protocol.match_detections` outputs on
+    ``matches_*`` are :func:`~featsr_d2.core.tt100k_protocol.match_detections` outputs on
     the same images. Returns ``(img_id, found only by b, found only by a)`` for every image with a
     difference, most differences first.
     """

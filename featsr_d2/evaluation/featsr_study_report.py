@@ -8,7 +8,7 @@ its ablations, the base detector, slicing) detect small traffic signs better tha
   < 96^2, the rest), over every detection of the record, with
   :class:`featsr_d2.evaluation.paired_bootstrap.CocoAP`;
 - the TT100K protocol's F1 (and recall, accuracy) per size bin at ``min_score``
-  (:func:`featsr_d2.evaluation.tt100k_protocol.evaluate_tt100k`; bins by the long side: small < 32,
+  (:func:`featsr_d2.core.tt100k_protocol.evaluate_tt100k`; bins by the long side: small < 32,
   medium < 96, large < 400, all < 400);
 - F1 per size bin at the run's best score threshold: the threshold maximising the "all" F1 on
   half A of the test images (even positions of ``img_ids``), F1 read on half B (odd positions),
@@ -49,16 +49,16 @@ from typing import Any
 
 import numpy as np
 
-from featsr_d2.data.tt100k_categories import SIZE_BINS
-from featsr_d2.evaluation.paired_bootstrap import CocoAP, paired_bootstrap
-from featsr_d2.evaluation.tt100k_protocol import (
+from featsr_d2.core.tt100k_categories import SIZE_BINS
+from featsr_d2.core.tt100k_protocol import (
     Types,
     _metrics,  # the protocol's rates from counts (rule 5), kept in one place
     accuracy_recall_curve,
     match_detections,
     resolve_class_set,
 )
-from featsr_d2.evaluation.tt100k_report import TABLE_BINS
+from featsr_d2.core.tt100k_report import TABLE_BINS
+from featsr_d2.evaluation.paired_bootstrap import CocoAP, paired_bootstrap
 from featsr_d2.utils.file_io import atomic_write, atomic_write_json, atomic_write_text
 
 __all__ = [
@@ -420,7 +420,7 @@ def build_study_report(
     module docstring for the metrics and the statistics).
 
     Args:
-        gt_annos: TT100K ground truth (:func:`featsr_d2.data.tt100k.load_annotations`).
+        gt_annos: TT100K ground truth (:func:`featsr_d2.core.tt100k.load_annotations`).
         img_ids: the test images, in a fixed order (half A: even positions, half B: odd).
         runs: arm name -> one record per seed, ``{"seed", "results", "gt_box_small",
             "generator_change", "cost"}``; records pair with the control's by position, and an

@@ -39,11 +39,11 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvalua
 from detectron2.structures import BoxMode, Instances
 from torch import nn
 
+from featsr_d2.core.tt100k_protocol import Types, match_detections
 from featsr_d2.data.dataset_views import coco_view
 from featsr_d2.evaluation.sr_metrics import psnr
 from featsr_d2.evaluation.sr_visualize import safe_file_stem, side_by_side, write_png
 from featsr_d2.evaluation.tt100k_evaluator import build_tt100k_evaluator
-from featsr_d2.evaluation.tt100k_protocol import Types, match_detections
 from featsr_d2.evaluation.visualize import draw_matches
 from featsr_d2.evaluation.voc_per_class import VOCPerClassEvaluator
 from featsr_d2.utils.image import detector_to_rgb, tensor_to_rgb
@@ -149,7 +149,7 @@ def _matches(
     to_display: tuple[float, float],
 ) -> dict[str, list[dict]]:
     """The TT100K protocol's matching
-    (:func:`~featsr_d2.evaluation.tt100k_protocol.match_detections`: same category, IoU strictly
+    (:func:`~featsr_d2.core.tt100k_protocol.match_detections`: same category, IoU strictly
     above ``iou``, greedy one-to-one by descending IoU) of an image's detections scoring at least
     ``min_score`` with its ground truth, within the class set ``types``, in the layout of
     :func:`featsr_d2.evaluation.visualize.draw_matches`, boxes scaled by ``to_display`` (x, y).

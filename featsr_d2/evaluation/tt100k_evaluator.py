@@ -2,7 +2,7 @@
 
 The evaluator collects each image's detections in TT100K's result format (categories by name, boxes
 ``xmin/ymin/xmax/ymax`` in original-image pixels, Detectron2's scores in ``[0, 1]``), gathers them
-across processes, and scores them with :func:`featsr_d2.evaluation.tt100k_protocol.evaluate_tt100k`.
+across processes, and scores them with :func:`featsr_d2.core.tt100k_protocol.evaluate_tt100k`.
 
 The ground truth is the registered dataset as loaded (``DatasetCatalog.get(dataset_name)``): its
 images are the evaluated ids, and its ``annotations`` are the objects, with the box as annotated
@@ -28,7 +28,6 @@ positives and misses drawn (:mod:`featsr_d2.evaluation.visualize`).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
@@ -42,7 +41,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
-from featsr_d2.evaluation.tt100k_protocol import (
+from featsr_d2.core.tt100k_protocol import (
     Types,
     accuracy_recall_curve,
     check_results,
@@ -50,10 +49,10 @@ from featsr_d2.evaluation.tt100k_protocol import (
     match_detections,
     resolve_class_set,
 )
-from featsr_d2.evaluation.tt100k_report import (
-    TABLE_BINS,
+from featsr_d2.core.tt100k_report import (
     format_table,
     save_curve_png,
+    table_scores,
     write_json_atomic,
 )
 from featsr_d2.evaluation.visualize import save_matches_png
@@ -269,11 +268,7 @@ class TT100KEvaluator(DatasetEvaluator):
                 num_images=self._num_vis_images,
                 title=f"{self._dataset_name}, score >= {self._min_score:g}",
             )
-        scores = {
-            f"{name}_{key}": 100.0 * metrics[name][key]
-            for name, key in itertools.product(TABLE_BINS, ("f1", "recall", "accuracy"))
-        }
-        return OrderedDict(tt100k=scores)
+        return OrderedDict(tt100k=table_scores(metrics))
 
 
 def build_tt100k_evaluator(

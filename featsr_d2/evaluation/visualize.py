@@ -43,7 +43,7 @@ def draw_matches(
     image: np.ndarray, matches: Mapping[str, Sequence[Mapping[str, Any]]], *, min_side: int = 512
 ) -> np.ndarray:
     """Draw one image's outcomes (an entry of
-    :func:`~featsr_d2.evaluation.tt100k_protocol.match_detections`) on an RGB uint8 ``image``,
+    :func:`~featsr_d2.core.tt100k_protocol.match_detections`) on an RGB uint8 ``image``,
     enlarged so that its short side is at least ``min_side`` pixels."""
     scale = max(1.0, min_side / min(image.shape[:2]))
     size = (int(round(image.shape[1] * scale)), int(round(image.shape[0] * scale)))

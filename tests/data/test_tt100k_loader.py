@@ -10,32 +10,14 @@ from common import call_guarding_fifo
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from PIL import Image
+from tt100k_trees import BAD_CASES, write_tt100k
+from tt100k_trees import box as _box
+from tt100k_trees import record as _rec
 
+from featsr_d2.core.tt100k import load_annotations
+from featsr_d2.core.tt100k_categories import TYPE45
 from featsr_d2.data import TT100KFormatError, load_tt100k_json, register_tt100k_instances
-from featsr_d2.data.tt100k import load_annotations, set_bad_record_policy
-from featsr_d2.data.tt100k_categories import TYPE45
-
-
-def _box(x0, y0, x1, y1):
-    return {"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1}
-
-
-def write_tt100k(root, imgs, *, train_ids, types=("pl40", "i2", "zz_other"), size=(64, 48)):
-    """Write a TT100K tree: annotations.json, train/ids.txt and one JPEG per record."""
-    os.makedirs(os.path.join(root, "train"), exist_ok=True)
-    for rec in imgs.values():
-        path = os.path.join(root, rec["path"])
-        if not os.path.exists(path):
-            Image.fromarray(np.full((size[1], size[0], 3), 128, np.uint8)).save(path)
-    with open(os.path.join(root, "annotations.json"), "w") as f:
-        json.dump({"types": list(types), "imgs": imgs}, f)
-    with open(os.path.join(root, "train", "ids.txt"), "w") as f:
-        f.write("\n".join(str(i) for i in train_ids) + "\n")
-    return os.path.join(root, "annotations.json"), os.path.join(root, "train", "ids.txt")
-
-
-def _rec(img_id, objects):
-    return {"path": f"train/{img_id}.jpg", "id": img_id, "objects": objects}
+from featsr_d2.data.tt100k import set_bad_record_policy
 
 
 @pytest.fixture
@@ -83,47 +65,6 @@ def test_border_overhang_within_tolerance_is_clipped(tmp_path):
     json_file, ids_file = write_tt100k(str(tmp_path), imgs, train_ids=[1])
     (d,) = load_tt100k_json(json_file, ids_file, str(tmp_path))
     assert d["annotations"][0]["bbox"] == [0.0, 3.0, 64.0, 48.0]
-
-
-BAD_CASES = {
-    # case: (records, ids, message fragments, images kept when skipping)
-    "missing image": (
-        {"1": _rec(1, []), "2": {"path": "train/nope.jpg", "id": 2, "objects": []}},
-        [1, 2],
-        ["ids.txt:2", "train/nope.jpg", "does not exist"],
-        1,
-    ),
-    "box outside image": (
-        {"1": _rec(1, [{"category": "i2", "bbox": _box(10, 10, 90, 20)}])},
-        [1],
-        ["imgs['1'].objects[0]", "outside", "64x48"],
-        1,
-    ),
-    "empty box": (
-        {"1": _rec(1, [{"category": "i2", "bbox": _box(10, 10, 10, 20)}])},
-        [1],
-        ["imgs['1'].objects[0]", "zero or negative area"],
-        1,
-    ),
-    "unknown category": (
-        {"1": _rec(1, [{"category": "martian", "bbox": _box(1, 1, 5, 5)}])},
-        [1],
-        ["imgs['1'].objects[0]", "'martian'", "types"],
-        1,
-    ),
-    "unknown image id": (
-        {"1": _rec(1, [])},
-        [1, 77],
-        ["ids.txt:2", "image id 77", "not in"],
-        1,
-    ),
-    "malformed object": (
-        {"1": _rec(1, [{"category": "i2", "bbox": {"xmin": 1}}])},
-        [1],
-        ["imgs['1'].objects[0]", "bbox"],
-        1,
-    ),
-}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))

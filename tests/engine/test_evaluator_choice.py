@@ -10,7 +10,7 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 
 from featsr_d2.config import get_featsr_cfg
-from featsr_d2.data.tt100k_categories import TYPE45
+from featsr_d2.core.tt100k_categories import TYPE45
 from featsr_d2.engine import build_featsr_evaluator
 from featsr_d2.evaluation import TT100KEvaluator
 

@@ -10,13 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
+from featsr_d2.core.tt100k_protocol import evaluate_tt100k
 from featsr_d2.evaluation.featsr_study_report import (
     GENERATOR_STILL,
     build_study_report,
     per_image_counts,
     write_study_report,
 )
-from featsr_d2.evaluation.tt100k_protocol import evaluate_tt100k
 
 CLASSES = ("pl40", "pn", "i5")
 NUM_IMAGES = 8

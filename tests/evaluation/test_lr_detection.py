@@ -269,8 +269,8 @@ def test_pictures_match_as_the_protocol_does():
     """The pictures' matcher is the TT100K protocol's: greedy by IoU, not by score. A
     high-scoring detection that overlaps less loses the ground truth to a better-placed one, as in
     the table; boxes are scaled for display after matching."""
+    from featsr_d2.core.tt100k_protocol import match_detections
     from featsr_d2.evaluation.lr_detection import _matches
-    from featsr_d2.evaluation.tt100k_protocol import match_detections
 
     gt = [([10.0, 10.0, 50.0, 50.0], 0), ([60.0, 60.0, 90.0, 90.0], 1)]
     inst = Instances((100, 100))

@@ -16,10 +16,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, Instances
 from PIL import Image
 
+from featsr_d2.core.tt100k_categories import TYPE45
+from featsr_d2.core.tt100k_protocol import check_results
 from featsr_d2.data import TT100KFormatError, register_tt100k_instances, set_bad_record_policy
-from featsr_d2.data.tt100k_categories import TYPE45
 from featsr_d2.evaluation import TT100KEvaluator
-from featsr_d2.evaluation.tt100k_protocol import check_results
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 cli_main = runpy.run_path(os.path.join(REPO, "tools", "tt100k_eval.py"))["main"]

@@ -14,7 +14,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
 
-from featsr_d2.data.tt100k import load_results
+from featsr_d2.core.tt100k import load_results
 from featsr_d2.evaluation import TT100KEvaluator, evaluate_tt100k
 from featsr_d2.evaluation.visualize import FN_COLOR, FP_COLOR, TP_COLOR
 

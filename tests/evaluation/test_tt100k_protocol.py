@@ -1,4 +1,4 @@
-"""The official TT100K protocol (featsr_d2.evaluation.tt100k_protocol, tools/tt100k_eval.py): one
+"""The official TT100K protocol (featsr_d2.core.tt100k_protocol, tools/tt100k_eval.py): one
 hand-built case per rule, a plain-loop reference of the rules compared on seeded random data, the
 curve, loading and the CLI."""
 
@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from featsr_d2.data.tt100k import TT100KFormatError, load_annotations, load_ids, load_results
-from featsr_d2.data.tt100k_categories import SIZE_BINS, TYPE45
-from featsr_d2.evaluation.tt100k_protocol import accuracy_recall_curve, evaluate_tt100k
-from featsr_d2.evaluation.tt100k_report import format_table, save_curve_png, summarize
+from featsr_d2.core.tt100k import TT100KFormatError, load_annotations, load_ids, load_results
+from featsr_d2.core.tt100k_categories import SIZE_BINS, TYPE45
+from featsr_d2.core.tt100k_protocol import accuracy_recall_curve, evaluate_tt100k
+from featsr_d2.core.tt100k_report import format_table, save_curve_png, summarize
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLI = os.path.join(REPO, "tools", "tt100k_eval.py")

@@ -15,3 +15,18 @@ from mmdet_stack import require_mmdet_stack
 def pytest_runtest_call(item):
     """Before each test here runs (in its call phase, so that it is reported as failed)."""
     require_mmdet_stack()
+
+
+@pytest.fixture(scope="session")
+def tiny_synth10(tmp_path_factory):
+    """The root of a tiny synthetic TT100K of the demo's ten classes (its configs' data): 4 train
+    and 3 test images of 128 px."""
+    from featsr_d2.data.builtin import DEMO_CATEGORIES
+    from featsr_d2.data.synthetic import generate_synthetic_tt100k
+
+    root = str(tmp_path_factory.mktemp("tiny_synth10"))
+    generate_synthetic_tt100k(
+        root, num_train=4, num_test=3, image_size=128, seed=0, workers=1,
+        categories=DEMO_CATEGORIES, progress=False,
+    )  # fmt: skip
+    return root

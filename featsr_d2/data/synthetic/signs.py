@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from featsr_d2.core.tt100k_categories import TYPE45
 from featsr_d2.data.synthetic.painter import Painter, Point
 from featsr_d2.data.synthetic.pictograms import (
     arrow_diag,
@@ -44,7 +45,6 @@ from featsr_d2.data.synthetic.pictograms import (
     roadworks,
     truck,
 )
-from featsr_d2.data.tt100k_categories import TYPE45
 
 __all__ = [
     "SIGN_CATEGORIES",

@@ -24,10 +24,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from featsr_d2.core.tt100k_categories import SIZE_BINS, TYPE45
 from featsr_d2.data.synthetic.backgrounds import default_backgrounds
 from featsr_d2.data.synthetic.compose import compose_image
 from featsr_d2.data.synthetic.signs import is_drawable, sign_model
-from featsr_d2.data.tt100k_categories import SIZE_BINS, TYPE45
 from featsr_d2.utils.file_io import atomic_write_json, atomic_write_text
 
 __all__ = [

@@ -66,6 +66,7 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from featsr_d2.config import get_detector_cfg
 from featsr_d2.core.sr.network import SRNetwork
+from featsr_d2.core.sr.super_resolve import super_resolve
 from featsr_d2.modeling.sr.losses import build_sr_loss
 from featsr_d2.modeling.sr.registry import build_sr_network
 from featsr_d2.utils.image import (
@@ -187,18 +188,7 @@ class TaskDrivenSR(nn.Module):
         for im in lr_images:
             x = im.to(self.device, non_blocking=True)
             xs.append(x if x.is_floating_point() else detector_to_rgb_tensor(x, "RGB"))
-        if len({tuple(x.shape) for x in xs}) == 1:
-            outs = list(self.sr(torch.stack(xs)).unbind(0))
-        else:
-            outs = [self.sr(x[None])[0] for x in xs]
-        if sizes is not None:
-            for k, ((h, w), out) in enumerate(zip(sizes, outs)):
-                if out.shape[-2] < h or out.shape[-1] < w:
-                    raise ValueError(
-                        f"SR output {tuple(out.shape[-2:])} is smaller than the HR size {(h, w)}"
-                    )
-                outs[k] = out[:, :h, :w]
-        return outs
+        return super_resolve(self.sr, xs, sizes)
 
     # ----------------------------------------------------------------------------------------
     # Training and inference

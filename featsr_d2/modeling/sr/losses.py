@@ -5,9 +5,7 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-
-from featsr_d2.core.sr.losses import charbonnier_loss
+from featsr_d2.core.sr.losses import reconstruction_loss
 
 __all__ = ["build_sr_loss"]
 
@@ -15,12 +13,6 @@ __all__ = ["build_sr_loss"]
 def build_sr_loss(cfg):
     """The loss of ``cfg.MODEL.SR.LOSS`` as ``loss(output, target) -> scalar``: "L1", "MSE"
     (TDSR's eq. 1) or "Charbonnier" (epsilon ``MODEL.SR.CHARBONNIER_EPS``)."""
-    name = cfg.MODEL.SR.LOSS.lower()
-    if name == "l1":
-        return F.l1_loss
-    if name == "mse":
-        return F.mse_loss
-    if name == "charbonnier":
-        eps = float(cfg.MODEL.SR.CHARBONNIER_EPS)
-        return lambda x, y: charbonnier_loss(x, y, eps)
-    raise ValueError(f"MODEL.SR.LOSS must be L1, MSE or Charbonnier, got {cfg.MODEL.SR.LOSS!r}")
+    return reconstruction_loss(
+        cfg.MODEL.SR.LOSS, cfg.MODEL.SR.CHARBONNIER_EPS, setting="MODEL.SR.LOSS"
+    )

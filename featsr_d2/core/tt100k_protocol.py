@@ -3,9 +3,10 @@
 This module re-implements the rules of ``eval_annos`` in the TT100K release's ``anno_func.py``
 (Zhu et al., "Traffic-Sign Detection and Classification in the Wild", CVPR 2016), the protocol under
 which FeatSR (Noh et al., 2019) reports its Table 1. It is pure numpy; the files are read by
-:mod:`featsr_d2.data.tt100k`, the table and the curve's picture are made by
-:mod:`featsr_d2.evaluation.tt100k_report`, the Detectron2 glue lives in
-:mod:`featsr_d2.evaluation.tt100k_evaluator` and the command line in ``tools/tt100k_eval.py``.
+:mod:`featsr_d2.core.tt100k`, the table and the curve's picture are made by
+:mod:`featsr_d2.core.tt100k_report`, the Detectron2 glue lives in
+:mod:`featsr_d2.evaluation.tt100k_evaluator`, the MMDetection metric in
+:mod:`featsr_d2.mmdet.tt100k_metric` and the command line in ``tools/tt100k_eval.py``.
 
 File formats
 ------------
@@ -70,14 +71,14 @@ from typing import Any
 
 import numpy as np
 
-from featsr_d2.data.tt100k import (
+from featsr_d2.core.tt100k import (
     TT100KFormatError,
     image_records,
     parse_object,
     record_objects,
     validate_record,
 )
-from featsr_d2.data.tt100k_categories import CLASS_SETS, SIZE_BINS, TYPE45
+from featsr_d2.core.tt100k_categories import CLASS_SETS, SIZE_BINS, TYPE45
 
 __all__ = [
     "AccuracyRecallCurve",

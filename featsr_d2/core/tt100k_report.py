@@ -1,4 +1,4 @@
-"""The report of the TT100K protocol (:mod:`featsr_d2.evaluation.tt100k_protocol`): its rates,
+"""The report of the TT100K protocol (:mod:`featsr_d2.core.tt100k_protocol`): its rates,
 the FeatSR paper's Table 1 row, its JSON file and the accuracy-recall curve's picture."""
 
 from __future__ import annotations
@@ -7,11 +7,18 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from featsr_d2.data.tt100k_categories import SIZE_BINS
-from featsr_d2.evaluation.tt100k_protocol import AccuracyRecallCurve
+from featsr_d2.core.tt100k_categories import SIZE_BINS
+from featsr_d2.core.tt100k_protocol import AccuracyRecallCurve
 from featsr_d2.utils.file_io import atomic_write, atomic_write_json
 
-__all__ = ["TABLE_BINS", "format_table", "save_curve_png", "summarize", "write_json_atomic"]
+__all__ = [
+    "TABLE_BINS",
+    "format_table",
+    "save_curve_png",
+    "summarize",
+    "table_scores",
+    "write_json_atomic",
+]
 
 # Column order of the FeatSR paper's Table 1 ("Overall" is the "all" bin).
 TABLE_BINS = ("small", "medium", "large", "all")
@@ -27,6 +34,16 @@ def summarize(results: Mapping[str, Any]) -> dict[str, Any]:
         cls: {k: m[k] for k in _METRIC_KEYS} for cls, m in results.get("per_class", {}).items()
     }
     return out
+
+
+def table_scores(results: Mapping[str, Any]) -> dict[str, float]:
+    """The Table 1 numbers of :func:`evaluate_tt100k`'s results in percent, as the evaluators
+    return them: ``{bin}_{f1,recall,accuracy}`` for the small, medium, large and all bins."""
+    return {
+        f"{name}_{key}": 100.0 * results[name][key]
+        for name in TABLE_BINS
+        for key in ("f1", "recall", "accuracy")
+    }
 
 
 def format_table(results: Mapping[str, Any], model_name: str) -> str:

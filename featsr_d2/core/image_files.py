@@ -1,4 +1,5 @@
-"""What the data layer learns about an image file before decoding its pixels.
+"""What a dataset loader learns about an image file before decoding its pixels, and whether its
+body decodes.
 
 - Only regular files are opened: opening a FIFO blocks until some process writes to it (a loader
   that hangs forever, without a message), and a device or a socket is no image either.
@@ -7,7 +8,10 @@
   EXIF orientation applied (a camera's portrait JPEG stored landscape with orientation 6 or 8 has
   its sides swapped): :func:`oriented_image_size`. A dataset's ``width`` / ``height`` taken from
   the raw header would not match the decoded image (Detectron2's ``SizeMismatchError``); boxes are
-  therefore read in the image as displayed, as Detectron2 and annotation tools show it.
+  therefore read in the image as displayed, as Detectron2 and annotation tools show it (OpenCV's
+  ``IMREAD_COLOR``, which MMDetection's ``LoadImageFromFile`` uses, applies it too).
+- :func:`image_decodes` tells whether every pixel of a file decodes (a truncated or corrupt JPEG
+  whose header reads passes the loader and fails when training reads it).
 """
 
 import os
@@ -19,7 +23,9 @@ from PIL import Image
 __all__ = [
     "EXIF_ORIENTATION",
     "NotARegularFileError",
+    "UnreadableImageError",
     "exif_orientation",
+    "image_decodes",
     "open_regular_file",
     "oriented_image_size",
     "require_regular_file",
@@ -33,6 +39,11 @@ _SWAPS_SIDES = (5, 6, 7, 8)
 
 class NotARegularFileError(OSError):
     """An image path that names a FIFO, a folder, a device or a socket."""
+
+
+class UnreadableImageError(OSError):
+    """An image file that training or evaluation cannot use although its dataset loaded: its body
+    does not decode, or it is not a regular file."""
 
 
 def _kind(mode: int) -> str:
@@ -105,3 +116,13 @@ def oriented_image_size(path: str) -> tuple[int, int]:
         if exif_orientation(im) in _SWAPS_SIDES:
             width, height = height, width
     return width, height
+
+
+def image_decodes(path: str) -> bool:
+    """Whether ``path`` is a regular file whose every pixel PIL decodes (not only its header)."""
+    try:
+        with open_regular_file(path) as f, Image.open(f) as im:
+            im.load()
+    except Exception:  # PIL raises OSError, SyntaxError, ValueError, ... on a bad body
+        return False
+    return True

@@ -1,0 +1,9 @@
+# SR-FT 4x on PASCAL VOC (Table 1, "100k : 0"): the D-DBPN pretrained on DIV2K (here: the weights
+# of Detectron2's tools/train_sr.py --config-file configs/sr/dbpn_x4.yaml, or any checkpoint of
+# this DBPN) fine-tuned on the detection images with the reconstruction loss only (beta 0), 100k
+# iterations at 1e-4.
+_base_ = "./tdsr_dbpn_x4_voc.py"
+
+model = dict(beta=0.0, sr_checkpoint="output/sr/dbpn_x4/model_final.pth")
+train_cfg = dict(max_iters=100000)
+param_scheduler = []  # a constant learning rate
