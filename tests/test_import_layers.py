@@ -391,9 +391,10 @@ def test_the_core_holds_each_framework_free_concept(edges):
     concepts = [f"{CORE}.{m}" for m in (
         "featsr.sr_feature_generator", "featsr.sr_feature_discriminator",
         "featsr.featsr_box_branch", "featsr.small_proposals", "featsr.extractor_layers",
-        "featsr.supervision", "sr.network", "sr.dbpn", "sr.cajnn", "sr.rrdbnet", "sr.bicubic",
-        "sr.deblock", "sr.self_ensemble", "sr.losses", "degradations", "layers.roi_align",
-        "layers.dilated_conv_maxpool", "layers.imresize", "layers.compiled",
+        "featsr.supervision", "featsr.half_resolution", "sr.network", "sr.dbpn", "sr.cajnn",
+        "sr.rrdbnet", "sr.bicubic", "sr.deblock", "sr.self_ensemble", "sr.losses", "degradations",
+        "layers.roi_align", "layers.dilated_conv_maxpool", "layers.imresize", "layers.compiled",
+        "receptive_field", "mobilenet_v2_weights",
     )]  # fmt: skip
     assert [c for c in concepts if c not in modules] == []
     closure = core_closure(edges, modules)
