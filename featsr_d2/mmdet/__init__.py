@@ -1,0 +1,14 @@
+"""FeatSR for MMDetection 3.x: the detector, RoI head, SR target extractor, optimizers and weights
+of FeatSR (Noh et al., ICCV 2019) as mmdet / mmengine modules, built on featsr_d2's core.
+
+Load it from a config with ``custom_imports=dict(imports=['featsr_d2.mmdet'],
+allow_failed_imports=False)``; importing it registers every module below with mmdet's registries
+(all names start with ``FeatSR``) and the ``featsr://`` checkpoint scheme with mmengine. It imports
+featsr_d2's core and MMDetection, mmcv and mmengine, never Detectron2 nor featsr_d2's Detectron2
+side (``tests/test_import_layers.py``), so it works where Detectron2 is not installed.
+"""
+
+from featsr_d2.mmdet import (
+    mobilenet_v2_weights,  # noqa: F401  (registers the featsr:// checkpoint scheme)
+    target_extractor,  # noqa: F401  (the SR target extractor's walkers; registers nothing)
+)
