@@ -9,6 +9,13 @@ side (``tests/test_import_layers.py``), so it works where Detectron2 is not inst
 """
 
 from featsr_d2.mmdet import (
+    extractor_geometry,  # noqa: F401  (the extractor's geometry; registers nothing)
+    featsr_rcnn,  # noqa: F401  (registers FeatSRFasterRCNN)
+    featsr_roi_head,  # noqa: F401  (registers FeatSRStandardRoIHead)
     mobilenet_v2_weights,  # noqa: F401  (registers the featsr:// checkpoint scheme)
+    optim_wrapper,  # noqa: F401  (registers FeatSROptimWrapperConstructor, FeatSRDistributed...)
     target_extractor,  # noqa: F401  (the SR target extractor's walkers; registers nothing)
 )
+from featsr_d2.mmdet.enable_featsr import enable_featsr
+
+__all__ = ["enable_featsr"]
