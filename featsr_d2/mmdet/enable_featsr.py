@@ -1,12 +1,12 @@
 """FeatSR on any MMDetection Faster R-CNN config: :func:`enable_featsr`, the counterpart of
 Detectron2's ``featsr_d2.enable_featsr``.
 
-It turns an mmengine ``Config`` of mmdet's ``FasterRCNN`` (ResNet, ResNeXt or MobileNetV2; C4 with
-a shared head, or FPN) into FeatSR's model of the paper's stage 2 or 3, in place, keeping
-everything else: the detector becomes ``FeatSRFasterRCNN``, the RoI head
-``FeatSRStandardRoIHead`` of that ``stage``; a full training config also gets FeatSR's two
-optimizers (its ``optim_wrapper`` becomes the ``detector`` one, beside the discriminator's Adam),
-its ``param_scheduler`` schedules the detector's optimizer only, its distributed wrapper
+It turns an mmengine ``Config`` of mmdet's ``FasterRCNN`` (ResNet, with or without the deep stem,
+ResNeXt or MobileNetV2; C4 with a shared head, DC5, or FPN) into FeatSR's model of the paper's
+stage 2 or 3, in place, keeping everything else: the detector becomes ``FeatSRFasterRCNN``, the
+RoI head ``FeatSRStandardRoIHead`` of that ``stage``; a full training config also gets FeatSR's
+two optimizers (its ``optim_wrapper`` becomes the ``detector`` one, beside the discriminator's
+Adam), its ``param_scheduler`` schedules the detector's optimizer only, its distributed wrapper
 ``FeatSRDistributedDataParallel``, and ``custom_imports`` loads ``featsr_d2.mmdet``. The backbone,
 neck, RPN and their ``out_indices`` stay as they are (the detector captures the sub layers).
 ``load_from`` should then name the previous phase's checkpoint.
@@ -67,6 +67,8 @@ def _check_model(model) -> None:
     if layer.get("pool_mode", "avg") != "avg":
         _refuse(f"FeatSR pools with RoIAlign's average mode, not {layer.get('pool_mode')!r}")
     backbone = model.get("backbone") or {}
+    if backbone.get("type") == "ResNetV1d":
+        _refuse("the SR target extractor has no version of ResNetV1d's average-pooled shortcut")
     if backbone.get("type") not in _BACKBONES:
         _refuse(
             f"FeatSR's SR target extractor walks mmdet's {', '.join(_BACKBONES)}, not the "

@@ -8,9 +8,10 @@ step also makes the 0.5x images and the SR target extractor's maps for
   The RPN's proposals in training are made with ``train_cfg.rpn_proposal``, as mmdet's
   ``TwoStageDetector.loss`` makes them, from the frozen RPN.
 - **Sub layers.** G reads each base level with a bottom-up stage (``sub_layers``, one module
-  name of the backbone per ``bbox_roi_extractor`` level; default: the stage at half the level's
-  stride, at least 4: C4's res4 reads res3 (``layer2``), an FPN's P_k reads C_(k-1), P2 reads C2,
-  as ``featsr_d2.config.featsr_sub_features`` picks them on the Detectron2 side). They are
+  name of the backbone per ``bbox_roi_extractor`` level; default: the stage before the one the
+  level comes from, :func:`default_sub_layers`: C4's res4 reads res3 (``layer2``), DC5's res5
+  res4, an FPN's P_k reads C_(k-1), P2 reads C2, as ``featsr_d2.config.featsr_sub_features``
+  picks them on the Detectron2 side). They are
   captured by forward hooks on those modules while the trunk runs: the backbone's
   ``out_indices`` and the neck stay as the stage-1 config has them. The detector builds the head
   after the backbone, telling it the sub layers' widths and strides.
@@ -46,6 +47,7 @@ from featsr_d2.core.featsr import half_resolution
 from featsr_d2.mmdet.featsr_roi_head import FeatSRStandardRoIHead
 from featsr_d2.mmdet.optim_wrapper import featsr_train_step
 from featsr_d2.mmdet.target_extractor import (
+    backbone_stages,
     bottom_up_stages,
     check_extractor_support,
     extract_targets,
@@ -58,19 +60,28 @@ class FrozenWeightsMissing(ValueError):
     """A FeatSR phase was given weights without the parts it freezes."""
 
 
-def default_sub_layers(stages, level_strides: Sequence[int]) -> list[str]:
-    """The sub layer of each RoI level of stride s: the bottom-up stage of stride max(s / 2, 4)
-    among ``stages`` (:func:`~featsr_d2.mmdet.target_extractor.bottom_up_stages`)."""
-    by_stride = {stage.stride: stage.name for stage in stages}
+def default_sub_layers(backbone: nn.Module, neck: nn.Module | None, num_levels: int) -> list[str]:
+    """The sub layer of each of the first ``num_levels`` maps of the trunk, as
+    ``featsr_d2.config.featsr_sub_features`` picks them on the Detectron2 side: the bottom-up
+    stage (:func:`~featsr_d2.mmdet.target_extractor.bottom_up_stages`, of stride 4 at least)
+    before the stage the map comes from (its FPN input, or itself without a neck), or that stage
+    when none comes before. C4: res4 (``layer3``) reads res3 (``layer2``); DC5: res5 reads res4;
+    FPN: P_k reads C_(k-1), P2 reads C2."""
+    stages = backbone_stages(backbone)
+    order = {stage.name: i for i, stage in enumerate(stages)}
+    candidates = [s.name for s in bottom_up_stages(backbone) if s.stride >= 4]
+    first = neck.start_level if neck is not None else 0
+    inputs = len(neck.lateral_convs) if neck is not None else len(backbone.out_indices)
+    if num_levels > inputs:
+        raise ValueError(
+            f"the RoI head reads {num_levels} maps but only {inputs} come from bottom-up stages: "
+            "set sub_layers"
+        )
     subs = []
-    for stride in level_strides:
-        wanted = max(stride // 2, 4)
-        if wanted not in by_stride:
-            raise ValueError(
-                f"no bottom-up stage of stride {wanted} for the RoI level of stride {stride} "
-                f"(stages: {[(s.name, s.stride) for s in stages]}): set sub_layers"
-            )
-        subs.append(by_stride[wanted])
+    for i in range(num_levels):
+        base = stages[backbone.out_indices[first + i]].name
+        before = [name for name in candidates if order[name] < order[base]]
+        subs.append(before[-1] if before else base)
     return subs
 
 
@@ -101,7 +112,7 @@ class FeatSRFasterRCNN(FasterRCNN):
                 config without ``sub_channels`` / ``sub_strides`` / ``sub_of_level`` (this
                 detector fills them).
             sub_layers: the backbone module (e.g. ``"layer2"``) whose output is the sub layer of
-                each ``bbox_roi_extractor`` level; None: the stage at half the level's stride.
+                each ``bbox_roi_extractor`` level; None: :func:`default_sub_layers`.
             fused_extractor: run the extractor's strided layers as the fused dilated
                 convolution + max pool op (same result, less memory).
             aligned_extractor: place the extractor's pooling windows where the backbone's units
@@ -129,9 +140,10 @@ class FeatSRFasterRCNN(FasterRCNN):
         filled = {"sub_channels", "sub_strides", "sub_of_level"} & set(head_cfg)
         if filled:
             raise ValueError(f"{sorted(filled)} are set by FeatSRFasterRCNN: leave them out")
-        stages = {s.name: s for s in bottom_up_stages(self.backbone)}
+        stages = {s.name: s for s in backbone_stages(self.backbone)}
         strides = list(head_cfg["bbox_roi_extractor"]["featmap_strides"])
-        subs = list(sub_layers) if sub_layers else default_sub_layers(stages.values(), strides)
+        neck_module = self.neck if self.with_neck else None
+        subs = list(sub_layers or default_sub_layers(self.backbone, neck_module, len(strides)))
         unknown = [s for s in subs if s not in stages]
         if len(subs) != len(strides) or unknown:
             raise ValueError(

@@ -20,8 +20,7 @@ built and again where the walk meets it: deformable convolutions, plugins, SE la
 ConvModules with another order or explicit padding, convolutions that are not ``nn.Conv2d``.
 
 :func:`backbone_stages` lists the backbone's stages with their strides and widths, read from the
-modules; :func:`bottom_up_stages` those that FeatSR's sub layers come from (the last at each
-stride).
+modules; :func:`bottom_up_stages` those that FeatSR's sub layers come from.
 """
 
 from __future__ import annotations
@@ -320,14 +319,14 @@ def backbone_stages(backbone: nn.Module) -> list[BottomUpStage]:
 
 
 def bottom_up_stages(backbone: nn.Module) -> list[BottomUpStage]:
-    """The stages a sub layer may come from: the last one at each stride, finest first, without
-    MobileNetV2's ``conv2`` (ResNet: ``layer1`` .. ``layer4``; MobileNetV2: ``layer1`` (stride
-    2), ``layer2`` (4), ``layer3`` (8), ``layer5`` (16), ``layer7`` (32), as Detectron2's
-    stage2 .. stage5)."""
-    last = {}
-    for stage in backbone_stages(backbone):
-        if stage.name != "conv2" or not isinstance(backbone, MobileNetV2):
-            last[stage.stride] = stage
+    """The stages a sub layer may come from, in order: ResNet's every ``res_layers`` stage;
+    MobileNetV2's last layer at each stride, without ``conv2`` (``layer1`` (stride 2),
+    ``layer2`` (4), ``layer3`` (8), ``layer5`` (16), ``layer7`` (32): Detectron2's stem-level
+    layer and stage2 .. stage5)."""
+    stages = backbone_stages(backbone)
+    if isinstance(backbone, ResNet):
+        return stages
+    last = {s.stride: s for s in stages if s.name != "conv2"}
     return list(last.values())
 
 
