@@ -1,8 +1,9 @@
-"""FeatSR's MMDetection detector trains and predicts on CPU from the shipped R50-FPN and R50-C4
-configs (tiny widths, 96 px images, one without ground truth): one training step through the
-configs' own optimizer wrappers moves exactly what the stage trains, for every supervision mode;
-at its start (G the identity, the small predictor a copy of the large one) FeatSR predicts what
-the stage-1 detector predicts, and with ``max_small_per_image=0`` bit for bit."""
+"""FeatSR's MMDetection detector trains and predicts on CPU from the shipped R50-FPN, R50-C4 and
+demo MobileNetV2-FPN configs (tiny widths, 96 px images, one without ground truth): one training
+step through the configs' own optimizer wrappers moves exactly what the stage trains, for every
+supervision mode; at its start (G the identity, the small predictor a copy of the large one)
+FeatSR predicts what the stage-1 detector predicts, and with ``max_small_per_image=0`` bit for
+bit."""
 
 import pytest
 import torch
@@ -36,8 +37,8 @@ def _moved(changed: set[str], prefix: str) -> bool:
 
 
 @pytest.mark.parametrize("stage", [2, 3])
-@pytest.mark.parametrize("layout", ["R50-FPN", "R50-C4"])
-def test_a_training_step_moves_only_what_the_stage_trains(layout, stage):
+@pytest.mark.parametrize("layout", ["R50-FPN", "R50-C4", "MNV2-FPN"])
+def test_a_training_step_moves_only_what_the_stage_trains_and_the_model_predicts(layout, stage):
     model, cfg = featsr_model(layout, stage)
     log, changed = _step(model, cfg, data(empty_last=True))
     assert all(torch.isfinite(v).all() for v in log.values()), log
@@ -54,6 +55,13 @@ def test_a_training_step_moves_only_what_the_stage_trains(layout, stage):
         assert not any(k.startswith("loss_sr") for k in log)
     # The frozen trunk stays in eval mode while training: its statistics do not move.
     assert not model.backbone.training and not model.rpn_head.training
+    # And it predicts (the second image has no ground truth, which inference ignores).
+    model.roi_head.test_cfg.score_thr = 0.0
+    predictions = _predictions(model, data(empty_last=True))
+    assert len(predictions) == 2
+    for boxes, scores, labels in predictions:
+        assert len(boxes) > 0 and torch.isfinite(boxes).all() and torch.isfinite(scores).all()
+        assert labels.max() < model.roi_head.bbox_head.num_classes
 
 
 @pytest.mark.parametrize(
