@@ -5,8 +5,8 @@ step also makes the 0.5x images and the SR target extractor's maps for
 
 - **Frozen trunk.** The backbone, the neck and the RPN are frozen in both stages: no gradients,
   eval mode (:meth:`train` keeps them, and the head's frozen parts, in eval mode), no RPN losses.
-  The RPN's proposals in training are made with ``train_cfg.rpn_proposal``, as mmdet's
-  ``TwoStageDetector.loss`` makes them, from the frozen RPN.
+  The frozen RPN proposes in training as at inference (``test_cfg.rpn``), as Detectron2's
+  eval-mode RPN does in these stages.
 - **Sub layers.** G reads each base level with a bottom-up stage (``sub_layers``, one module
   name of the backbone per ``bbox_roi_extractor`` level; default: the stage before the one the
   level comes from, :func:`default_sub_layers`: C4's res4 reads res3 (``layer2``), DC5's res5
@@ -297,8 +297,8 @@ class FeatSRFasterRCNN(FasterRCNN):
         heads = self.roi_head
         with torch.no_grad():
             x, sub = self.extract_feat_and_sub(batch_inputs)
-            proposal_cfg = self.train_cfg.get("rpn_proposal", self.test_cfg.rpn)
-            proposals = self._proposals(x, batch_data_samples, proposal_cfg)
+            # The frozen RPN proposes as at inference (Detectron2's eval-mode RPN does).
+            proposals = self._proposals(x, batch_data_samples, self.test_cfg.rpn)
             lr = lr_sub = targets = None
             if heads.needs_lr_features:
                 divisor = getattr(self.data_preprocessor, "pad_size_divisor", 1)

@@ -133,3 +133,22 @@ def test_small_proposals_take_the_small_path_at_inference():
     small = torch.tensor([True, False, True, False])  # sqrt(24 x 22) < 48 <= sqrt(62 x 64)
     assert not torch.allclose(before[small], after[small])
     assert torch.equal(before[~small], after[~small])
+
+
+def test_the_frozen_rpn_proposes_in_training_as_at_inference(monkeypatch):
+    """As Detectron2's eval-mode RPN in stages 2 and 3: test_cfg.rpn, not train_cfg.rpn_proposal,
+    and no RPN loss."""
+    model, cfg = featsr_model("R50-FPN", 2)
+    used = []
+    propose = model.rpn_head.predict_by_feat
+
+    def spy(*args, cfg=None, **kwargs):
+        used.append(cfg)
+        return propose(*args, cfg=cfg, **kwargs)
+
+    monkeypatch.setattr(model.rpn_head, "predict_by_feat", spy)
+    model.train_cfg.rpn_proposal.max_per_img = 40  # tells the two apart
+    log, _ = _step(model, cfg, data())
+    assert used == [model.test_cfg.rpn] and used[0] is model.test_cfg.rpn  # the 1.0x images only
+    assert model.test_cfg.rpn.max_per_img != model.train_cfg.rpn_proposal.max_per_img
+    assert not any(k.startswith("loss_rpn") for k in log)
