@@ -72,3 +72,61 @@ def test_the_demos_supervision_is_one_field():
     assert stage3.model.roi_head.supervision == "extractor"
     with open(os.path.join(CONFIGS, LAYOUTS["MNV2-FPN"][2])) as f:
         assert "supervision" not in f.read()
+
+
+# The Detectron2 configs each mmdet config mirrors (configs/).
+DETECTRON2 = {
+    "R50-FPN": ("faster_rcnn_R50_FPN_tt100k.yaml", "featsr_R50_FPN_tt100k.yaml",
+                "featsr_R50_FPN_tt100k_stage3.yaml"),
+    "R50-C4": ("faster_rcnn_R50_tt100k.yaml", "featsr_R50_tt100k.yaml",
+               "featsr_R50_tt100k_stage3.yaml"),
+    "MNV2-FPN": ("faster_rcnn_MNV2_FPN_synth.yaml", "featsr_MNV2_FPN_synth.yaml",
+                 "featsr_MNV2_FPN_synth_stage3.yaml"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("phase", [0, 1, 2])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_each_config_mirrors_its_detectron2_config(layout, phase):
+    """Schedules, batch, classes, anchors, proposals, RoIs and FeatSR's settings."""
+    from featsr_d2.config import get_featsr_cfg
+
+    repo = os.path.dirname(os.path.dirname(CONFIGS))
+    d2 = get_featsr_cfg(os.path.join(repo, "configs", DETECTRON2[layout][phase]))
+    cfg = load_config(LAYOUTS[layout][phase])
+    solver, m = d2.SOLVER, cfg.model
+    optimizer = cfg.optim_wrapper.get("detector", cfg.optim_wrapper).optimizer
+    schedulers = cfg.param_scheduler
+    schedulers = schedulers.detector if "detector" in schedulers else schedulers
+    warmup, steps = schedulers
+    assert optimizer.lr == pytest.approx(solver.BASE_LR)
+    assert (optimizer.momentum, optimizer.weight_decay) == (solver.MOMENTUM, solver.WEIGHT_DECAY)
+    assert warmup.end == solver.WARMUP_ITERS and warmup.start_factor == solver.WARMUP_FACTOR
+    assert steps.milestones == list(solver.STEPS) and steps.get("gamma", 0.1) == solver.GAMMA
+    assert cfg.train_cfg.max_iters == solver.MAX_ITER
+    assert cfg.default_hooks.checkpoint.interval == solver.CHECKPOINT_PERIOD
+    assert cfg.train_dataloader.batch_size == solver.IMS_PER_BATCH  # on one GPU
+    assert m.roi_head.bbox_head.num_classes == d2.MODEL.ROI_HEADS.NUM_CLASSES
+    assert m.train_cfg.rcnn.sampler.num == d2.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE
+    assert m.test_cfg.rpn.max_per_img == d2.MODEL.RPN.POST_NMS_TOPK_TEST
+    anchors = m.rpn_head.anchor_generator
+    sizes = sorted(s * stride for s in anchors.scales for stride in anchors.strides)
+    d2_sizes = sorted(s for level in d2.MODEL.ANCHOR_GENERATOR.SIZES for s in level)
+    if len(anchors.strides) == 1:  # C4: every size on the one map
+        assert [s * anchors.strides[0] for s in anchors.scales] == d2_sizes
+    else:  # FPN: one size per level
+        assert [s * stride for s, stride in zip(anchors.scales * 5, anchors.strides)] == d2_sizes
+        assert len(sizes) == len(d2_sizes)
+    if phase == 0:
+        return
+    f, head = d2.MODEL.FEATSR, m.roi_head
+    assert head.stage == f.STAGE and head.get("supervision", "extractor") == f.SUPERVISION
+    assert (head.small_size, head.target_min_size) == (f.SMALL_SIZE, f.TARGET_MIN_SIZE)
+    assert head.get("max_pairs_per_image", -1) == f.MAX_PAIRS_PER_IMAGE
+    assert head.get("max_small_per_image", -1) == f.MAX_SMALL_PER_IMAGE
+    generator, discriminator = head.get("generator", {}), head.get("discriminator", {})
+    assert generator.get("num_blocks", 4) == f.GENERATOR.NUM_BLOCKS
+    assert generator.get("hidden_channels", 256) == f.GENERATOR.HIDDEN_CHANNELS
+    assert discriminator.get("hidden_dim", 1024) == f.DISCRIMINATOR.HIDDEN_DIM
+    assert discriminator.get("pool_size", 4) == f.DISCRIMINATOR.POOL_SIZE
+    assert cfg.optim_wrapper.discriminator.optimizer.lr == f.DISCRIMINATOR_LR
