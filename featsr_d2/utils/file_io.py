@@ -6,8 +6,12 @@ leaves it behind (a full-size checkpoint, for a killed save); :func:`remove_stal
 removes those whose writer is gone: written on this host by a process that no longer runs, or
 older than ``STALE_AFTER_S`` whatever wrote them (another host's), and logs each removal. A file
 without the prefix is never removed, however it is named: it may be a user's.
+
+:func:`file_sha256` is the digest the converted-weights cache and the shipped weights are checked
+with.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -24,6 +28,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_json",
     "atomic_write_text",
+    "file_sha256",
     "remove_stale_temporaries",
 ]
 
@@ -121,3 +126,12 @@ def remove_stale_temporaries(directory: str) -> list[str]:
                 "is gone" if mine and not old else "started more than a day ago",
             )
     return removed
+
+
+def file_sha256(path: str) -> str:
+    """The hex sha256 of the file at ``path``, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -17,11 +17,9 @@ from torch import nn
 
 import featsr_d2  # noqa: F401  (registers the backbones and the featsr:// scheme)
 from featsr_d2.checkpoint import torchvision_mobilenet_v2
-from featsr_d2.checkpoint.torchvision_mobilenet_v2 import (
-    convert_torchvision_mobilenet_v2,
-    find_mobilenet_v2_imagenet_weights,
-)
+from featsr_d2.checkpoint.torchvision_mobilenet_v2 import convert_torchvision_mobilenet_v2
 from featsr_d2.config import get_featsr_cfg
+from featsr_d2.core.mobilenet_v2_weights import find_mobilenet_v2_imagenet_weights
 from featsr_d2.utils import packages
 
 

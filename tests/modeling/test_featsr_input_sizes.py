@@ -12,7 +12,7 @@ from detectron2.utils.events import EventStorage
 from test_enable_featsr import SMALL, ZOO, sample, train_step
 
 from featsr_d2.config import get_featsr_cfg
-from featsr_d2.modeling.meta_arch.featsr_rcnn import half_resolution
+from featsr_d2.core.featsr import half_resolution
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

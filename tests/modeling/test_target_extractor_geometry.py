@@ -1,6 +1,6 @@
 """Where the SR target extractor's targets sit: every map that a shipped FeatSR config's heads pool
 from (base levels and sub layers), measured as the support of the input gradient in a linearized
-copy of the backbone (featsr_d2.evaluation.receptive_field). A target T^1.0 must sit where the
+copy of the backbone (featsr_d2.core.receptive_field). A target T^1.0 must sit where the
 F^0.5 it supervises sits (within 1 px of the 1.0x image) with twice its extent (within [0.95, 1.1]);
 the previous placement of the pooling windows put it J - 1 px away (J the map's stride)."""
 
@@ -12,7 +12,7 @@ import torch
 from detectron2.modeling import build_backbone
 
 from featsr_d2.config import featsr_sub_features, get_featsr_cfg
-from featsr_d2.evaluation.receptive_field import extractor_geometry
+from featsr_d2.evaluation.extractor_geometry import extractor_geometry
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

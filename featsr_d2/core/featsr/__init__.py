@@ -3,11 +3,13 @@ discriminator D with the losses of eqs. 4-6 and the box branch holding them besi
 predictor; which proposals are small, the inference cap and the SR training pairs
 (:mod:`~featsr_d2.core.featsr.small_proposals`); the SR target extractor's version of a
 backbone's convolution and pooling layers (:mod:`~featsr_d2.core.featsr.extractor_layers`); the
-supervision modes of stage 2 (:mod:`~featsr_d2.core.featsr.supervision`).
+supervision modes of stage 2 (:mod:`~featsr_d2.core.featsr.supervision`); the 0.5x images of the SR
+pairs (:mod:`~featsr_d2.core.featsr.half_resolution`).
 """
 
 from featsr_d2.core.featsr.extractor_layers import atrous_conv, atrous_max_pool, strided_max_pool
 from featsr_d2.core.featsr.featsr_box_branch import FeatSRBoxBranch
+from featsr_d2.core.featsr.half_resolution import half_resolution
 from featsr_d2.core.featsr.small_proposals import box_size, cap_small, small_mask, sr_pair_boxes
 from featsr_d2.core.featsr.sr_feature_discriminator import (
     SRFeatureDiscriminator,
@@ -32,6 +34,7 @@ __all__ = [
     "content_loss",
     "discriminator_loss",
     "generator_adversarial_loss",
+    "half_resolution",
     "small_mask",
     "sr_pair_boxes",
     "strided_max_pool",

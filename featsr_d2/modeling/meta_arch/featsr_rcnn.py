@@ -8,40 +8,23 @@ backbone and the RPN are frozen: no gradients, eval mode, and the RPN's own loss
 computed into the objective; the heads freeze their own parts of the phase
 (:meth:`frozen_modules`).
 
-The 0.5x image is the normalized, padded batch downsampled by 2 with antialiased bilinear
-interpolation (the paper does not say how it downsamples), padded with zeros at the bottom and
-right to the backbone's size divisibility, as Detectron2 pads the 1.0x batch: an FPN's top-down sums
-then line up for every input size. Stage 3 needs neither it nor the SR targets.
+The 0.5x image is :func:`featsr_d2.core.featsr.half_resolution` of the normalized batch, padded to
+the backbone's size divisibility. Stage 3 needs neither it nor the SR targets.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import ImageList, Instances
 from torch import nn
 
+from featsr_d2.core.featsr import half_resolution
 from featsr_d2.utils.image import input_name, require_nonempty_images
 
-__all__ = ["FeatSRRCNN", "FrozenOutputs", "half_resolution"]
-
-
-def half_resolution(images: torch.Tensor, size_divisibility: int = 0) -> torch.Tensor:
-    """The 0.5x version of a batch of normalized images (antialiased bilinear), zero-padded at
-    the bottom and right to a multiple of ``size_divisibility`` (when above 1)."""
-    half = F.interpolate(
-        images, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True
-    )
-    if size_divisibility > 1:
-        h, w = half.shape[-2:]
-        pad_h = -h % size_divisibility
-        pad_w = -w % size_divisibility
-        if pad_h or pad_w:
-            half = F.pad(half, (0, pad_w, 0, pad_h))
-    return half
+__all__ = ["FeatSRRCNN", "FrozenOutputs"]
 
 
 @dataclass

@@ -12,14 +12,17 @@ the field's extent and centre.
 same relative receptive field (Noh et al. 2019, section 4.1), in extent and in position. Positions
 are measured against where RoIAlign (``aligned=True``) places a unit: unit ``o`` of a map of stride
 J covers ``[o J, (o + 1) J)`` of its image, whose centre is ``(o + 0.5) J``.
+
+Part of the core (it imports torch only): each framework's walker over its backbones measures its
+extractor with it (Detectron2's: :mod:`featsr_d2.evaluation.extractor_geometry`; MMDetection's:
+:mod:`featsr_d2.mmdet.extractor_geometry`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +34,6 @@ __all__ = [
     "PairGeometry",
     "SupportSpan",
     "linearized",
-    "extractor_geometry",
     "pair_geometry",
     "support_spans",
 ]
@@ -225,33 +227,3 @@ def pair_geometry(
     return {
         f: PairGeometry(f, stride, target[f], lr[f], plain[f]) for f, (stride, _) in units.items()
     }
-
-
-def extractor_geometry(
-    backbone: nn.Module, features: Sequence[str], *, aligned: bool = True, axis: int = 0
-) -> dict[str, PairGeometry]:
-    """:func:`pair_geometry` of a FeatSR backbone's maps ``features`` (e.g. the FeatSR heads' base
-    levels and sub layers), its SR target extractor's placement ``aligned``, on a linearized copy.
-
-    Maps of an FPN's pyramid are measured in blocks of one cell of the coarsest bottom-up map (the
-    top-down path's nearest-neighbour upsampling), bottom-up maps (the sub layers) and single-map
-    backbones unit by unit."""
-    results = {}
-    with linearized(backbone) as lin:
-        bottom = getattr(lin, "bottom_up", None)
-        groups: dict[int, tuple[nn.Module, dict[str, tuple[int, int]]]] = {}
-        for f in features:
-            if bottom is None or f not in lin._out_features:
-                net, block = (lin if bottom is None else bottom), 1
-            else:
-                coarsest = bottom.output_shape()[lin.in_features[-1]].stride
-                net, block = lin, coarsest // lin.output_shape()[f].stride
-            groups.setdefault(id(net), (net, {}))[1][f] = (net.output_shape()[f].stride, block)
-        divisibility = max(getattr(lin, "size_divisibility", 0), 1)
-        width = 2 * max(divisibility, 32)  # the 0.5x image keeps the divisibility
-        for net, units in groups.values():
-            extract = functools.partial(net.extract_targets, aligned=aligned)
-            results.update(
-                pair_geometry(net, extract, units, axis=axis, width=width, start=4 * width)
-            )
-    return {f: results[f] for f in features}
