@@ -2,7 +2,7 @@
 """Training-iteration time of the CPU demo config against the same detector with the base config's
 heads (FPN from p2, FREEZE_AT 2, 512 RoIs per image, 1024-d box head), measured in one run on the
 same batches. Needs the synthetic TT100K (``make demo`` writes it, or
-``python -m featsr_d2.data.synthetic``).
+``python -m featsr_d2.core.synthetic``).
 
     python bench/train_speed.py [--iters 20] [--warmup 3] [--json out.json]
 """

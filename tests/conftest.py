@@ -8,9 +8,9 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from featsr_d2.core.synthetic import generate_synthetic_tt100k
 from featsr_d2.data import register_tt100k_instances
 from featsr_d2.data.sr_dataset import read_rgb
-from featsr_d2.data.synthetic import generate_synthetic_tt100k
 
 TINY_TRAIN = "_test_tiny_synth_train"
 TINY_TEST = "_test_tiny_synth_test"

@@ -29,9 +29,9 @@ from detectron2.utils.logger import setup_logger
 
 import featsr_d2  # noqa: F401  (registers datasets, backbones and heads)
 from featsr_d2.config import get_featsr_cfg
+from featsr_d2.core.synthetic import generate_synthetic_tt100k
 from featsr_d2.core.tt100k import load_annotations, load_results
-from featsr_d2.data.builtin import DEMO_CATEGORIES
-from featsr_d2.data.synthetic import generate_synthetic_tt100k
+from featsr_d2.core.tt100k_categories import DEMO_CATEGORIES
 from featsr_d2.engine.featsr_study import ARMS, StudySettings, run_study
 from featsr_d2.evaluation.compare import match_all, save_sign_comparison_png, small_sign_differences
 from featsr_d2.evaluation.featsr_study_report import PRIMARY_METRIC

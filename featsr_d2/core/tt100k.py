@@ -1,6 +1,6 @@
 """Tsinghua-Tencent 100K (TT100K) annotation files: the one reader, framework-free.
 
-The official release (and :mod:`featsr_d2.data.synthetic`) lays a dataset out as::
+The official release (and :mod:`featsr_d2.core.synthetic`) lays a dataset out as::
 
     ROOT/annotations.json   {"types": [...], "imgs": {"<id>": {"path": "train/<id>.jpg", "id": <id>,
                               "objects": [{"category": "pl40",

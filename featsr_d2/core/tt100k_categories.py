@@ -9,6 +9,10 @@ TYPE45 = (
     "w32", "w55", "w57", "w59", "wo",
 )  # fmt: skip
 
+# The demo's classes: TT100K's ten most frequent types in its training split. Three are speed
+# limits told apart only by their digits (pl40, pl50, pl80), which a small sign barely resolves.
+DEMO_CATEGORIES = ("pn", "pne", "i5", "p11", "pl40", "po", "pl50", "io", "pl80", "p26")
+
 # Names accepted wherever a class set is chosen.
 CLASS_SETS = ("type45", "all")
 

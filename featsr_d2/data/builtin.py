@@ -3,13 +3,14 @@
 - ``tt100k_2016_{train,test}``: the official TT100K 2016 release in ``tt100k/``, 45 classes.
 - ``tt100k_2016_all_{train,test}``: the same splits with every annotated type as a class.
 - ``tt100k_synth_{train,test}``: the synthetic TT100K written by
-  ``python -m featsr_d2.data.synthetic --out $DETECTRON2_DATASETS/tt100k_synth`` (the demo and
+  ``python -m featsr_d2.core.synthetic --out $DETECTRON2_DATASETS/tt100k_synth`` (the demo and
   test data), 45 classes.
 - ``tt100k_synth10_{train,test}``: the demo's synthetic TT100K (``make demo`` writes it to
-  ``tt100k_synth10/``): TT100K's ten most frequent classes (:data:`DEMO_CATEGORIES`), 1500
-  training and 600 test images; its classes are the types in its annotations ("all").
+  ``tt100k_synth10/``): TT100K's ten most frequent classes
+  (:data:`featsr_d2.core.tt100k_categories.DEMO_CATEGORIES`), 1500 training and 600 test images;
+  its classes are the types in its annotations ("all").
 - ``tt100k_synth10_seed1_test``: the same recipe drawn with generator seed 1 (600 test images in
-  ``tt100k_synth10_seed1/``, written by ``python -m featsr_d2.data.synthetic --out
+  ``tt100k_synth10_seed1/``, written by ``python -m featsr_d2.core.synthetic --out
   $DETECTRON2_DATASETS/tt100k_synth10_seed1 --num-train 0 --num-test 600 --seed 1 --categories``
   and the demo's classes): a test set no model or choice has seen, for confirmations.
 
@@ -34,10 +35,6 @@ _SPLITS = {
     "tt100k_synth10_test": ("tt100k_synth10", "test", "all"),
     "tt100k_synth10_seed1_test": ("tt100k_synth10_seed1", "test", "all"),
 }
-
-# The demo's classes: TT100K's ten most frequent types in its training split. Three are speed
-# limits told apart only by their digits (pl40, pl50, pl80), which a small sign barely resolves.
-DEMO_CATEGORIES = ("pn", "pne", "i5", "p11", "pl40", "po", "pl50", "io", "pl80", "p26")
 
 
 def register_all_tt100k(root: str) -> None:

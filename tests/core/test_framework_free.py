@@ -2,8 +2,9 @@
 ``mmdet``, ``mmcv`` and ``mmengine`` cannot be imported (``sys.modules[name] = None``, as for a
 package that is not installed), ``import featsr_d2`` gives the core alone, every module of
 ``featsr_d2.core`` imports, and G, D and their losses, the box branch, the small-proposal rules,
-the extractor's layers, the ops, an SR network and a degradation run on tiny inputs. (The static
-rule over every import: tests/test_import_layers.py.)"""
+the extractor's layers, the ops, an SR network and a degradation run on tiny inputs, and the
+synthetic TT100K generator writes a tiny dataset. (The static rule over every import:
+tests/test_import_layers.py.)"""
 
 import json
 import os
@@ -13,7 +14,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SCRIPT = r"""
-import importlib, json, pkgutil, sys
+import importlib, json, os, pkgutil, sys, tempfile
 
 FRAMEWORKS = ("detectron2", "mmdet", "mmcv", "mmengine")
 for name in FRAMEWORKS:
@@ -44,6 +45,8 @@ from featsr_d2.core.featsr import (
 )
 from featsr_d2.core.layers import multimap_roi_align, roi_align
 from featsr_d2.core.sr import DBPN, Bicubic
+from featsr_d2.core.synthetic import generate_synthetic_tt100k
+from featsr_d2.core.tt100k_categories import DEMO_CATEGORIES
 
 torch.manual_seed(0)
 out = {"modules": modules, "api": sorted(featsr_d2.__all__)}
@@ -81,6 +84,10 @@ out["bicubic"] = list(Bicubic(scale=3)(torch.rand(1, 3, 4, 5)).shape)
 image = np.random.default_rng(0).integers(0, 256, (16, 20, 3), dtype=np.uint8)
 lr = Compose([BicubicDownscale(4), JPEGCompression(30)])(image, np.random.default_rng(1))
 out["lr"] = list(lr.shape)
+with tempfile.TemporaryDirectory() as root:  # the synthetic TT100K, written without a framework
+    summary = generate_synthetic_tt100k(root, num_train=2, num_test=1, image_size=64, seed=0,
+                                        categories=DEMO_CATEGORIES, workers=1, progress=False)
+    out["synthetic"] = [summary["num_images"], sorted(os.listdir(root))]
 loaded = sorted({k.split(".")[0] for k, v in sys.modules.items() if v is not None})
 out["frameworks_loaded"] = [k for k in loaded if k in FRAMEWORKS]
 out["detectron2_side_loaded"] = sorted(
@@ -110,3 +117,7 @@ def test_the_core_imports_and_runs_without_detectron2_or_mmdet():
     assert out["pooled"] == [[3, 4, 4, 4]] and out["roi_align"] == [3, 4, 2, 2]
     assert out["sr"] == [1, 3, 12, 14] and out["bicubic"] == [1, 3, 12, 15]
     assert out["lr"] == [4, 5, 3]
+    assert out["synthetic"] == [
+        {"train": 2, "test": 1},
+        [".featsr_synthetic.json", "annotations.json", "test", "train"],
+    ]

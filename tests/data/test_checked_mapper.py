@@ -14,10 +14,10 @@ from detectron2.data import detection_utils as utils
 from PIL import Image
 
 from featsr_d2.config import get_featsr_cfg
+from featsr_d2.core.synthetic import generate_synthetic_tt100k
 from featsr_d2.data import register_tt100k_instances
 from featsr_d2.data.checked_mapper import CheckedMapper, UnreadableImageError
 from featsr_d2.data.resumable_loader import build_resumable_train_loader
-from featsr_d2.data.synthetic import generate_synthetic_tt100k
 from featsr_d2.engine import FeatSRTrainer
 
 

@@ -21,8 +21,8 @@ def pytest_runtest_call(item):
 def tiny_synth10(tmp_path_factory):
     """The root of a tiny synthetic TT100K of the demo's ten classes (its configs' data): 4 train
     and 3 test images of 128 px."""
-    from featsr_d2.data.builtin import DEMO_CATEGORIES
-    from featsr_d2.data.synthetic import generate_synthetic_tt100k
+    from featsr_d2.core.synthetic import generate_synthetic_tt100k
+    from featsr_d2.core.tt100k_categories import DEMO_CATEGORIES
 
     root = str(tmp_path_factory.mktemp("tiny_synth10"))
     generate_synthetic_tt100k(

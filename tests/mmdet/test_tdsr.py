@@ -174,6 +174,9 @@ def _without_hr(batch):
     return sample
 
 
+DEMO_DETECTOR = "faster-rcnn_mnv2_fpn_tt100k_synth10.py"
+
+
 def _configs():
     return sorted(glob.glob(os.path.join(MMDET_CONFIGS, "**", "*.py"), recursive=True))
 
@@ -192,7 +195,7 @@ def test_every_mmdet_config_builds(tiny_tt100k, tiny_synth10):
     names = {os.path.relpath(p, MMDET_CONFIGS) for p in configs}
     assert {
         "_base_/datasets/tt100k.py", "_base_/datasets/tt100k_synth10.py",
-        "tdsr/faster-rcnn_r50_fpn_tt100k_synth10.py", "tdsr/tdsr_dbpn_x4_voc.py",
+        DEMO_DETECTOR, "tdsr/tdsr_dbpn_x4_voc.py",
         "tdsr/srft_dbpn_x4_voc.py", "tdsr/srft_plus_dbpn_x4_voc.py", "tdsr/tdsr_dbpn_x4_synth10.py",
         "tdsr/srft_dbpn_x4_synth10.py", "tdsr/srft_plus_dbpn_x4_synth10.py",
     } <= names  # fmt: skip
@@ -224,6 +227,13 @@ def test_every_mmdet_config_builds(tiny_tt100k, tiny_synth10):
             assert cfg.optim_wrapper.optimizer.lr == 1e-4
             assert cfg.train_dataloader.batch_size == 6
             assert dataset.pipeline[-2].type == "FeatSRMakeLRImage"
+            if name.endswith("_synth10.py"):  # through the demo detector, as Detectron2's
+                demo = Config.fromfile(os.path.join(MMDET_CONFIGS, DEMO_DETECTOR))
+                # (read again: building mmdet's two-stage detector updates its roi_head config)
+                assert Config.fromfile(path).model.detector == demo.model
+                final = f"{demo.work_dir}/iter_{demo.train_cfg.max_iters}.pth"
+                assert cfg.model.detector_checkpoint == final
+                assert cfg.work_dir == f"work_dirs/{name[:-3]}"  # not the detector's
 
 
 def test_the_lr_images_reach_the_sr_network_unnormalized(tmp_path, tiny_synth10):

@@ -51,9 +51,11 @@ def test_the_config_and_work_dir_as_mmdetections_tools_choose_them(tmp_path):
 
     config = write_tiny_tdsr(tmp_path, str(tmp_path))
     cfg = load_config(config, cfg_options={"model.beta": 0.5})
-    assert cfg.work_dir == "./work_dirs/tiny_tdsr" and cfg.model.beta == 0.5  # the config's name
+    # the config's own work_dir (tdsr_dbpn_x4_synth10.py's, which it inherits)
+    assert cfg.work_dir == "work_dirs/tdsr_dbpn_x4_synth10" and cfg.model.beta == 0.5
     assert cfg.launcher == "none"
     assert load_config(config, work_dir="elsewhere").work_dir == "elsewhere"
     shipped = load_config("mmdet::pascal_voc/ssd300_voc0712.py")  # a config MMDetection ships
     assert shipped.model.type == "SingleStageDetector"
-    assert shipped.work_dir == "./work_dirs/ssd300_voc0712"  # tdsr_dbpn_x4_voc.py's detector
+    # a config without a work_dir: named after the config (tdsr_dbpn_x4_voc.py's detector)
+    assert shipped.work_dir == "./work_dirs/ssd300_voc0712"

@@ -24,6 +24,25 @@ TINY_FASTER_RCNN = dict(
     test_cfg=dict(rpn=dict(nms_pre=200, max_per_img=50)),
 )
 
+# The CPU demo detector (configs/mmdet/faster-rcnn_mnv2_fpn_tt100k_synth10.py, the detector of the
+# synthetic-TT100K TDSR configs) shrunk: MobileNetV2 at a quarter of its width (its outputs 8, 24
+# and 80 channels), no ImageNet weights, a 16-channel FPN, few proposals.
+TINY_DEMO_DETECTOR = dict(
+    backbone=dict(widen_factor=0.25, init_cfg=None),
+    neck=dict(in_channels=[8, 24, 80], out_channels=16),
+    rpn_head=dict(in_channels=16, feat_channels=16),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=16),
+        bbox_head=dict(in_channels=16, fc_out_channels=32),
+    ),
+    train_cfg=dict(
+        rpn=dict(sampler=dict(num=32)),
+        rpn_proposal=dict(nms_pre=200, max_per_img=50),
+        rcnn=dict(sampler=dict(num=16)),
+    ),
+    test_cfg=dict(rpn=dict(nms_pre=200, max_per_img=50)),
+)
+
 TINY_TDSR = """_base_ = {base!r}
 data_root = {data_root!r}
 model = dict(
@@ -45,7 +64,7 @@ randomness = dict(seed=0)
 
 def write_tiny_tdsr(directory, data_root: str) -> str:
     """A tiny version of configs/mmdet/tdsr/tdsr_dbpn_x4_synth10.py (DBPN of 8 features and 2
-    stages, the tiny Faster R-CNN, batch 2, 2 iterations, no checkpoints) on ``data_root``; returns
+    stages, the tiny demo detector, batch 2, 2 iterations, no checkpoints) on ``data_root``; returns
     its path."""
     path = os.path.join(str(directory), "tiny_tdsr.py")
     with open(path, "w") as f:
@@ -53,7 +72,7 @@ def write_tiny_tdsr(directory, data_root: str) -> str:
             TINY_TDSR.format(
                 base=os.path.join(MMDET_CONFIGS, "tdsr", "tdsr_dbpn_x4_synth10.py"),
                 data_root=data_root.rstrip("/") + "/",
-                detector=TINY_FASTER_RCNN,
+                detector=TINY_DEMO_DETECTOR,
             )
         )
     return path

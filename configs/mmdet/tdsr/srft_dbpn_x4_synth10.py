@@ -6,3 +6,4 @@ _base_ = "./tdsr_dbpn_x4_synth10.py"
 model = dict(beta=0.0, sr_checkpoint="output/sr/dbpn_x4/model_final.pth")
 train_cfg = dict(max_iters=100000)
 param_scheduler = []  # a constant learning rate
+work_dir = "work_dirs/srft_dbpn_x4_synth10"

@@ -2,3 +2,4 @@
 _base_ = "./tdsr_dbpn_x4_synth10.py"
 
 model = dict(beta=0.0)
+work_dir = "work_dirs/srft_plus_dbpn_x4_synth10"

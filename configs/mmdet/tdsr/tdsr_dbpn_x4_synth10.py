@@ -1,10 +1,11 @@
 # TDSR 4x on the demo's synthetic TT100K (ten classes, 320 px): the paper's recipe
-# (tdsr_dbpn_x4_voc.py) through the frozen Faster R-CNN R50-FPN of
-# faster-rcnn_r50_fpn_tt100k_synth10.py (train it first), from the SR-FT model of
-# srft_dbpn_x4_synth10.py. L = 1.0 * MSE(x_h, S(x_l)) + 0.01 * the detector's losses; LR inputs:
-# MATLAB-bicubic 1/4 of the 320 px image (80 px). Evaluated by the official TT100K protocol on the
-# SR images (FeatSRTT100KMetric, every class). Batch 6, Adam 1e-4, divided by 10 at 100k of 200k.
-_base_ = "./faster-rcnn_r50_fpn_tt100k_synth10.py"
+# (tdsr_dbpn_x4_voc.py) through the frozen CPU demo detector (MobileNetV2-FPN Faster R-CNN,
+# ../faster-rcnn_mnv2_fpn_tt100k_synth10.py: train it first), as Detectron2's
+# configs/tdsr/tdsr_dbpn_x4_synth.yaml, from the SR-FT model of srft_dbpn_x4_synth10.py.
+# L = 1.0 * MSE(x_h, S(x_l)) + 0.01 * the detector's losses; LR inputs: MATLAB-bicubic 1/4 of the
+# 320 px image (80 px). Evaluated by the official TT100K protocol on the SR images
+# (FeatSRTT100KMetric, every class). Batch 6, Adam 1e-4, divided by 10 at 100k of 200k.
+_base_ = "../faster-rcnn_mnv2_fpn_tt100k_synth10.py"
 
 model = dict(
     _delete_=True,
@@ -15,7 +16,7 @@ model = dict(
     beta=0.01,
     reconstruction_loss="MSE",
     sr_checkpoint="work_dirs/srft_dbpn_x4_synth10/iter_100000.pth",
-    detector_checkpoint="work_dirs/faster-rcnn_r50_fpn_tt100k_synth10/epoch_12.pth",
+    detector_checkpoint="output/mmdet/faster-rcnn_mnv2_fpn_tt100k_synth10/iter_1000.pth",
 )
 
 train_pipeline = [
@@ -58,3 +59,5 @@ param_scheduler = [
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=10000, max_keep_ckpts=3))
 log_processor = dict(by_epoch=False)
 auto_scale_lr = dict(base_batch_size=6)
+# Not the detector's work dir, which this config would inherit: the default one.
+work_dir = "work_dirs/tdsr_dbpn_x4_synth10"

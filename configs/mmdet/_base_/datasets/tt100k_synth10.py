@@ -1,6 +1,6 @@
 # The demo's synthetic TT100K: TT100K's ten most frequent classes, 320 px images, in the TT100K
 # layout under data_root (data/tt100k_synth10/), written by
-#   python -m featsr_d2.data.synthetic --out data/tt100k_synth10 --num-train 1500 --num-test 600 \
+#   python -m featsr_d2.core.synthetic --out data/tt100k_synth10 --num-train 1500 --num-test 600 \
 #       --categories pn,pne,i5,p11,pl40,po,pl50,io,pl80,p26
 # Its classes are the types of its annotations.json, in that order (class_set "all"), as the
 # Detectron2 names tt100k_synth10_{train,test}; the protocol scores every class ("all").

@@ -3,7 +3,7 @@ in the TT100K release layout. It is the default data of the demo and of the test
 itself cannot be downloaded everywhere.
 
 Python: :func:`generate_synthetic_tt100k`; command line:
-``python -m featsr_d2.data.synthetic --help``.
+``python -m featsr_d2.core.synthetic --help``.
 
 Modules, each one step of the pipeline: ``painter`` (drawing primitives in unit coordinates),
 ``pictograms`` (the glyphs on the signs), ``signs`` (sign designs per category, rendered and cached
@@ -11,6 +11,6 @@ templates), ``backgrounds`` (photographs, procedural scenes, clutter), ``layout`
 placements), ``compose`` (one image: appearance, blur, pasting), ``writer`` (the dataset on disk).
 """
 
-from featsr_d2.data.synthetic.writer import format_summary, generate_synthetic_tt100k
+from featsr_d2.core.synthetic.writer import format_summary, generate_synthetic_tt100k
 
 __all__ = ["format_summary", "generate_synthetic_tt100k"]

@@ -4,14 +4,14 @@ import itertools
 
 import numpy as np
 
-from featsr_d2.core.tt100k_categories import SIZE_BINS, TYPE45
-from featsr_d2.data.synthetic.layout import (
+from featsr_d2.core.synthetic.layout import (
     MIN_LONG_SIDE,
     SIGNS_PER_IMAGE,
     _overlaps,
     max_long_side,
     sample_layout,
 )
+from featsr_d2.core.tt100k_categories import SIZE_BINS, TYPE45
 
 
 def test_sizes_follow_tt100k_mix():

@@ -1,7 +1,7 @@
 """Composition of one synthetic Tsinghua-Tencent 100K image.
 
 An image is a background (photograph or procedural scene) with clutter, on which the signs of a
-:func:`~featsr_d2.data.synthetic.layout.sample_layout` are pasted with a lighting change and blur
+:func:`~featsr_d2.core.synthetic.layout.sample_layout` are pasted with a lighting change and blur
 (and sometimes a post); the whole image then gets a gamma change, noise and, when written, JPEG
 compression of a random quality.
 """
@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from featsr_d2.data.synthetic.backgrounds import BackgroundSampler, add_clutter, default_backgrounds
-from featsr_d2.data.synthetic.layout import SignPlacement, sample_layout, translation
-from featsr_d2.data.synthetic.signs import TEMPLATE_SIZE, sign_model
+from featsr_d2.core.synthetic.backgrounds import BackgroundSampler, add_clutter, default_backgrounds
+from featsr_d2.core.synthetic.layout import SignPlacement, sample_layout, translation
+from featsr_d2.core.synthetic.signs import TEMPLATE_SIZE, sign_model
 
 __all__ = ["compose_image"]
 

@@ -1,9 +1,9 @@
 """Traffic-sign templates drawn from scratch under the Tsinghua-Tencent 100K category names.
 
-Each sign is vector-drawn with a :class:`~featsr_d2.data.synthetic.painter.Painter` on a
+Each sign is vector-drawn with a :class:`~featsr_d2.core.synthetic.painter.Painter` on a
 supersampled canvas and reduced with a box filter, which gives an antialiased RGBA template whose
 alpha channel is the sign's silhouette. The designs follow the Chinese GB 5768 signs that TT100K
-photographs, simplified to pictograms (:mod:`~featsr_d2.data.synthetic.pictograms`): what matters
+photographs, simplified to pictograms (:mod:`~featsr_d2.core.synthetic.pictograms`): what matters
 for detection is that every class has its own consistent look and that many classes differ only in
 fine detail (the digits of the speed limits, a "t" or an "m", the glyph inside a red ring), which
 becomes illegible when a sign is small.
@@ -24,9 +24,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from featsr_d2.core.tt100k_categories import TYPE45
-from featsr_d2.data.synthetic.painter import Painter, Point
-from featsr_d2.data.synthetic.pictograms import (
+from featsr_d2.core.synthetic.painter import Painter, Point
+from featsr_d2.core.synthetic.pictograms import (
     arrow_diag,
     arrow_turn,
     arrow_up,
@@ -45,6 +44,7 @@ from featsr_d2.data.synthetic.pictograms import (
     roadworks,
     truck,
 )
+from featsr_d2.core.tt100k_categories import TYPE45
 
 __all__ = [
     "SIGN_CATEGORIES",

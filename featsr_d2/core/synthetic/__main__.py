@@ -1,4 +1,4 @@
-"""Command line: ``python -m featsr_d2.data.synthetic --out DIR [options]``.
+"""Command line: ``python -m featsr_d2.core.synthetic --out DIR [options]``.
 
 Writes a synthetic Tsinghua-Tencent 100K dataset (annotations.json, train/ and test/ with ids.txt
 and JPEG images) and prints how many signs it holds per class and per size bin.
@@ -7,12 +7,12 @@ and JPEG images) and prints how many signs it holds per class and per size bin.
 import argparse
 import sys
 
-from featsr_d2.data.synthetic.writer import format_summary, generate_synthetic_tt100k
+from featsr_d2.core.synthetic.writer import format_summary, generate_synthetic_tt100k
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m featsr_d2.data.synthetic",
+        prog="python -m featsr_d2.core.synthetic",
         description="Generate a synthetic dataset in the Tsinghua-Tencent 100K (TT100K) layout.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -5,8 +5,8 @@ import itertools
 import cv2
 import numpy as np
 
+from featsr_d2.core.synthetic.signs import SIGN_CATEGORIES, get_template, render_sign
 from featsr_d2.core.tt100k_categories import TYPE45
-from featsr_d2.data.synthetic.signs import SIGN_CATEGORIES, get_template, render_sign
 
 
 def test_every_category_drawable_and_distinct():

@@ -24,10 +24,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from featsr_d2.core.synthetic.backgrounds import default_backgrounds
+from featsr_d2.core.synthetic.compose import compose_image
+from featsr_d2.core.synthetic.signs import is_drawable, sign_model
 from featsr_d2.core.tt100k_categories import SIZE_BINS, TYPE45
-from featsr_d2.data.synthetic.backgrounds import default_backgrounds
-from featsr_d2.data.synthetic.compose import compose_image
-from featsr_d2.data.synthetic.signs import is_drawable, sign_model
 from featsr_d2.utils.file_io import atomic_write_json, atomic_write_text
 
 __all__ = [
@@ -204,7 +204,8 @@ def generate_synthetic_tt100k(
         num_train, num_test: number of images per split.
         image_size: side of the square images, px (>= 64).
         seed: non-negative seed; the dataset (annotation bytes and image bytes) depends only on it,
-            the counts, the image size and the categories.
+            the counts, the image size, the categories and the background photographs found on
+            the machine (:func:`~featsr_d2.core.synthetic.backgrounds.find_photo_paths`).
         categories: "type45" or a list (or comma-separated string) of drawable TT100K names.
         workers: processes to render with; None picks min(CPU count, 8), or 1 for fewer than 32
             images.

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from featsr_d2.core.synthetic.signs import TEMPLATE_SIZE, SignModel, sign_model
 from featsr_d2.core.tt100k_categories import SIZE_BINS
-from featsr_d2.data.synthetic.signs import TEMPLATE_SIZE, SignModel, sign_model
 
 __all__ = [
     "SignPlacement",

@@ -1,5 +1,5 @@
 """Pictograms of the synthetic traffic signs (arrows, vehicles, people, symbols), drawn with a
-:class:`~featsr_d2.data.synthetic.painter.Painter` in unit space around the sign centre, fitting
+:class:`~featsr_d2.core.synthetic.painter.Painter` in unit space around the sign centre, fitting
 roughly inside radius 0.6. Colours are arguments: the sign family chooses them.
 """
 
@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from featsr_d2.data.synthetic.painter import Painter, Point
+from featsr_d2.core.synthetic.painter import Painter, Point
 
 __all__ = [
     "arrow_diag",

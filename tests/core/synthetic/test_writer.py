@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from featsr_d2.core.synthetic import generate_synthetic_tt100k, writer
+from featsr_d2.core.synthetic.__main__ import main as cli_main
+from featsr_d2.core.synthetic.layout import sample_layout
+from featsr_d2.core.synthetic.writer import MARKER
 from featsr_d2.core.tt100k_categories import TYPE45
-from featsr_d2.data.synthetic import generate_synthetic_tt100k, writer
-from featsr_d2.data.synthetic.__main__ import main as cli_main
-from featsr_d2.data.synthetic.layout import sample_layout
-from featsr_d2.data.synthetic.writer import MARKER
 
 SIZE = 96
 KW = {"num_train": 5, "num_test": 3, "image_size": SIZE, "progress": False}
