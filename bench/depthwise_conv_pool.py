@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """The fused dilated conv + affine + 2x2 max pool on MobileNetV2's depthwise stride-2 layers (the
 demo extractor's strided layers at a 320 px image, batch 4) against the unfused F.conv2d + affine +
-F.max_pool2d: medians of interleaved calls, and the outputs checked equal.
+F.max_pool2d: medians of interleaved calls, and the outputs checked equal. The extractor's pooling:
+2x2 windows {2o-1, 2o} (``pool_offset=1``, floor mode; unfused: max_pool2d's own -inf padding of
+one, the surplus last row / column cut), as ``bench/ops.py``.
 
     python bench/depthwise_conv_pool.py [--threads 1] [--reps 5]
 """
@@ -37,11 +39,12 @@ def main():
         def unfused(x=x, w=w, scale=scale, shift=shift, c=c):
             y = F.conv2d(x, w, None, 1, 2, 2, c)
             y = y * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
-            return F.max_pool2d(y, 2, 2, ceil_mode=True)
+            h, w = ((size + 1) // 2 for size in y.shape[-2:])
+            return F.max_pool2d(y, 2, 2, padding=1)[:, :, :h, :w]
 
         def fused(x=x, w=w, scale=scale, shift=shift, c=c):
             return dilated_conv_maxpool2d(
-                x, w, None, 2, 2, 2, scale=scale, shift=shift, groups=c, ceil_mode=True
+                x, w, None, 2, 2, 2, scale=scale, shift=shift, groups=c, pool_offset=1
             )
 
         with torch.no_grad():
