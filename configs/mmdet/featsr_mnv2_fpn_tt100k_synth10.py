@@ -10,9 +10,9 @@ model = dict(
         type="FeatSRStandardRoIHead",
         stage=2,
         # The demo's supervision, the one place to change it (extractor, naive, none,
-        # detection_only, identity): MODEL.FEATSR.SUPERVISION of configs/featsr_MNV2_FPN_synth.yaml
-        # when this was written (it sets none: the default, extractor).
-        supervision="extractor",
+        # detection_only, identity): MODEL.FEATSR.SUPERVISION of configs/featsr_MNV2_FPN_synth.yaml,
+        # naive, the one the Detectron2 study confirmed (docs/RESULTS.md).
+        supervision="naive",
         small_size=32,
         target_min_size=16,
         # Sized for 2 CPU cores: 16 SR pairs per image (foreground first), G's residual blocks at
@@ -41,11 +41,11 @@ param_scheduler = dict(
     _delete_=True,
     detector=[
         dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=25),
-        dict(type="MultiStepLR", by_epoch=False, begin=0, end=200, milestones=[150]),
+        dict(type="MultiStepLR", by_epoch=False, begin=0, end=800, milestones=[600]),
     ],
     discriminator=[],
 )
-train_cfg = dict(max_iters=200, val_interval=200)
-default_hooks = dict(checkpoint=dict(interval=100))
+train_cfg = dict(max_iters=800, val_interval=800)
+default_hooks = dict(checkpoint=dict(interval=200))
 model_wrapper_cfg = dict(type="FeatSRDistributedDataParallel")  # both optimizers under DDP
 work_dir = "output/mmdet/featsr_mnv2_fpn_tt100k_synth10"
