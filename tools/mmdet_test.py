@@ -9,13 +9,10 @@ The metrics are logged and written to the work dir (``--work-dir``, else the con
 """
 
 import argparse
-import os
 import sys
 
-from mmengine.config import DictAction
-
 import featsr_d2.mmdet  # noqa: F401  (registers featsr_d2's MMDetection components)
-from featsr_d2.mmdet.runner import load_config, test
+from featsr_d2.mmdet.runner import add_runner_arguments, load_config, parse_runner_args, test
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -24,18 +21,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("checkpoint", help="checkpoint file")
     parser.add_argument("--work-dir", help="the dir to save the file with the metrics")
     parser.add_argument("--out", help="dump the predictions to this pickle file (.pkl)")
-    parser.add_argument(
-        "--cfg-options", nargs="+", action=DictAction,
-        help="override config settings, key=value (lists: key='[a,b]' or key=a,b)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none",
-        help="job launcher",
-    )  # fmt: skip
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    return args
+    add_runner_arguments(parser)
+    return parse_runner_args(parser, argv)
 
 
 def main(argv=None) -> int:

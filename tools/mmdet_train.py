@@ -10,13 +10,10 @@ work dir (``--work-dir``, else the config's ``work_dir``, else ``work_dirs/<conf
 """
 
 import argparse
-import os
 import sys
 
-from mmengine.config import DictAction
-
 import featsr_d2.mmdet  # noqa: F401  (registers featsr_d2's MMDetection components)
-from featsr_d2.mmdet.runner import load_config, train
+from featsr_d2.mmdet.runner import add_runner_arguments, load_config, parse_runner_args, train
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,18 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--resume", nargs="?", type=str, const="auto",
         help="resume from this checkpoint, or, without a value, from the work dir's last one",
     )  # fmt: skip
-    parser.add_argument(
-        "--cfg-options", nargs="+", action=DictAction,
-        help="override config settings, key=value (lists: key='[a,b]' or key=a,b)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none",
-        help="job launcher",
-    )  # fmt: skip
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    return args
+    add_runner_arguments(parser)
+    return parse_runner_args(parser, argv)
 
 
 def main(argv=None) -> int:

@@ -9,18 +9,41 @@ checkpoints readable (:func:`featsr_d2.mmdet.checkpoints.mmengine_checkpoints_lo
 
 from __future__ import annotations
 
+import argparse
+import os
 import os.path as osp
 
 from mmdet.evaluation import DumpDetResults
 from mmdet.utils import setup_cache_size_limit_of_dynamo
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.hub import get_config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from featsr_d2.mmdet.checkpoints import mmengine_checkpoints_loadable
 
-__all__ = ["load_config", "test", "train"]
+__all__ = ["add_runner_arguments", "load_config", "parse_runner_args", "test", "train"]
+
+
+def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments MMDetection's tools/train.py and tools/test.py share: ``--cfg-options``,
+    ``--launcher`` and ``--local_rank``."""
+    parser.add_argument(
+        "--cfg-options", nargs="+", action=DictAction,
+        help="override config settings, key=value (lists: key='[a,b]' or key=a,b)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none",
+        help="job launcher",
+    )  # fmt: skip
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
+
+
+def parse_runner_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parses ``argv`` and sets ``LOCAL_RANK`` from ``--local_rank`` unless the launcher set it."""
+    args = parser.parse_args(argv)
+    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    return args
 
 
 def load_config(
